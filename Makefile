@@ -1,0 +1,42 @@
+# The two commands of the README:
+#   make demo   installs everything, builds the tiny guest and converges the demo VM (site.yml)
+#   make test   installs everything and runs every test
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_WORKERS ?= 2
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: setup guest qemu10 demo test units integration sanity lint docs clean
+
+setup:
+	bash tools/setup.sh
+
+guest: setup
+	$(BIN)/python tools/guest/build.py
+
+qemu10: setup
+	bash tools/fetch-qemu10.sh
+
+demo: guest
+	$(BIN)/ansible-playbook site.yml
+
+units: setup
+	$(BIN)/pytest -q tests/unit
+
+integration: guest qemu10
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) tests/integration
+
+sanity: setup
+	bash tools/sanity.sh
+
+lint: setup
+	$(BIN)/ansible-lint --profile production
+
+docs: setup
+	bash tools/docs.sh
+
+test: units integration sanity lint
+
+clean:
+	rm -rf build .pytest_cache .hypothesis tests/output

@@ -1,0 +1,34 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) blocklayer.qemu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    # Which instance a module works on, and how it reaches its QEMU.
+    DOCUMENTATION = r"""
+options:
+  name:
+    description:
+      - Name of the instance. Letters, digits, C(-), C(.) and C(_), starting with a letter.
+    type: str
+    required: true
+  state_dir:
+    description:
+      - Directory that holds the instance's runtime file (C(runtime.json)), QMP socket, pidfile,
+        console log and lock. Created with mode 0700.
+      - One directory per instance. Keep image files elsewhere; the collection never deletes a
+        file it did not create.
+    type: path
+    required: true
+  qmp_timeout:
+    description:
+      - Seconds to wait for QEMU to greet on its QMP socket and to answer each command.
+      - QEMU serves one QMP client at a time; a second client waits in vain, so this bounds it.
+    type: float
+    default: 10
+requirements:
+  - qemu.qmp == 0.0.6 (Python library, on the host that runs QEMU)
+  - QEMU (qemu-system-x86_64) 7.2 or 10.0 on that host
+"""

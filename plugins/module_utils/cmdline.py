@@ -1,0 +1,67 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) blocklayer.qemu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Instance spec + layout -> QEMU argv (pure). Never ``-drive``: ``-blockdev`` + ``-device``."""
+
+from __future__ import annotations
+
+import json
+
+from ansible_collections.blocklayer.qemu.plugins.module_utils.layout import Layout
+from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
+from ansible_collections.blocklayer.qemu.plugins.module_utils.spec import InstanceSpec
+
+
+def _opt(value: str) -> str:
+    """Escape a value for QEMU's key=value option syntax (a comma is written twice)."""
+    return str(value).replace(",", ",,")
+
+
+def _json(obj: dict) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def build_argv(spec: InstanceSpec, layout: Layout, accel: str, paths: RuntimePaths,
+               firmware_dirs=()) -> list:
+    m = spec.machine
+    argv = [
+        spec.qemu_binary,
+        "-name", "guest=%s,debug-threads=on" % _opt(spec.name),
+        "-uuid", spec.uuid,
+        "-machine", m.machine_type,
+        "-accel", accel,
+        "-cpu", "host" if accel == "kvm" else "max",
+        "-m", str(m.memory),
+        "-smp", str(m.vcpus),
+        "-nodefaults", "-no-user-config", "-display", "none",
+    ]
+    for directory in firmware_dirs:
+        argv += ["-L", directory]
+    argv += [
+        "-chardev", "socket,id=qmp,path=%s,server=on,wait=off" % _opt(paths.qmp_socket),
+        "-mon", "chardev=qmp,mode=control",
+        "-chardev", "file,id=console,path=%s" % _opt(paths.console_log),
+        "-serial", "chardev:console",
+    ]
+    if m.agent_channel:
+        # ttyS1 carries the guest agent, apart from the kernel's console on ttyS0.
+        argv += ["-chardev", "socket,id=agent,path=%s,server=on,wait=off" % _opt(paths.agent_socket),
+                 "-serial", "chardev:agent"]
+    if m.kernel_path:
+        argv += ["-kernel", m.kernel_path]
+        if m.initrd_path:
+            argv += ["-initrd", m.initrd_path]
+        if m.kernel_args:
+            argv += ["-append", m.kernel_args]
+    for prop in layout.globals:
+        argv += ["-global", prop]
+    for controller in layout.controllers:
+        argv += ["-device", _json(controller.props)]
+    for device in layout.devices:
+        for node in device.nodes:
+            argv += ["-blockdev", _json(node)]
+        argv += ["-device", _json(device.props)]
+    # Paused until every device is verified over QMP; daemonized once QEMU has initialised,
+    # so a failed start is an exit status with QEMU's message on stderr.
+    argv += ["-pidfile", paths.pidfile, "-daemonize", "-S"]
+    return argv

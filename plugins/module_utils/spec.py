@@ -1,0 +1,255 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) blocklayer.qemu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Module parameters -> validated, normalised instance specs (pure: no I/O).
+
+Instance options keep Ganeti's hvparam names; per-disk options override the instance default.
+Every error names the option, the device and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+from ansible_collections.blocklayer.qemu.plugins.module_utils import cache, ids
+from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
+
+DISK_TYPES = ("paravirtual", "scsi-hd", "scsi-block", "scsi-generic", "ide")
+SCSI_DISK_TYPES = ("scsi-hd", "scsi-block", "scsi-generic")
+SCSI_CONTROLLER_TYPES = ("lsi", "megasas", "virtio-scsi-pci")
+CDROM_DISK_TYPES = ("ide", "scsi")
+BOOT_ORDERS = ("disk", "cdrom", "floppy", "network")
+MACHINE_TYPES = ("pc", "q35")
+ACCELS = ("auto", "kvm", "tcg")
+FORMATS = ("raw", "qcow2")
+MODES = ("rw", "ro")
+MAX_CDROMS = 2
+# virtio-blk and ATA serials are 20 bytes (VIRTIO_BLK_ID_BYTES, IDENTIFY words 10-19).
+SERIAL_MAX = 20
+
+
+@dataclass(frozen=True)
+class HvParams:
+    disk_type: str = "paravirtual"
+    scsi_controller_type: str = "lsi"
+    kvm_pci_reservations: int = 12
+    disk_cache: str = "default"
+    disk_aio: str = "threads"
+    disk_discard: str = "ignore"
+    disk_detect_zeroes: str = "off"
+    cdrom_disk_type: str = "ide"
+    boot_order: str = "disk"
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    name: str
+    uuid: str
+    path: str
+    format: str
+    mode: str
+    disk_type: str
+    cache: str
+    aio: str
+    discard: str
+    detect_zeroes: str
+    serial: str
+
+    @property
+    def read_only(self) -> bool:
+        return self.mode == "ro"
+
+    def io(self) -> cache.IoSettings:
+        return cache.io_settings("disks[%s]" % self.name, self.cache, self.aio, self.discard, self.detect_zeroes)
+
+
+@dataclass(frozen=True)
+class MediaSpec:
+    """A CD-ROM or floppy drive; ``path`` is None for an empty drive."""
+
+    kind: str
+    name: str
+    uuid: str
+    path: Optional[str]
+    disk_type: str
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    memory: int
+    vcpus: int
+    machine_type: str
+    accel: str
+    kernel_path: Optional[str] = None
+    initrd_path: Optional[str] = None
+    kernel_args: Optional[str] = None
+    agent_channel: bool = False
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    name: str
+    uuid: str
+    state_dir: str
+    qemu_binary: str
+    machine: MachineSpec
+    hvparams: HvParams
+    disks: tuple = field(default_factory=tuple)
+    cdroms: tuple = field(default_factory=tuple)
+    floppy: Optional[MediaSpec] = None
+
+    def media(self) -> tuple:
+        return self.cdroms + ((self.floppy,) if self.floppy else ())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _choice(value, choices, what):
+    if value not in choices:
+        raise ConfigError("%s: %r is not one of %s" % (what, value, ", ".join(choices)))
+    return value
+
+
+def _serial(value, default, what):
+    serial = default if value in (None, "") else value
+    if len(serial) > SERIAL_MAX or not all(c.isalnum() or c in "-_." for c in serial):
+        raise ConfigError(
+            "%s: serial %r must be 1 to %d letters, digits, '-', '_' or '.' (guests truncate "
+            "longer serials)" % (what, serial, SERIAL_MAX)
+        )
+    return serial
+
+
+def default_serial(device_uuid: str) -> str:
+    """The guest-visible serial of a disk declared without one: 20 hex digits of its UUID."""
+    return device_uuid.replace("-", "")[:SERIAL_MAX]
+
+
+def _unique(items, what):
+    seen = set()
+    for item in items:
+        for key in ("name", "uuid"):
+            value = getattr(item, key)
+            if (key, value) in seen:
+                raise ConfigError(
+                    "%s: %s %r is declared twice; every %s needs its own %s" % (what, key, value, what, key)
+                )
+            seen.add((key, value))
+
+
+def hvparams_from(params: dict) -> HvParams:
+    hv = HvParams(**{k: params[k] for k in HvParams.__dataclass_fields__ if params.get(k) is not None})
+    _choice(hv.disk_type, DISK_TYPES, "disk_type")
+    _choice(hv.scsi_controller_type, SCSI_CONTROLLER_TYPES, "scsi_controller_type")
+    _choice(hv.cdrom_disk_type, CDROM_DISK_TYPES, "cdrom_disk_type")
+    _choice(hv.boot_order, BOOT_ORDERS, "boot_order")
+    if not isinstance(hv.kvm_pci_reservations, int) or not 1 <= hv.kvm_pci_reservations <= 31:
+        raise ConfigError(
+            "kvm_pci_reservations: %r must be between 1 and 31 (slots below it are left to QEMU)"
+            % (hv.kvm_pci_reservations,)
+        )
+    return hv
+
+
+def disk_from(raw: dict, instance_uuid: str, hv: HvParams, supported_aio=cache.AIO_MODES) -> DiskSpec:
+    name = ids.check_device_name(raw.get("name"), "disks")
+    what = "disks[%s]" % name
+    uuid = (ids.canonical_uuid(raw["uuid"], what + ".uuid") if raw.get("uuid")
+            else ids.device_uuid(instance_uuid, "disk", name))
+    path = raw.get("path")
+    if not path:
+        raise ConfigError("%s: path is required: the image file or block device to attach" % what)
+    disk_type = _choice(raw.get("disk_type") or hv.disk_type, DISK_TYPES, what + ".disk_type")
+    fmt = _choice(raw.get("format") or "raw", FORMATS, what + ".format")
+    if disk_type in ("scsi-block", "scsi-generic") and fmt != "raw":
+        raise ConfigError(
+            "%s: disk_type %s passes a host SCSI device through and needs format raw, not %s"
+            % (what, disk_type, fmt)
+        )
+    mode = _choice(raw.get("mode") or "rw", MODES, what + ".mode")
+    io = {key: raw.get(key) or getattr(hv, "disk_" + key) for key in ("cache", "aio", "discard", "detect_zeroes")}
+    cache.io_settings(what, io["cache"], io["aio"], io["discard"], io["detect_zeroes"], supported_aio)
+    if disk_type == "ide" and mode == "ro":
+        raise ConfigError(
+            "%s: QEMU's IDE disks cannot be read-only; use disk_type paravirtual or scsi-hd, "
+            "or mode rw" % what
+        )
+    return DiskSpec(
+        name=name,
+        uuid=uuid,
+        path=path,
+        format=fmt,
+        mode=mode,
+        disk_type=disk_type,
+        serial=_serial(raw.get("serial"), default_serial(uuid), what),
+        **io
+    )
+
+
+def media_from(raw: dict, kind: str, instance_uuid: str, disk_type: str) -> MediaSpec:
+    group = "cdroms" if kind == "cdrom" else "floppy"
+    name = ids.check_device_name(raw.get("name") or ("floppy" if kind == "floppy" else None), group)
+    what = "%s[%s]" % (group, name) if kind == "cdrom" else "floppy"
+    uuid = (ids.canonical_uuid(raw["uuid"], what + ".uuid") if raw.get("uuid")
+            else ids.device_uuid(instance_uuid, kind, name))
+    return MediaSpec(kind=kind, name=name, uuid=uuid, path=raw.get("path") or None, disk_type=disk_type)
+
+
+def instance_from(params: dict, supported_aio=cache.AIO_MODES) -> InstanceSpec:
+    """Build the instance spec from module parameters (already type-checked by Ansible)."""
+    name = params["name"]
+    if not name or not ids.is_identifier(name) or len(name) > 63:
+        raise ConfigError(
+            "name: %r is not a valid instance name; use up to 63 letters, digits, '-', '.' or '_', "
+            "starting with a letter" % (name,)
+        )
+    uuid = ids.canonical_uuid(params["uuid"], "uuid") if params.get("uuid") else ids.instance_uuid(name)
+    hv = hvparams_from(params)
+    machine = MachineSpec(
+        memory=params.get("memory") or 256,
+        vcpus=params.get("vcpus") or 1,
+        machine_type=_choice(params.get("machine_type") or "pc", MACHINE_TYPES, "machine_type"),
+        accel=_choice(params.get("accel") or "auto", ACCELS, "accel"),
+        kernel_path=params.get("kernel_path") or None,
+        initrd_path=params.get("initrd_path") or None,
+        kernel_args=params.get("kernel_args") or None,
+        agent_channel=bool(params.get("agent_channel")),
+    )
+    if machine.memory < 16:
+        raise ConfigError("memory: %r MiB is too small; give at least 16" % machine.memory)
+    if machine.vcpus < 1:
+        raise ConfigError("vcpus: %r must be at least 1" % machine.vcpus)
+    if (machine.initrd_path or machine.kernel_args) and not machine.kernel_path:
+        raise ConfigError("initrd_path and kernel_args need kernel_path (direct kernel boot)")
+
+    disks = tuple(disk_from(d, uuid, hv, supported_aio) for d in params.get("disks") or ())
+    _unique(disks, "disk")
+    raw_cdroms = params.get("cdroms") or []
+    if len(raw_cdroms) > MAX_CDROMS:
+        raise ConfigError(
+            "cdroms: %d CD-ROMs declared; an instance has at most %d (Ganeti's cdrom and cdrom2)"
+            % (len(raw_cdroms), MAX_CDROMS)
+        )
+    cdroms = tuple(media_from(c, "cdrom", uuid, hv.cdrom_disk_type) for c in raw_cdroms)
+    _unique(cdroms, "cdrom")
+    floppy = media_from(params["floppy"], "floppy", uuid, "floppy") if params.get("floppy") else None
+
+    if hv.boot_order == "cdrom" and not any(c.path for c in cdroms):
+        raise ConfigError("boot_order: cdrom needs a CD-ROM with an image in cdroms")
+    if hv.boot_order == "floppy" and not (floppy and floppy.path):
+        raise ConfigError("boot_order: floppy needs a floppy with an image")
+    if hv.boot_order == "network":
+        raise ConfigError("boot_order: network needs a NIC; NICs are not supported yet")
+    return InstanceSpec(
+        name=name,
+        uuid=uuid,
+        state_dir=params["state_dir"],
+        qemu_binary=params.get("qemu_binary") or "qemu-system-x86_64",
+        machine=machine,
+        hvparams=hv,
+        disks=disks,
+        cdroms=cdroms,
+        floppy=floppy,
+    )

@@ -1,0 +1,81 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) blocklayer.qemu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Does QEMU have every recorded device where the runtime file says? (pure)
+
+Input is the answer of two queries, whatever the number of devices: ``query-block`` keyed
+by ``qdev`` (BlockBackends are anonymous with -blockdev, reference §2.9) and ``query-pci``.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.blocklayer.qemu.plugins.module_utils.topology import pci_slot
+
+QUERIES = ("query-block", "query-pci")
+_PERIPHERAL = "/machine/peripheral/"
+
+
+def qdev_id(qdev: str) -> str:
+    """``/machine/peripheral/<id>/virtio-backend`` (virtio-blk) -> ``<id>``; ids stay as they are."""
+    if qdev.startswith(_PERIPHERAL):
+        return qdev[len(_PERIPHERAL):].split("/")[0]
+    return qdev
+
+
+def block_by_id(query_block: list) -> dict:
+    return {qdev_id(b.get("qdev", "")): b for b in query_block if b.get("qdev")}
+
+
+def pci_by_id(query_pci: list) -> dict:
+    """qdev id -> slot, over every bus (bridges and root ports included)."""
+    found = {}
+
+    def walk(devices):
+        for dev in devices:
+            if dev.get("qdev_id"):
+                found[dev["qdev_id"]] = dev["slot"]
+            walk(dev.get("pci_bridge", {}).get("devices", []))
+
+    for bus in query_pci:
+        walk(bus.get("devices", []))
+    return found
+
+
+def problems(devices: list, query_block: list, query_pci: list) -> list:
+    """One sentence per recorded device that QEMU does not have as recorded.
+
+    ``devices`` are runtime-file device records (``id``, ``kind``, ``hvinfo``, ``nodes``).
+    """
+    blocks = block_by_id(query_block)
+    slots = pci_by_id(query_pci)
+    found = []
+    for dev in devices:
+        info = dev["hvinfo"]
+        if "addr" in info:
+            slot = slots.get(dev["id"])
+            want = pci_slot(info["addr"])
+            if slot is None:
+                found.append("%s is not on the PCI bus" % dev["id"])
+            elif slot != want:
+                found.append("%s is in PCI slot %d, not %d" % (dev["id"], slot, want))
+        if dev["kind"] in ("controller", "nic"):
+            continue
+        block = blocks.get(dev["id"])
+        if block is None:
+            found.append("%s has no block backend" % dev["id"])
+            continue
+        nodes = dev.get("nodes") or []
+        inserted = block.get("inserted")
+        if nodes:
+            top = nodes[-1]
+            if not inserted:
+                found.append("%s has no medium; expected node %s" % (dev["id"], top["node-name"]))
+            elif inserted.get("node-name") != top["node-name"]:
+                found.append("%s uses node %s, not %s" % (dev["id"], inserted.get("node-name"), top["node-name"]))
+            elif bool(inserted.get("ro")) != bool(top.get("read-only")):
+                found.append("%s is %s, not %s" % (
+                    dev["id"], "read-only" if inserted.get("ro") else "read-write",
+                    "read-only" if top.get("read-only") else "read-write"))
+        elif inserted and dev.get("origin") != "drive":
+            found.append("%s has a medium (%s) but none is recorded" % (dev["id"], inserted.get("node-name")))
+    return found

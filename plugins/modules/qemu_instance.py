@@ -1,0 +1,498 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) blocklayer.qemu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: qemu_instance
+short_description: Start, stop and remove a QEMU virtual machine declared with its disks
+version_added: 0.1.0
+description:
+  - Starts a QEMU/KVM instance whose disks, CD-ROMs and floppy are declared in the task, with
+    C(-blockdev) node chains and C(-device) devices (never C(-drive)), and keeps the instance
+    in that state.
+  - Device IDs, PCI slots and the SCSI controller follow Ganeti's KVM designs; option names
+    follow Ganeti's hvparams. Per-disk options override the instance default.
+  - Everything is validated before QEMU is touched. The runtime file is written before QEMU
+    starts; QEMU starts paused, every device is verified over QMP (C(query-block) by qdev and
+    C(query-pci)), and only then does the guest run. On any failure that QEMU is stopped and no
+    runtime file is left.
+  - A second run with the same declaration changes nothing and sends only two read-only QMP
+    queries, however many disks there are.
+  - Image files are never created, changed or deleted.
+author:
+  - blocklayer.qemu developers
+extends_documentation_fragment:
+  - blocklayer.qemu.instance
+attributes:
+  check_mode:
+    support: full
+    description: Plans the start or stop and returns the runtime file it would write; touches nothing.
+  diff_mode:
+    support: full
+    description: The runtime file before and after.
+  platform:
+    platforms: posix
+    description: Runs on the Linux host that runs QEMU.
+options:
+  state:
+    description:
+      - C(running) starts the instance if it is not running.
+      - C(stopped) asks the guest to power down (C(system_powerdown)), waits up to
+        O(shutdown_timeout) seconds for it, then ends QEMU with C(quit) and removes the runtime file.
+      - C(absent) is C(stopped) plus removal of the files the collection created in O(state_dir)
+        and of the directory itself when nothing else is left in it.
+    type: str
+    choices: [running, stopped, absent]
+    default: running
+  uuid:
+    description:
+      - UUID of the instance. Device UUIDs that are not given are derived from it.
+      - Defaults to a UUID derived from O(name), so it stays the same on every run.
+    type: str
+  qemu_binary:
+    description:
+      - The QEMU system emulator to run, by name on E(PATH) or by full path.
+      - For a QEMU unpacked in a private prefix (C(<P>/usr/bin/qemu-system-x86_64)), its firmware
+        and module directories are derived from the prefix; see O(qemu_firmware_dirs) and O(qemu_module_dir).
+    type: str
+    default: qemu-system-x86_64
+  qemu_firmware_dirs:
+    description:
+      - Directories given to QEMU with C(-L), in order. Derived from O(qemu_binary) when not set.
+    type: list
+    elements: path
+  qemu_module_dir:
+    description:
+      - Value of C(QEMU_MODULE_DIR) for QEMU. Derived from O(qemu_binary) when not set.
+    type: path
+  memory:
+    description: Guest memory in MiB.
+    type: int
+    default: 256
+  vcpus:
+    description: Number of virtual CPUs.
+    type: int
+    default: 1
+  machine_type:
+    description: QEMU machine type. C(q35) has no built-in floppy controller; one is added when needed.
+    type: str
+    choices: [pc, q35]
+    default: pc
+  accel:
+    description:
+      - C(auto) uses KVM when C(/dev/kvm) is writable and the CPU has vmx or svm, else TCG.
+        The result returns the accelerator used.
+    type: str
+    choices: [auto, kvm, tcg]
+    default: auto
+  kernel_path:
+    description: Kernel for direct kernel boot (C(-kernel)).
+    type: path
+  initrd_path:
+    description: Initial ramdisk for direct kernel boot (C(-initrd)). Needs O(kernel_path).
+    type: path
+  kernel_args:
+    description: Kernel command line (C(-append)). Needs O(kernel_path).
+    type: str
+  agent_channel:
+    description:
+      - Adds a second serial port (the guest's ttyS1) on the unix socket C(agent.sock) in
+        O(state_dir), for a guest agent. The console (ttyS0) is logged to C(console.log).
+    type: bool
+    default: false
+  disk_type:
+    description:
+      - How disks appear to the guest, unless a disk says otherwise. C(paravirtual) is
+        virtio-blk-pci; C(scsi-hd), C(scsi-block) and C(scsi-generic) sit on the SCSI controller
+        of O(scsi_controller_type); C(ide) on the machine's IDE/AHCI controller.
+      - C(scsi-block) needs a host block device and C(scsi-generic) a host C(/dev/sgN).
+    type: str
+    choices: [paravirtual, scsi-hd, scsi-block, scsi-generic, ide]
+    default: paravirtual
+  scsi_controller_type:
+    description:
+      - The SCSI controller added (with id C(scsi), bus C(scsi.0)) when a SCSI disk or CD-ROM is declared.
+      - C(lsi) (QEMU C(lsi53c895a)) has 8 targets, C(megasas) 65, C(virtio-scsi-pci) 256.
+        Each SCSI device gets its own target (scsi-id), channel 0, lun 0.
+      - lsi and megasas do not signal hot-plugged disks to a Linux guest, which needs a SCSI
+        rescan to see them; prefer C(virtio-scsi-pci).
+    type: str
+    choices: [lsi, megasas, virtio-scsi-pci]
+    default: lsi
+  kvm_pci_reservations:
+    description:
+      - PCI slots below this number are left to QEMU; disks, NICs and controllers get explicit
+        slots from it up to 31 (30 on q35). Lower it when more PCI devices are needed.
+    type: int
+    default: 12
+  disk_cache:
+    description:
+      - Default cache mode of the disks, translated to C(cache.direct)/C(cache.no-flush) on every
+        node of the chain and the device's C(write-cache). C(default) is C(writeback).
+    type: str
+    choices: [default, writeback, none, writethrough, directsync, unsafe]
+    default: default
+  disk_aio:
+    description:
+      - Default aio mode. C(native) needs a cache mode with O_DIRECT (C(none) or C(directsync)).
+        C(io_uring) is accepted only when the QEMU binary's QMP schema lists it.
+    type: str
+    choices: [threads, native, io_uring]
+    default: threads
+  disk_discard:
+    description: Default discard mode of the disks.
+    type: str
+    choices: [ignore, unmap]
+    default: ignore
+  disk_detect_zeroes:
+    description: Default detect-zeroes mode. C(unmap) needs discard C(unmap).
+    type: str
+    choices: ["off", "on", unmap]
+    default: "off"
+  cdrom_disk_type:
+    description: Bus of the CD-ROMs. C(scsi) puts C(scsi-cd) devices on the SCSI controller.
+    type: str
+    choices: [ide, scsi]
+    default: ide
+  boot_order:
+    description:
+      - What the firmware boots first; ignored by a guest started with O(kernel_path).
+      - C(disk) is the first disk, C(cdrom) the first CD-ROM with an image, C(floppy) the floppy.
+        C(network) needs a NIC, which the collection does not declare yet.
+    type: str
+    choices: [disk, cdrom, floppy, network]
+    default: disk
+  disks:
+    description: The instance's disks, in the order the guest should see them.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Name of the disk, unique in the instance.
+        type: str
+        required: true
+      uuid:
+        description: UUID of the disk; its device ID is C(disk-<first three groups>). Derived from the instance UUID and O(disks[].name) when not set.
+        type: str
+      path:
+        description: Image file or block device. It must exist; the collection never creates or deletes images.
+        type: path
+        required: true
+      format:
+        description: Image format. Never probed; a qcow2 image declared C(raw) is refused.
+        type: str
+        choices: [raw, qcow2]
+        default: raw
+      mode:
+        description: C(ro) attaches the disk read-only.
+        type: str
+        choices: [rw, ro]
+        default: rw
+      disk_type:
+        description: Overrides O(disk_type) for this disk.
+        type: str
+        choices: [paravirtual, scsi-hd, scsi-block, scsi-generic, ide]
+      cache:
+        description: Overrides O(disk_cache) for this disk.
+        type: str
+        choices: [default, writeback, none, writethrough, directsync, unsafe]
+      aio:
+        description: Overrides O(disk_aio) for this disk.
+        type: str
+        choices: [threads, native, io_uring]
+      discard:
+        description: Overrides O(disk_discard) for this disk.
+        type: str
+        choices: [ignore, unmap]
+      detect_zeroes:
+        description: Overrides O(disk_detect_zeroes) for this disk.
+        type: str
+        choices: ["off", "on", unmap]
+      serial:
+        description:
+          - Serial number the guest sees (up to 20 letters, digits, C(-), C(_), C(.)).
+          - Defaults to the first 20 hex digits of the disk's UUID, so guest and declaration can be matched.
+        type: str
+  cdroms:
+    description: Up to two read-only CD-ROM drives.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Name of the drive, unique in the instance.
+        type: str
+        required: true
+      uuid:
+        description: UUID of the drive; derived when not set.
+        type: str
+      path:
+        description:
+          - Local ISO image, host CD drive, or C(http://)/C(https://) URL of an ISO (needs
+            Debian's C(qemu-block-extra) on the host). Leave out for an empty drive.
+        type: str
+  floppy:
+    description: One floppy drive.
+    type: dict
+    suboptions:
+      name:
+        description: Name of the drive.
+        type: str
+        default: floppy
+      uuid:
+        description: UUID of the drive; derived when not set.
+        type: str
+      path:
+        description: Raw floppy image. Leave out for an empty drive.
+        type: path
+  allow_restart:
+    description:
+      - When the running instance was started with a different declaration, restart it with the
+        new one. Without it such a change fails and names what differs.
+    type: bool
+    default: false
+  start_timeout:
+    description: Seconds QEMU may take to initialise.
+    type: float
+    default: 30
+  shutdown_timeout:
+    description:
+      - Seconds to wait for the guest to power down after C(system_powerdown) before QEMU is
+        ended with C(quit). C(0) skips the request and quits at once.
+    type: float
+    default: 60
+notes:
+  - QEMU is started with C(-daemonize) and keeps running after the task; its pid is in
+    C(qemu.pid) in O(state_dir).
+seealso:
+  - name: Ganeti design "KVM + SCSI"
+    description: Device IDs, hvinfo, PCI reservations and SCSI controller types.
+    link: https://docs.ganeti.org/docs/ganeti/3.0/html/design-scsi-kvm.html
+"""
+
+EXAMPLES = r"""
+- name: Run a VM with a virtio disk, a SCSI disk on virtio-scsi and an installer CD
+  blocklayer.qemu.qemu_instance:
+    name: web1
+    state_dir: /var/lib/blocklayer/web1
+    memory: 1024
+    vcpus: 2
+    machine_type: q35
+    scsi_controller_type: virtio-scsi-pci
+    disk_cache: none
+    disk_aio: native
+    boot_order: cdrom
+    disks:
+      - name: root
+        path: /srv/images/web1-root.qcow2
+        format: qcow2
+      - name: data
+        path: /srv/images/web1-data.raw
+        disk_type: scsi-hd
+        discard: unmap
+        detect_zeroes: unmap
+    cdroms:
+      - name: installer
+        path: /srv/iso/debian-12-netinst.iso
+
+- name: Shut it down (the guest gets two minutes)
+  blocklayer.qemu.qemu_instance:
+    name: web1
+    state_dir: /var/lib/blocklayer/web1
+    state: stopped
+    shutdown_timeout: 120
+
+- name: Forget it; its images stay where they are
+  blocklayer.qemu.qemu_instance:
+    name: web1
+    state_dir: /var/lib/blocklayer/web1
+    state: absent
+"""
+
+RETURN = r"""
+state:
+  description: The state the instance is in after the task.
+  returned: always
+  type: str
+  sample: running
+actions:
+  description: What the task did (or would do in check mode), in order.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"action": "start", "devices": ["scsi", "disk-9e7c85f6-b6e5-4243"]}]
+qmp_commands:
+  description: Every QMP command sent, with its arguments. Empty in check mode.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"execute": "query-block", "arguments": {}}, {"execute": "query-pci", "arguments": {}}]
+pid:
+  description: Process id of the running QEMU.
+  returned: when running
+  type: int
+  sample: 12345
+qmp_socket:
+  description: Path of the instance's QMP unix socket.
+  returned: when running
+  type: str
+  sample: /var/lib/blocklayer/web1/qmp.sock
+runtime_file:
+  description: Path of the runtime file.
+  returned: when running
+  type: str
+  sample: /var/lib/blocklayer/web1/runtime.json
+devices:
+  description: Device id -> hvinfo (driver, id, bus, addr or channel/scsi-id/lun or unit, drive).
+  returned: always
+  type: dict
+  sample:
+    disk-9e7c85f6-b6e5-4243: {"driver": "virtio-blk-pci", "id": "disk-9e7c85f6-b6e5-4243", "bus": "pci.0", "addr": "0xc", "drive": "disk-9e7c85f6-b6e5-4243.fmt"}
+argv:
+  description: The QEMU command line the instance runs with.
+  returned: when running
+  type: list
+  elements: str
+accel:
+  description: The accelerator in use, C(kvm) or C(tcg).
+  returned: when running
+  type: str
+  sample: tcg
+qemu_version:
+  description: The version QEMU answers on QMP.
+  returned: when running
+  type: str
+  sample: 7.2.22
+"""
+
+import contextlib  # noqa: E402
+import os  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+
+from ansible_collections.blocklayer.qemu.plugins.module_utils import cache, ids, spec  # noqa: E402
+from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError  # noqa: E402
+from ansible_collections.blocklayer.qemu.plugins.module_utils.instance import (  # noqa: E402
+    Instance, Timeouts, resolve_binary)
+from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import HAS_QMP, QMP_IMPORT_ERROR  # noqa: E402
+from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import (  # noqa: E402
+    InstanceLock, RuntimePaths, ensure_state_dir)
+
+_DISK_OPTIONS = dict(
+    name=dict(type="str", required=True),
+    uuid=dict(type="str"),
+    path=dict(type="path", required=True),
+    format=dict(type="str", choices=list(spec.FORMATS), default="raw"),
+    mode=dict(type="str", choices=list(spec.MODES), default="rw"),
+    disk_type=dict(type="str", choices=list(spec.DISK_TYPES)),
+    cache=dict(type="str", choices=list(cache.CACHE_MODES)),
+    aio=dict(type="str", choices=list(cache.AIO_MODES)),
+    discard=dict(type="str", choices=list(cache.DISCARD_MODES)),
+    detect_zeroes=dict(type="str", choices=list(cache.DETECT_ZEROES_MODES)),
+    serial=dict(type="str"),
+)
+
+ARGUMENT_SPEC = dict(
+    name=dict(type="str", required=True),
+    state_dir=dict(type="path", required=True),
+    qmp_timeout=dict(type="float", default=10.0),
+    state=dict(type="str", choices=["running", "stopped", "absent"], default="running"),
+    uuid=dict(type="str"),
+    qemu_binary=dict(type="str", default="qemu-system-x86_64"),
+    qemu_firmware_dirs=dict(type="list", elements="path"),
+    qemu_module_dir=dict(type="path"),
+    memory=dict(type="int", default=256),
+    vcpus=dict(type="int", default=1),
+    machine_type=dict(type="str", choices=list(spec.MACHINE_TYPES), default="pc"),
+    accel=dict(type="str", choices=list(spec.ACCELS), default="auto"),
+    kernel_path=dict(type="path"),
+    initrd_path=dict(type="path"),
+    kernel_args=dict(type="str"),
+    agent_channel=dict(type="bool", default=False),
+    disk_type=dict(type="str", choices=list(spec.DISK_TYPES), default="paravirtual"),
+    scsi_controller_type=dict(type="str", choices=list(spec.SCSI_CONTROLLER_TYPES), default="lsi"),
+    kvm_pci_reservations=dict(type="int", default=12),
+    disk_cache=dict(type="str", choices=list(cache.CACHE_MODES), default="default"),
+    disk_aio=dict(type="str", choices=list(cache.AIO_MODES), default="threads"),
+    disk_discard=dict(type="str", choices=list(cache.DISCARD_MODES), default="ignore"),
+    disk_detect_zeroes=dict(type="str", choices=list(cache.DETECT_ZEROES_MODES), default="off"),
+    cdrom_disk_type=dict(type="str", choices=list(spec.CDROM_DISK_TYPES), default="ide"),
+    boot_order=dict(type="str", choices=list(spec.BOOT_ORDERS), default="disk"),
+    disks=dict(type="list", elements="dict", default=[], options=_DISK_OPTIONS),
+    cdroms=dict(type="list", elements="dict", default=[], options=dict(
+        name=dict(type="str", required=True),
+        uuid=dict(type="str"),
+        path=dict(type="str"),
+    )),
+    floppy=dict(type="dict", options=dict(
+        name=dict(type="str", default="floppy"),
+        uuid=dict(type="str"),
+        path=dict(type="path"),
+    )),
+    allow_restart=dict(type="bool", default=False),
+    start_timeout=dict(type="float", default=30.0),
+    shutdown_timeout=dict(type="float", default=60.0),
+)
+
+
+def _supported_aio(params):
+    """Ask the binary's QMP schema only when io_uring is asked for (it is build-conditional)."""
+    wanted = [params["disk_aio"]] + [d.get("aio") for d in params["disks"]]
+    if "io_uring" not in wanted:
+        return cache.AIO_MODES
+    from ansible_collections.blocklayer.qemu.plugins.module_utils import host, probe
+    binary = resolve_binary(params["qemu_binary"])
+    firmware_dirs, module_dir = host.qemu_dirs(binary, params["qemu_firmware_dirs"], params["qemu_module_dir"])
+    env = {"QEMU_MODULE_DIR": module_dir} if module_dir else {}
+    return probe.aio_modes(probe.query_schema(binary, env, firmware_dirs))
+
+
+def run(module: AnsibleModule) -> dict:
+    params = module.params
+    timeouts = Timeouts(start=params["start_timeout"], shutdown=params["shutdown_timeout"],
+                        qmp_connect=params["qmp_timeout"], qmp_command=params["qmp_timeout"])
+    paths = RuntimePaths(params["state_dir"])
+    state = params["state"]
+    if state == "running":
+        instance_spec = spec.instance_from(params, _supported_aio(params))
+        uuid = instance_spec.uuid
+        if not module.check_mode:
+            ensure_state_dir(paths.state_dir)
+    else:
+        uuid = ids.canonical_uuid(params["uuid"], "uuid") if params["uuid"] else ids.instance_uuid(params["name"])
+    # No lock to take where there is no state dir yet (check mode, or nothing to stop).
+    lock = InstanceLock(paths) if os.path.isdir(paths.state_dir) else contextlib.nullcontext()
+    with lock:
+        instance = Instance(params["name"], uuid, paths.state_dir, module.check_mode, timeouts)
+        if state == "running":
+            return instance.ensure_running(instance_spec, params["allow_restart"],
+                                           params["qemu_firmware_dirs"], params["qemu_module_dir"])
+        if state == "stopped":
+            return instance.ensure_stopped()
+        return instance.ensure_absent()
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    if not HAS_QMP:
+        module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QMP_IMPORT_ERROR)
+    try:
+        result = run(module)
+    except ConfigError as exc:
+        module.fail_json(msg=str(exc))
+    except QemuError as exc:
+        module.fail_json(msg=str(exc), qemu_error_class=exc.error_class, qemu_error=exc.desc)
+    warnings = result.pop("warnings")
+    for warning in warnings:
+        module.warn(warning)
+    if not module._diff:
+        result.pop("diff")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

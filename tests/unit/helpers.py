@@ -1,0 +1,31 @@
+"""Building declarations for the pure core without a module run."""
+
+from ansible_collections.blocklayer.qemu.plugins.module_utils import layout, spec
+
+QCOW2 = layout.PathFacts("file", b"QFI\xfb")
+RAW = layout.PathFacts("file", b"\0\0\0\0")
+
+
+def params(**over):
+    base = dict(name="vm1", state_dir="/run/vm1", uuid="11111111-2222-3333-4444-555555555555",
+                qemu_binary="qemu-system-x86_64", disks=[], cdroms=[], floppy=None)
+    base.update(over)
+    return base
+
+
+def disk(name, **over):
+    d = dict(name=name, path="/img/%s.raw" % name)
+    d.update(over)
+    return d
+
+
+def place(facts=None, **over):
+    """Spec + layout of a declaration; every path is a raw file unless ``facts`` says otherwise."""
+    s = spec.instance_from(params(**over))
+    all_facts = {p: RAW for p in layout.declared_paths(s)}
+    all_facts.update(facts or {})
+    return s, layout.layout_instance(s, all_facts)
+
+
+def by_name(lay, name):
+    return next(d for d in lay.all_devices() if d.name == name)

@@ -1,0 +1,144 @@
+import pytest
+
+from ansible_collections.blocklayer.qemu.plugins.module_utils import layout
+from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
+
+from .helpers import QCOW2, by_name, disk, place
+
+
+def test_virtio_disks_get_pci_slots_from_the_reservations_up():
+    _, lay = place(disks=[disk("a"), disk("b")])
+    assert [d.hvinfo["addr"] for d in lay.devices] == ["0xc", "0xd"]
+    assert lay.controllers == ()
+    a = by_name(lay, "a")
+    assert a.id == a.hvinfo["id"] == "disk-" + "-".join(a.uuid.split("-")[:3])
+    assert a.hvinfo == {"driver": "virtio-blk-pci", "id": a.id, "bus": "pci.0", "addr": "0xc", "drive": a.id + ".fmt"}
+
+
+def test_scsi_disk_brings_the_controller_with_id_scsi_and_its_own_target():
+    _, lay = place(disks=[disk("a", disk_type="scsi-hd"), disk("b", disk_type="scsi-hd"), disk("c")],
+                   scsi_controller_type="virtio-scsi-pci")
+    (ctrl,) = lay.controllers
+    assert ctrl.hvinfo == {"driver": "virtio-scsi-pci", "id": "scsi", "bus": "pci.0", "addr": "0xc"}
+    assert [by_name(lay, n).hvinfo.get("scsi-id") for n in "ab"] == [0, 1]
+    assert by_name(lay, "a").hvinfo["bus"] == "scsi.0"
+    assert by_name(lay, "c").hvinfo["addr"] == "0xd"  # after the controller
+
+
+@pytest.mark.parametrize("ctype,driver", [("lsi", "lsi53c895a"), ("megasas", "megasas")])
+def test_controller_driver_per_type(ctype, driver):
+    _, lay = place(disks=[disk("a", disk_type="scsi-hd")], scsi_controller_type=ctype)
+    assert lay.controllers[0].props["driver"] == driver
+
+
+def test_nine_disks_on_lsi_fail_naming_the_fix():
+    with pytest.raises(ConfigError, match=r"disks\[d8\]: no free SCSI target.*virtio-scsi-pci"):
+        place(disks=[disk("d%d" % i, disk_type="scsi-hd") for i in range(9)])
+
+
+def test_reservations_that_leave_no_slot_fail():
+    with pytest.raises(ConfigError, match="no free PCI slot"):
+        place(disks=[disk("a"), disk("b")], kvm_pci_reservations=31)
+
+
+def test_write_cache_and_serial_per_driver():
+    _, lay = place(disks=[disk("a", disk_type="scsi-hd", cache="writethrough", serial="S1"),
+                          disk("b", path="/dev/sdz", disk_type="scsi-block")],
+                   facts={"/dev/sdz": layout.PathFacts("block")})
+    a, b = by_name(lay, "a").props, by_name(lay, "b").props
+    assert (a["write-cache"], a["serial"], a["device_id"]) == ("off", "S1", by_name(lay, "a").id)
+    assert "write-cache" not in b and "serial" not in b and "device_id" not in b
+
+
+def test_default_serial_is_twenty_hex_digits_of_the_uuid():
+    _, lay = place(disks=[disk("a")])
+    a = by_name(lay, "a")
+    assert a.props["serial"] == a.uuid.replace("-", "")[:20]
+
+
+def test_first_disk_boots_by_default():
+    _, lay = place(disks=[disk("a"), disk("b")])
+    assert by_name(lay, "a").props["bootindex"] == 1 and "bootindex" not in by_name(lay, "b").props
+
+
+def test_boot_order_cdrom_boots_the_first_cd_with_media():
+    _, lay = place(disks=[disk("a")], cdroms=[dict(name="empty"), dict(name="iso", path="/iso/x.iso")],
+                   boot_order="cdrom")
+    assert "bootindex" not in by_name(lay, "a").props
+    assert "bootindex" not in by_name(lay, "empty").props
+    assert by_name(lay, "iso").props["bootindex"] == 1
+
+
+def test_cdroms_are_read_only_ide_without_write_cache():
+    _, lay = place(cdroms=[dict(name="iso", path="/iso/x.iso")])
+    cd = by_name(lay, "iso")
+    assert cd.hvinfo["driver"] == "ide-cd" and cd.hvinfo["bus"] == "ide.0" and cd.hvinfo["unit"] == 0
+    assert all(n["read-only"] for n in cd.nodes)
+    assert "write-cache" not in cd.props
+
+
+def test_empty_cdrom_has_no_nodes_and_no_drive():
+    _, lay = place(cdroms=[dict(name="empty")])
+    cd = by_name(lay, "empty")
+    assert cd.nodes == () and "drive" not in cd.hvinfo
+
+
+def test_scsi_cdrom_shares_the_scsi_bus():
+    _, lay = place(cdroms=[dict(name="iso", path="/iso/x.iso")], cdrom_disk_type="scsi",
+                   disks=[disk("a", disk_type="scsi-hd")])
+    assert by_name(lay, "iso").hvinfo["driver"] == "scsi-cd"
+    assert by_name(lay, "iso").hvinfo["scsi-id"] == 1
+
+
+def test_https_cdrom_needs_no_local_path():
+    s, lay = place(cdroms=[dict(name="net", path="https://example.org/x.iso")])
+    assert layout.declared_paths(s) == []
+    assert by_name(lay, "net").nodes[0]["driver"] == "https"
+
+
+def test_floppy_on_q35_brings_an_isa_fdc_and_boot_floppy_sets_bootindexA():
+    _, lay = place(machine_type="q35", floppy=dict(path="/img/fd.img"), boot_order="floppy")
+    assert [c.props for c in lay.controllers] == [{"driver": "isa-fdc", "id": "fdc"}]
+    assert by_name(lay, "floppy").hvinfo["driver"] == "floppy"
+    assert lay.globals == ("isa-fdc.bootindexA=1",)
+
+
+def test_floppy_on_pc_uses_the_built_in_controller():
+    _, lay = place(floppy=dict(path="/img/fd.img"))
+    assert lay.controllers == ()
+
+
+@pytest.mark.parametrize("facts,fmt,message", [
+    (layout.PathFacts("missing"), "raw", "does not exist.*qemu-img create"),
+    (layout.PathFacts("directory"), "raw", "is a directory, not a regular file or a block device"),
+    (layout.PathFacts("unreadable"), "raw", "cannot be opened for reading"),
+    (QCOW2, "raw", "holds a qcow2 image but is declared format raw; declare format: qcow2"),
+    (layout.PathFacts("file", b"\0\0\0\0"), "qcow2", "declared format qcow2 but has no qcow2 header"),
+    (layout.PathFacts("char"), "raw", "character device; only disk_type scsi-generic"),
+])
+def test_bad_paths_are_refused_naming_the_disk(facts, fmt, message):
+    with pytest.raises(ConfigError, match=r"disks\[a\]: .*" + message):
+        place(disks=[disk("a", format=fmt)], facts={"/img/a.raw": facts})
+
+
+def test_qcow2_declared_qcow2_is_accepted():
+    _, lay = place(disks=[disk("a", format="qcow2")], facts={"/img/a.raw": QCOW2})
+    assert by_name(lay, "a").nodes[1]["driver"] == "qcow2"
+
+
+def test_scsi_passthrough_needs_the_right_host_device():
+    with pytest.raises(ConfigError, match="scsi-block needs a host block device"):
+        place(disks=[disk("a", disk_type="scsi-block")])
+    with pytest.raises(ConfigError, match="scsi-generic needs a host SCSI generic device"):
+        place(disks=[disk("a", disk_type="scsi-generic")])
+
+
+def test_ide_disks_and_cdroms_share_the_ide_positions():
+    _, lay = place(disks=[disk("a", disk_type="ide")], cdroms=[dict(name="c", path="/i.iso")])
+    assert (by_name(lay, "a").hvinfo["bus"], by_name(lay, "a").hvinfo["unit"]) == ("ide.0", 0)
+    assert (by_name(lay, "c").hvinfo["bus"], by_name(lay, "c").hvinfo["unit"]) == ("ide.0", 1)
+
+
+def test_layout_is_deterministic():
+    decl = dict(disks=[disk("a"), disk("b", disk_type="scsi-hd")], cdroms=[dict(name="c", path="/i.iso")])
+    assert place(**decl)[1] == place(**decl)[1]

@@ -1,0 +1,39 @@
+from ansible_collections.blocklayer.qemu.plugins.module_utils import verify
+
+DISK = {"id": "disk-a", "kind": "disk", "hvinfo": {"addr": "0xc"},
+        "nodes": [{"node-name": "disk-a.proto"}, {"node-name": "disk-a.fmt", "read-only": False}]}
+SCSI = {"id": "disk-b", "kind": "disk", "hvinfo": {"scsi-id": 0}, "nodes": [{"node-name": "disk-b.fmt"}]}
+CTRL = {"id": "scsi", "kind": "controller", "hvinfo": {"addr": "0xd"}, "nodes": []}
+EMPTY_CD = {"id": "cdrom-c", "kind": "cdrom", "hvinfo": {"unit": 0}, "nodes": []}
+
+BLOCK = [
+    {"qdev": "/machine/peripheral/disk-a/virtio-backend", "device": "",
+     "inserted": {"node-name": "disk-a.fmt", "ro": False}},
+    {"qdev": "disk-b", "device": "", "inserted": {"node-name": "disk-b.fmt", "ro": False}},
+    {"qdev": "cdrom-c", "device": ""},
+]
+PCI = [{"bus": 0, "devices": [{"slot": 12, "qdev_id": "disk-a"}, {"slot": 13, "qdev_id": "scsi"},
+                              {"slot": 1, "qdev_id": ""}]}]
+
+
+def test_qdev_paths_of_virtio_blk_are_normalised():
+    assert verify.qdev_id("/machine/peripheral/disk-a/virtio-backend") == "disk-a"
+    assert verify.qdev_id("disk-b") == "disk-b"
+
+
+def test_matching_state_has_no_problems():
+    assert verify.problems([DISK, SCSI, CTRL, EMPTY_CD], BLOCK, PCI) == []
+
+
+def test_wrong_slot_missing_device_and_wrong_node_are_named():
+    pci = [{"bus": 0, "devices": [{"slot": 14, "qdev_id": "disk-a"}]}]
+    block = [dict(BLOCK[0]), {"qdev": "disk-b", "inserted": {"node-name": "other", "ro": False}}]
+    found = verify.problems([DISK, SCSI, CTRL, EMPTY_CD], block, pci)
+    assert found == ["disk-a is in PCI slot 14, not 12", "disk-b uses node other, not disk-b.fmt",
+                     "scsi is not on the PCI bus", "cdrom-c has no block backend"]
+
+
+def test_devices_behind_bridges_are_found():
+    pci = [{"bus": 0, "devices": [{"slot": 3, "qdev_id": "rp1", "pci_bridge": {
+        "devices": [{"slot": 0, "qdev_id": "disk-x"}]}}]}]
+    assert verify.pci_by_id(pci) == {"rp1": 3, "disk-x": 0}
