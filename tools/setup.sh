@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-apt_packages=(qemu-system-x86 qemu-utils qemu-block-extra ipxe-qemu genisoimage cpio busybox-static
+apt_packages=(make qemu-system-x86 qemu-utils qemu-block-extra ipxe-qemu genisoimage cpio busybox-static
               shellcheck python3-venv)
 missing=()
 for p in "${apt_packages[@]}"; do
