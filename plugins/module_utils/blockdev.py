@@ -40,8 +40,20 @@ def protocol_driver(path_kind: str, media_kind: str) -> str:
     return "file"
 
 
+# Node roles: "stor" talks to host storage (libvirt's "storage"), "fmt" interprets the format.
+# A medium change adds the new chain before the old one is removed, so removable media
+# alternate between two sets of names.
+ROLES = ("stor", "fmt")
+ALTERNATE_ROLES = ("stor2", "fmt2")
+
+
+def alternate_roles(nodes: list) -> tuple:
+    """The roles a new medium uses, given the nodes of the current one."""
+    return ROLES if nodes and nodes[-1]["node-name"].endswith("2") else ALTERNATE_ROLES
+
+
 def node_chain(dev_id: str, path: str, path_kind: str, fmt: str, io: IoSettings,
-               read_only: bool, media_kind: str = "disk") -> list:
+               read_only: bool, media_kind: str = "disk", roles: tuple = ROLES) -> list:
     """The nodes of one image, bottom-up: ``[protocol, format]``."""
     driver = protocol_driver(path_kind, media_kind)
     common = {
@@ -51,14 +63,14 @@ def node_chain(dev_id: str, path: str, path_kind: str, fmt: str, io: IoSettings,
         # Ganeti: dynamic read-only reopening broke migration; ask for what we use.
         "auto-read-only": False,
     }
-    protocol = {"driver": driver, "node-name": ids.node_name(dev_id, "proto")}
+    protocol = {"driver": driver, "node-name": ids.node_name(dev_id, roles[0])}
     if driver in (PATH_HTTP, PATH_HTTPS):
         protocol["url"] = path
     else:
         protocol["filename"] = path
         protocol["aio"] = io.aio  # a file-posix option only
     protocol.update(common)
-    fmt_node = {"driver": fmt, "node-name": ids.node_name(dev_id, "fmt"), "file": protocol["node-name"]}
+    fmt_node = {"driver": fmt, "node-name": ids.node_name(dev_id, roles[1]), "file": protocol["node-name"]}
     fmt_node.update(common)
     fmt_node["detect-zeroes"] = io.detect_zeroes
     return [protocol, fmt_node]

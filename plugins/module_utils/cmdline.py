@@ -60,6 +60,8 @@ def build_argv(spec: InstanceSpec, layout: Layout, accel: str, paths: RuntimePat
     for device in layout.devices:
         for node in device.nodes:
             argv += ["-blockdev", _json(node)]
+        if device.netdev:
+            argv += ["-netdev", _json(device.netdev)]
         argv += ["-device", _json(device.props)]
     # Paused until every device is verified over QMP; daemonized once QEMU has initialised,
     # so a failed start is an exit status with QEMU's message on stderr.

@@ -52,3 +52,24 @@ def media_props(info: dict, bootindex=None) -> dict:
     if bootindex is not None:
         props["bootindex"] = bootindex
     return props
+
+
+NIC_DRIVERS = {"paravirtual": "virtio-net-pci", "e1000": "e1000", "rtl8139": "rtl8139"}
+
+
+def netdev_props(nic, dev_id: str) -> dict:
+    """The -netdev / netdev_add dict of a NIC's host side (id ``<nic id>.net``)."""
+    props = {"type": nic.netdev, "id": dev_id + ".net"}
+    if nic.netdev == "tap":
+        props.update({"ifname": nic.ifname, "script": "no", "downscript": "no"})
+    elif nic.netdev == "bridge":
+        props["br"] = nic.bridge
+    return props
+
+
+def nic_props(info: dict, mac: str, bootindex=None) -> dict:
+    props = dict(info)
+    props["mac"] = mac
+    if bootindex is not None:
+        props["bootindex"] = bootindex
+    return props

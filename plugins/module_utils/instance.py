@@ -112,7 +112,7 @@ class Instance:
         if self.check_mode:
             return data
         with self._session() as qmp:
-            answers = [qmp.execute(q) for q in verify.QUERIES]
+            answers = [qmp.execute(q, a) for q, a in verify.QUERIES]
             self.qmp_commands += qmp.sent
         drift = verify.problems(data["controllers"] + data["devices"], *answers)
         if drift:
@@ -154,7 +154,7 @@ class Instance:
             self.pid = process.read_pid(self.paths.pidfile)
             with self._session() as qmp:
                 try:
-                    answers = [qmp.execute(q) for q in verify.QUERIES]
+                    answers = [qmp.execute(q, a) for q, a in verify.QUERIES]
                     missing = verify.problems(data["controllers"] + data["devices"], *answers)
                     if missing:
                         raise QemuError("QEMU started without the declared devices: %s" % "; ".join(missing))

@@ -10,13 +10,15 @@ from: per device its id, hvinfo, node chain and device properties.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, devices, ids
 from ansible_collections.blocklayer.qemu.plugins.module_utils.cache import io_settings
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.spec import SCSI_DISK_TYPES, InstanceSpec
 from ansible_collections.blocklayer.qemu.plugins.module_utils.topology import (
-    SCSI_CONTROLLER_ID, SCSI_CONTROLLERS, IdeAllocator, PciAllocator, ScsiAllocator)
+    ROOT_PORT_DRIVER, SCSI_CONTROLLER_ID, SCSI_CONTROLLERS, IdeAllocator, PciAllocator, RootPortAllocator,
+    ScsiAllocator, pci_bus, pci_slot, root_ports)
 
 QCOW2_MAGIC = b"QFI\xfb"
 
@@ -32,6 +34,8 @@ class PathFacts:
 
 @dataclass(frozen=True)
 class Device:
+    """One placed device: what the runtime file records about it."""
+
     kind: str
     name: str
     uuid: str
@@ -40,6 +44,7 @@ class Device:
     props: dict
     nodes: tuple = ()
     spec: dict = field(default_factory=dict)
+    netdev: Optional[dict] = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -98,71 +103,131 @@ def check_path(what: str, path: str, facts: PathFacts, kind: str, fmt: str = "ra
     return facts.kind
 
 
-def layout_instance(spec: InstanceSpec, facts: dict) -> Layout:
-    """Place every declared device. ``facts`` maps each declared path to its PathFacts."""
-    hv = spec.hvparams
-    machine_type = spec.machine.machine_type
-    pci = PciAllocator(machine_type, hv.kvm_pci_reservations)
-    ide = IdeAllocator(machine_type)
-    scsi = ScsiAllocator(hv.scsi_controller_type)
-    controllers = []
-    needs_scsi = any(d.disk_type in SCSI_DISK_TYPES for d in spec.disks) or any(
-        c.disk_type == "scsi" for c in spec.cdroms)
-    if needs_scsi:
-        info = devices.hvinfo(SCSI_CONTROLLERS[hv.scsi_controller_type].driver, SCSI_CONTROLLER_ID,
-                              pci.take("the SCSI controller"))
-        controllers.append(Device("controller", SCSI_CONTROLLER_ID, "", SCSI_CONTROLLER_ID, info, dict(info)))
-    if spec.floppy and machine_type == "q35":
-        # q35 has no built-in floppy controller (reference §2.5).
-        info = {"driver": "isa-fdc", "id": "fdc"}
-        controllers.append(Device("controller", "fdc", "", "fdc", info, dict(info)))
+def _controller(props: dict) -> Device:
+    return Device("controller", props["id"], "", props["id"], dict(props), dict(props))
 
-    placed = []
-    boot_disk_done = hv.boot_order != "disk"
-    for disk in spec.disks:
+
+class Placer:
+    """Allocates addresses for new devices around those already placed.
+
+    At start nothing is placed yet; at hot-plug ``placed`` are the runtime file's records
+    and ``live_pci_slots`` the slots query-pci shows taken on the root bus.
+    """
+
+    def __init__(self, spec: InstanceSpec, controllers=(), placed=(), live_pci_slots=()):
+        self.spec = spec
+        hv = spec.hvparams
+        self.machine_type = spec.machine.machine_type
+        self.controllers = list(controllers)
+        infos = [c.hvinfo for c in self.controllers] + [d.hvinfo for d in placed]
+        bus = pci_bus(self.machine_type)
+        used_slots = {pci_slot(i["addr"]) for i in infos if i.get("bus") == bus and "addr" in i}
+        self.pci = PciAllocator(self.machine_type, hv.kvm_pci_reservations, used_slots | set(live_pci_slots))
+        ports = [c.id for c in self.controllers if c.hvinfo["driver"] == ROOT_PORT_DRIVER]
+        self.ports = RootPortAllocator(ports, {i["bus"] for i in infos if i.get("bus") in ports})
+        self.ide = IdeAllocator(self.machine_type, {(i["bus"], i["unit"]) for i in infos
+                                                    if i["driver"] in ("ide-hd", "ide-cd")})
+        self.scsi = ScsiAllocator(hv.scsi_controller_type, {i["scsi-id"] for i in infos if "scsi-id" in i})
+
+    # -- controllers --------------------------------------------------------------------------
+    def add_root_ports(self, count: int) -> None:
+        for props in root_ports(count, self.spec.hvparams.kvm_pci_reservations):
+            self.pci.used.add(pci_slot(props["addr"]))
+            self.controllers.append(_controller(props))
+            self.ports.port_ids.append(props["id"])
+
+    def pci_placement(self, what: str) -> dict:
+        return self.ports.take(what) if self.machine_type == "q35" else self.pci.take(what)
+
+    def scsi_controller(self):
+        """The SCSI controller to add, or None when the instance has one."""
+        if any(c.id == SCSI_CONTROLLER_ID for c in self.controllers):
+            return None
+        driver = SCSI_CONTROLLERS[self.spec.hvparams.scsi_controller_type].driver
+        ctrl = _controller(devices.hvinfo(driver, SCSI_CONTROLLER_ID, self.pci_placement("the SCSI controller")))
+        self.controllers.append(ctrl)
+        return ctrl
+
+    # -- devices ------------------------------------------------------------------------------
+    def disk(self, disk, facts: dict, bootindex=None) -> Device:
         what = "disks[%s]" % disk.name
         path_kind = check_path(what, disk.path, facts[disk.path], "disk", disk.format, disk.disk_type)
         dev_id = ids.device_id("disk", disk.uuid)
         io = disk.io()
         nodes = blockdev.node_chain(dev_id, disk.path, path_kind, disk.format, io, disk.read_only)
         if disk.disk_type == "paravirtual":
-            placement = pci.take(what)
+            placement = self.pci_placement(what)
         elif disk.disk_type == "ide":
-            placement = ide.take(what)
+            placement = self.ide.take(what)
         else:
-            placement = scsi.take(what)
+            placement = self.scsi.take(what)
         info = devices.hvinfo(devices.DISK_DRIVERS[disk.disk_type], dev_id, placement, blockdev.top_node(nodes))
-        bootindex = None if boot_disk_done else 1
-        boot_disk_done = True
         props = devices.disk_props(info, disk.serial, io.cache.write_cache(), bootindex)
-        placed.append(Device("disk", disk.name, disk.uuid, dev_id, info, props, tuple(nodes), asdict(disk)))
+        return Device("disk", disk.name, disk.uuid, dev_id, info, props, tuple(nodes), asdict(disk))
 
-    boot_cdrom_done = hv.boot_order != "cdrom"
-    media_io = io_settings("media", hv.disk_cache, "threads", "ignore", "off")
-    for media in spec.media():
+    def media(self, media, facts: dict, bootindex=None) -> Device:
         what = "%s[%s]" % ("cdroms" if media.kind == "cdrom" else "floppy", media.name)
         dev_id = ids.device_id(media.kind, media.uuid)
-        nodes = []
-        if media.path:
-            url_kind = blockdev.path_kind_of_url(media.path)
-            path_kind = url_kind or check_path(what, media.path, facts[media.path], media.kind)
-            nodes = blockdev.node_chain(dev_id, media.path, path_kind, "raw", media_io,
-                                        read_only=media.kind == "cdrom", media_kind=media.kind)
+        nodes = medium_chain(self.spec, media, facts, dev_id)
         if media.kind == "floppy":
             driver, placement = "floppy", {"unit": 0}
         else:
             driver = devices.CDROM_DRIVERS[media.disk_type]
-            placement = ide.take(what) if media.disk_type == "ide" else scsi.take(what)
+            placement = self.ide.take(what) if media.disk_type == "ide" else self.scsi.take(what)
         info = devices.hvinfo(driver, dev_id, placement, blockdev.top_node(nodes))
-        bootindex = None
-        if not boot_cdrom_done and media.kind == "cdrom" and media.path:
-            bootindex, boot_cdrom_done = 1, True
         props = devices.media_props(info, bootindex)
-        placed.append(Device(media.kind, media.name, media.uuid, dev_id, info, props, tuple(nodes), asdict(media)))
+        return Device(media.kind, media.name, media.uuid, dev_id, info, props, tuple(nodes), asdict(media))
 
+    def nic(self, nic, bootindex=None) -> Device:
+        dev_id = ids.device_id("nic", nic.uuid)
+        netdev = devices.netdev_props(nic, dev_id)
+        info = devices.hvinfo(devices.NIC_DRIVERS[nic.nic_type], dev_id, self.pci_placement("nics[%s]" % nic.name))
+        info["netdev"] = netdev["id"]
+        props = devices.nic_props(info, nic.mac, bootindex)
+        return Device("nic", nic.name, nic.uuid, dev_id, info, props, (), asdict(nic), netdev)
+
+
+def medium_chain(spec: InstanceSpec, media, facts: dict, dev_id: str, roles=blockdev.ROLES) -> list:
+    """The read-only (CD) or read-write (floppy) chain of a removable medium; [] when empty."""
+    if not media.path:
+        return []
+    what = "%s[%s]" % ("cdroms" if media.kind == "cdrom" else "floppy", media.name)
+    path_kind = blockdev.path_kind_of_url(media.path) or check_path(what, media.path, facts[media.path], media.kind)
+    io = io_settings(what, spec.hvparams.disk_cache, "threads", "ignore", "off")
+    return blockdev.node_chain(dev_id, media.path, path_kind, "raw", io, read_only=media.kind == "cdrom",
+                               media_kind=media.kind, roles=roles)
+
+
+def needs_scsi_controller(spec: InstanceSpec) -> bool:
+    return any(d.disk_type in SCSI_DISK_TYPES for d in spec.disks) or any(c.disk_type == "scsi" for c in spec.cdroms)
+
+
+def pci_device_count(spec: InstanceSpec) -> int:
+    return int(needs_scsi_controller(spec)) + sum(d.disk_type == "paravirtual" for d in spec.disks) + len(spec.nics)
+
+
+def layout_instance(spec: InstanceSpec, facts: dict) -> Layout:
+    """Place every declared device for a start. ``facts`` maps each local path to PathFacts."""
+    hv = spec.hvparams
+    placer = Placer(spec)
+    if spec.machine.machine_type == "q35":
+        placer.add_root_ports(pci_device_count(spec) + hv.pcie_root_ports)
+    if needs_scsi_controller(spec):
+        placer.scsi_controller()
+    if spec.floppy and spec.machine.machine_type == "q35":
+        # q35 has no built-in floppy controller (reference §2.5).
+        placer.controllers.append(_controller({"driver": "isa-fdc", "id": "fdc"}))
+
+    placed = [placer.disk(d, facts, 1 if (hv.boot_order == "disk" and i == 0) else None)
+              for i, d in enumerate(spec.disks)]
+    boot_cd = next((c.name for c in spec.cdroms if c.path), None) if hv.boot_order == "cdrom" else None
+    placed += [placer.media(m, facts, 1 if m.kind == "cdrom" and m.name == boot_cd else None)
+               for m in spec.media()]
+    placed += [placer.nic(n, 1 if (hv.boot_order == "network" and i == 0) else None)
+               for i, n in enumerate(spec.nics)]
     # The floppy device has no bootindex; its controller does (bootindexA for unit 0).
     global_props = ("isa-fdc.bootindexA=1",) if hv.boot_order == "floppy" else ()
-    return Layout(tuple(controllers), tuple(placed), global_props)
+    return Layout(tuple(placer.controllers), tuple(placed), global_props)
 
 
 def declared_paths(spec: InstanceSpec) -> list:

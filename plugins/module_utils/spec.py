@@ -9,6 +9,7 @@ Every error names the option, the device and the fix.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -19,6 +20,8 @@ DISK_TYPES = ("paravirtual", "scsi-hd", "scsi-block", "scsi-generic", "ide")
 SCSI_DISK_TYPES = ("scsi-hd", "scsi-block", "scsi-generic")
 SCSI_CONTROLLER_TYPES = ("lsi", "megasas", "virtio-scsi-pci")
 CDROM_DISK_TYPES = ("ide", "scsi")
+NIC_TYPES = ("paravirtual", "e1000", "rtl8139")
+NETDEV_TYPES = ("user", "tap", "bridge")
 BOOT_ORDERS = ("disk", "cdrom", "floppy", "network")
 MACHINE_TYPES = ("pc", "q35")
 ACCELS = ("auto", "kvm", "tcg")
@@ -40,6 +43,10 @@ class HvParams:
     disk_detect_zeroes: str = "off"
     cdrom_disk_type: str = "ide"
     boot_order: str = "disk"
+    nic_type: str = "paravirtual"
+    # q35 only: pcie.0 cannot hot-plug, so PCI devices sit in root ports, and this many are
+    # kept free for hot-plug beyond one per PCI device declared at start.
+    pcie_root_ports: int = 4
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,17 @@ class MediaSpec:
 
 
 @dataclass(frozen=True)
+class NicSpec:
+    name: str
+    uuid: str
+    nic_type: str
+    mac: str
+    netdev: str
+    ifname: Optional[str] = None
+    bridge: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class MachineSpec:
     memory: int
     vcpus: int
@@ -98,6 +116,7 @@ class InstanceSpec:
     disks: tuple = field(default_factory=tuple)
     cdroms: tuple = field(default_factory=tuple)
     floppy: Optional[MediaSpec] = None
+    nics: tuple = field(default_factory=tuple)
 
     def media(self) -> tuple:
         return self.cdroms + ((self.floppy,) if self.floppy else ())
@@ -145,6 +164,9 @@ def hvparams_from(params: dict) -> HvParams:
     _choice(hv.scsi_controller_type, SCSI_CONTROLLER_TYPES, "scsi_controller_type")
     _choice(hv.cdrom_disk_type, CDROM_DISK_TYPES, "cdrom_disk_type")
     _choice(hv.boot_order, BOOT_ORDERS, "boot_order")
+    _choice(hv.nic_type, NIC_TYPES, "nic_type")
+    if not isinstance(hv.pcie_root_ports, int) or not 0 <= hv.pcie_root_ports <= 64:
+        raise ConfigError("pcie_root_ports: %r must be between 0 and 64" % (hv.pcie_root_ports,))
     if not isinstance(hv.kvm_pci_reservations, int) or not 1 <= hv.kvm_pci_reservations <= 31:
         raise ConfigError(
             "kvm_pci_reservations: %r must be between 1 and 31 (slots below it are left to QEMU)"
@@ -197,6 +219,34 @@ def media_from(raw: dict, kind: str, instance_uuid: str, disk_type: str) -> Medi
     return MediaSpec(kind=kind, name=name, uuid=uuid, path=raw.get("path") or None, disk_type=disk_type)
 
 
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
+
+
+def default_mac(nic_uuid: str) -> str:
+    """A stable locally administered MAC in QEMU's 52:54:00 range, from the NIC's UUID."""
+    tail = nic_uuid.replace("-", "")[-6:]
+    return "52:54:00:%s:%s:%s" % (tail[0:2], tail[2:4], tail[4:6])
+
+
+def nic_from(raw: dict, instance_uuid: str, hv: HvParams) -> NicSpec:
+    name = ids.check_device_name(raw.get("name"), "nics")
+    what = "nics[%s]" % name
+    uuid = (ids.canonical_uuid(raw["uuid"], what + ".uuid") if raw.get("uuid")
+            else ids.device_uuid(instance_uuid, "nic", name))
+    mac = (raw.get("mac") or default_mac(uuid)).lower()
+    if not _MAC.match(mac) or int(mac[:2], 16) & 1:
+        raise ConfigError("%s: mac %r is not a unicast MAC address like 52:54:00:12:34:56" % (what, mac))
+    netdev = _choice(raw.get("netdev") or "user", NETDEV_TYPES, what + ".netdev")
+    if netdev == "tap" and not raw.get("ifname"):
+        raise ConfigError("%s: netdev tap needs ifname, the host tap interface to use" % what)
+    if netdev == "bridge" and not raw.get("bridge"):
+        raise ConfigError("%s: netdev bridge needs bridge, the host bridge to join" % what)
+    return NicSpec(name=name, uuid=uuid, nic_type=_choice(raw.get("nic_type") or hv.nic_type, NIC_TYPES,
+                                                          what + ".nic_type"),
+                   mac=mac, netdev=netdev, ifname=raw.get("ifname") if netdev == "tap" else None,
+                   bridge=raw.get("bridge") if netdev == "bridge" else None)
+
+
 def instance_from(params: dict, supported_aio=cache.AIO_MODES) -> InstanceSpec:
     """Build the instance spec from module parameters (already type-checked by Ansible)."""
     name = params["name"]
@@ -235,13 +285,16 @@ def instance_from(params: dict, supported_aio=cache.AIO_MODES) -> InstanceSpec:
     cdroms = tuple(media_from(c, "cdrom", uuid, hv.cdrom_disk_type) for c in raw_cdroms)
     _unique(cdroms, "cdrom")
     floppy = media_from(params["floppy"], "floppy", uuid, "floppy") if params.get("floppy") else None
+    nics = tuple(nic_from(n, uuid, hv) for n in params.get("nics") or ())
+    _unique(nics, "nic")
+    _unique_macs(nics)
 
     if hv.boot_order == "cdrom" and not any(c.path for c in cdroms):
         raise ConfigError("boot_order: cdrom needs a CD-ROM with an image in cdroms")
     if hv.boot_order == "floppy" and not (floppy and floppy.path):
         raise ConfigError("boot_order: floppy needs a floppy with an image")
-    if hv.boot_order == "network":
-        raise ConfigError("boot_order: network needs a NIC; NICs are not supported yet")
+    if hv.boot_order == "network" and not nics:
+        raise ConfigError("boot_order: network needs a NIC in nics")
     return InstanceSpec(
         name=name,
         uuid=uuid,
@@ -252,4 +305,14 @@ def instance_from(params: dict, supported_aio=cache.AIO_MODES) -> InstanceSpec:
         disks=disks,
         cdroms=cdroms,
         floppy=floppy,
+        nics=nics,
     )
+
+
+def _unique_macs(nics) -> None:
+    seen = {}
+    for nic in nics:
+        if nic.mac in seen:
+            raise ConfigError("nics[%s]: mac %s is also used by nics[%s]; give each NIC its own"
+                              % (nic.name, nic.mac, seen[nic.mac]))
+        seen[nic.mac] = nic.name

@@ -72,6 +72,47 @@ class PciAllocator:
         )
 
 
+ROOT_PORT_DRIVER = "pcie-root-port"
+
+
+def root_ports(count: int, first_slot: int) -> list:
+    """``count`` pcie-root-port props on pcie.0, eight functions per slot from ``first_slot``.
+
+    q35's pcie.0 cannot hot-plug (reference §2.8), so every PCI device sits in a root port of
+    its own and can later be unplugged; packing ports as functions keeps pcie.0 slots free.
+    """
+    ports = []
+    for index in range(count):
+        slot, function = first_slot + index // 8, index % 8
+        if slot > last_pci_slot("q35"):
+            raise ConfigError(
+                "pcie_root_ports: %d root ports do not fit on pcie.0 from slot %d; lower "
+                "pcie_root_ports or kvm_pci_reservations" % (count, first_slot))
+        props = {"driver": ROOT_PORT_DRIVER, "id": "rp%d" % index, "bus": "pcie.0",
+                 "addr": "0x%x.%x" % (slot, function), "chassis": index + 1, "port": 0x10 + index}
+        if function == 0:
+            props["multifunction"] = True
+        ports.append(props)
+    return ports
+
+
+class RootPortAllocator:
+    """On q35: the lowest free root port, device at its slot 0."""
+
+    def __init__(self, port_ids, used=()):
+        self.port_ids = list(port_ids)
+        self.used = set(used)
+
+    def take(self, what: str) -> dict:
+        for port in self.port_ids:
+            if port not in self.used:
+                self.used.add(port)
+                return {"bus": port, "addr": "0x0"}
+        raise ConfigError(
+            "%s: no free pcie-root-port: all %d are taken; raise pcie_root_ports and restart the "
+            "instance (root ports cannot be hot-plugged)" % (what, len(self.port_ids)))
+
+
 class ScsiAllocator:
     """Each SCSI device on its own lowest free scsi-id, channel 0, lun 0."""
 

@@ -3,15 +3,18 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Does QEMU have every recorded device where the runtime file says? (pure)
 
-Input is the answer of two queries, whatever the number of devices: ``query-block`` keyed
-by ``qdev`` (BlockBackends are anonymous with -blockdev, reference §2.9) and ``query-pci``.
+Input is the answer of three queries, whatever the number of devices: ``query-block`` keyed
+by ``qdev`` (BlockBackends are anonymous with -blockdev, reference §2.9), ``query-pci`` and
+``qom-list /machine/peripheral`` (every device with an id and its QOM type). query-pci shows
+devices behind a root port only once firmware has numbered the buses, so for those the QOM
+entry is the proof.
 """
 
 from __future__ import annotations
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils.topology import pci_slot
 
-QUERIES = ("query-block", "query-pci")
+QUERIES = (("query-block", {}), ("query-pci", {}), ("qom-list", {"path": "/machine/peripheral"}))
 _PERIPHERAL = "/machine/peripheral/"
 
 
@@ -41,17 +44,29 @@ def pci_by_id(query_pci: list) -> dict:
     return found
 
 
-def problems(devices: list, query_block: list, query_pci: list) -> list:
+def types_by_id(qom_list: list) -> dict:
+    """qdev id -> QOM type, from ``qom-list /machine/peripheral`` (``child<virtio-blk-pci>``)."""
+    return {p["name"]: p["type"][len("child<"):-1] for p in qom_list if p.get("type", "").startswith("child<")}
+
+
+def problems(devices: list, query_block: list, query_pci: list, qom_list: list) -> list:
     """One sentence per recorded device that QEMU does not have as recorded.
 
     ``devices`` are runtime-file device records (``id``, ``kind``, ``hvinfo``, ``nodes``).
     """
     blocks = block_by_id(query_block)
     slots = pci_by_id(query_pci)
+    types = types_by_id(qom_list)
     found = []
     for dev in devices:
         info = dev["hvinfo"]
-        if "addr" in info:
+        qom_type = types.get(dev["id"])
+        if qom_type is None:
+            found.append("%s is not in QEMU" % dev["id"])
+            continue
+        if qom_type != info["driver"]:
+            found.append("%s is a %s, not a %s" % (dev["id"], qom_type, info["driver"]))
+        if "addr" in info and info.get("bus", "").startswith("pci"):
             slot = slots.get(dev["id"])
             want = pci_slot(info["addr"])
             if slot is None:

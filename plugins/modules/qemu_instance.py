@@ -161,7 +161,7 @@ options:
     description:
       - What the firmware boots first; ignored by a guest started with O(kernel_path).
       - C(disk) is the first disk, C(cdrom) the first CD-ROM with an image, C(floppy) the floppy.
-        C(network) needs a NIC, which the collection does not declare yet.
+        C(network) the first NIC.
     type: str
     choices: [disk, cdrom, floppy, network]
     default: disk
@@ -249,6 +249,51 @@ options:
       path:
         description: Raw floppy image. Leave out for an empty drive.
         type: path
+  nic_type:
+    description: How NICs appear to the guest, unless a NIC says otherwise. C(paravirtual) is virtio-net-pci.
+    type: str
+    choices: [paravirtual, e1000, rtl8139]
+    default: paravirtual
+  pcie_root_ports:
+    description:
+      - q35 only. C(pcie.0) cannot hot-plug, so every PCI device (disks, NICs, the SCSI
+        controller) sits in a C(pcie-root-port) of its own; this many more are created at start
+        for hot-plug. Root ports cannot be hot-plugged themselves, so raising it needs a restart.
+    type: int
+    default: 4
+  nics:
+    description: The instance's network interfaces.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: Name of the NIC, unique in the instance.
+        type: str
+        required: true
+      uuid:
+        description: UUID of the NIC; its device ID is C(nic-<first three groups>). Derived when not set.
+        type: str
+      nic_type:
+        description: Overrides O(nic_type) for this NIC.
+        type: str
+        choices: [paravirtual, e1000, rtl8139]
+      mac:
+        description: MAC address. Defaults to a stable address in C(52:54:00) derived from the NIC's UUID.
+        type: str
+      netdev:
+        description:
+          - Host side. C(user) is QEMU's user-mode network; C(tap) uses the tap interface O(nics[].ifname)
+            (created beforehand); C(bridge) joins O(nics[].bridge) through C(qemu-bridge-helper).
+        type: str
+        choices: [user, tap, bridge]
+        default: user
+      ifname:
+        description: Host tap interface, for O(nics[].netdev=tap).
+        type: str
+      bridge:
+        description: Host bridge, for O(nics[].netdev=bridge).
+        type: str
   allow_restart:
     description:
       - When the running instance was started with a different declaration, restart it with the
@@ -432,6 +477,17 @@ ARGUMENT_SPEC = dict(
         name=dict(type="str", default="floppy"),
         uuid=dict(type="str"),
         path=dict(type="path"),
+    )),
+    nic_type=dict(type="str", choices=list(spec.NIC_TYPES), default="paravirtual"),
+    pcie_root_ports=dict(type="int", default=4),
+    nics=dict(type="list", elements="dict", default=[], options=dict(
+        name=dict(type="str", required=True),
+        uuid=dict(type="str"),
+        nic_type=dict(type="str", choices=list(spec.NIC_TYPES)),
+        mac=dict(type="str"),
+        netdev=dict(type="str", choices=list(spec.NETDEV_TYPES), default="user"),
+        ifname=dict(type="str"),
+        bridge=dict(type="str"),
     )),
     allow_restart=dict(type="bool", default=False),
     start_timeout=dict(type="float", default=30.0),

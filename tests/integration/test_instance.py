@@ -61,16 +61,26 @@ def test_devices_in_qemu_match_the_declaration(vm, machine_type, controller):
                     for i in (root_id, data_id) if controller != "virtio"}
         write_cache = {i: qmp("qom-get", path="/machine/peripheral/" + i, property="write-cache")
                        for i in (root_id, data_id)}
+        parent_bus = {i: qmp("qom-get", path="/machine/peripheral/" + i, property="parent_bus").split("/")[-1]
+                      for i in devices if "addr" in devices[i]}
 
-    pci_bus = "pcie.0" if machine_type == "q35" else "pci.0"
+    def pci_place(dev_id):
+        """(bus, slot) of a PCI device: on q35 its root port, which sits on pcie.0."""
+        bus = parent_bus[dev_id]
+        return (bus, slots[dev_id]) if bus == "pci.0" else (bus, slots[bus], slots[dev_id] if dev_id in slots else 0)
+
+    # pc: slots from kvm_pci_reservations (12) up; q35: one root port each, ports packed in slot 12.
+    first, second = (("pci.0", 12), ("pci.0", 13)) if machine_type == "pc" else (("rp0", 12, 0), ("rp1", 12, 0))
+    for dev_id in devices:
+        if "addr" in devices[dev_id] and devices[dev_id]["bus"] != "pcie.0":
+            assert parent_bus[dev_id] == devices[dev_id]["bus"]
     if controller == "virtio":
         assert types[root_id] == types[data_id] == "virtio-blk-pci"
         assert "scsi" not in types
-        assert (slots[root_id], slots[data_id]) == (12, 13)
-        assert devices[root_id]["bus"] == pci_bus and devices[root_id]["addr"] == "0xc"
+        assert (pci_place(root_id), pci_place(data_id)) == (first, second)
     else:
         assert types["scsi"] == SCSI_CONTROLLERS[controller]
-        assert slots["scsi"] == 12 and devices["scsi"]["bus"] == pci_bus
+        assert pci_place("scsi") == first
         assert types[root_id] == types[data_id] == "scsi-hd"
         assert devices[root_id]["bus"] == devices[data_id]["bus"] == "scsi.0"
         assert scsi_ids == {root_id: 0, data_id: 1}
@@ -79,7 +89,7 @@ def test_devices_in_qemu_match_the_declaration(vm, machine_type, controller):
 
     # cache: the same {direct, no-flush} on every node of a chain; writeback from write-cache.
     for dev_id, direct in ((root_id, True), (data_id, False)):
-        for suffix in (".proto", ".fmt"):
+        for suffix in (".stor", ".fmt"):
             assert nodes[dev_id + suffix]["cache"]["direct"] is direct
             assert nodes[dev_id + suffix]["cache"]["no-flush"] is False
     # The device property, not query-block's writeback: virtio-blk drops writeback while a
@@ -95,7 +105,7 @@ def test_devices_in_qemu_match_the_declaration(vm, machine_type, controller):
     assert fd_flags(pid, root) & os.O_DIRECT and not fd_flags(pid, data) & os.O_DIRECT
     blockdevs = [json.loads(argv[i + 1]) for i, a in enumerate(argv) if a == "-blockdev"]
     aio = {n["node-name"]: n.get("aio") for n in blockdevs}
-    assert (aio[root_id + ".proto"], aio[data_id + ".proto"]) == ("native", "threads")
+    assert (aio[root_id + ".stor"], aio[data_id + ".stor"]) == ("native", "threads")
 
 
 def test_second_run_is_a_no_op_with_two_queries(vm):
@@ -104,7 +114,7 @@ def test_second_run_is_a_no_op_with_two_queries(vm):
     assert first["changed"]
     second = vm.run(disks=disks)
     assert second["changed"] is False
-    assert [c["execute"] for c in second["qmp_commands"]] == ["query-block", "query-pci"]
+    assert [c["execute"] for c in second["qmp_commands"]] == ["query-block", "query-pci", "qom-list"]
     assert second["pid"] == first["pid"] and second["devices"] == first["devices"]
     assert second["qemu_version"] == first["qemu_version"]
 

@@ -23,7 +23,7 @@ def test_url_scheme_detection():
 
 def test_chain_is_protocol_then_format_with_explicit_names():
     nodes = blockdev.node_chain("disk-9e7c85f6-b6e5-4243", "/img/a.qcow2", "file", "qcow2", io(), False)
-    assert [n["node-name"] for n in nodes] == ["disk-9e7c85f6-b6e5-4243.proto", "disk-9e7c85f6-b6e5-4243.fmt"]
+    assert [n["node-name"] for n in nodes] == ["disk-9e7c85f6-b6e5-4243.stor", "disk-9e7c85f6-b6e5-4243.fmt"]
     assert nodes[0]["driver"] == "file" and nodes[0]["filename"] == "/img/a.qcow2"
     assert nodes[1]["driver"] == "qcow2" and nodes[1]["file"] == nodes[0]["node-name"]
     assert blockdev.top_node(nodes) == "disk-9e7c85f6-b6e5-4243.fmt"
@@ -47,7 +47,7 @@ def test_aio_only_on_the_file_node_detect_zeroes_only_on_top():
 def test_https_iso_is_a_read_only_url_node_without_aio():
     nodes = blockdev.node_chain("cdrom-a", "https://mirror/x.iso", "https", "raw",
                                 io("writeback", "threads", "ignore", "off"), True, "cdrom")
-    assert nodes[0] == {"driver": "https", "node-name": "cdrom-a.proto", "url": "https://mirror/x.iso",
+    assert nodes[0] == {"driver": "https", "node-name": "cdrom-a.stor", "url": "https://mirror/x.iso",
                         "cache": {"direct": False, "no-flush": False}, "discard": "ignore",
                         "read-only": True, "auto-read-only": False}
     assert nodes[1]["read-only"] is True

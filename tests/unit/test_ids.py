@@ -35,7 +35,7 @@ def test_instance_uuid_derives_from_name():
     assert ids.instance_uuid("web1") == ids.instance_uuid("web1") != ids.instance_uuid("web2")
 
 
-@given(st.uuids(), st.sampled_from(["disk", "cdrom", "floppy"]), st.sampled_from(["proto", "fmt", "thr"]))
+@given(st.uuids(), st.sampled_from(["disk", "cdrom", "floppy"]), st.sampled_from(["stor", "fmt", "stor2", "fmt2", "thr"]))
 def test_node_names_of_every_block_device_kind_fit_qemu_rules(u, kind, role):
     name = ids.node_name(ids.device_id(kind, str(u)), role)
     assert len(name) <= ids.NODE_NAME_MAX

@@ -98,7 +98,7 @@ def test_https_cdrom_needs_no_local_path():
 
 def test_floppy_on_q35_brings_an_isa_fdc_and_boot_floppy_sets_bootindexA():
     _, lay = place(machine_type="q35", floppy=dict(path="/img/fd.img"), boot_order="floppy")
-    assert [c.props for c in lay.controllers] == [{"driver": "isa-fdc", "id": "fdc"}]
+    assert [c.props for c in lay.controllers if c.id == "fdc"] == [{"driver": "isa-fdc", "id": "fdc"}]
     assert by_name(lay, "floppy").hvinfo["driver"] == "floppy"
     assert lay.globals == ("isa-fdc.bootindexA=1",)
 
@@ -142,3 +142,50 @@ def test_ide_disks_and_cdroms_share_the_ide_positions():
 def test_layout_is_deterministic():
     decl = dict(disks=[disk("a"), disk("b", disk_type="scsi-hd")], cdroms=[dict(name="c", path="/i.iso")])
     assert place(**decl)[1] == place(**decl)[1]
+
+
+def test_q35_puts_every_pci_device_in_its_own_root_port_plus_spares():
+    _, lay = place(machine_type="q35", pcie_root_ports=2, scsi_controller_type="virtio-scsi-pci",
+                   disks=[disk("a"), disk("b", disk_type="scsi-hd")], nics=[dict(name="n")])
+    ports = [c.props for c in lay.controllers if c.props["driver"] == "pcie-root-port"]
+    assert len(ports) == 3 + 2  # controller, virtio disk, NIC + two spare
+    assert ports[0] == {"driver": "pcie-root-port", "id": "rp0", "bus": "pcie.0", "addr": "0xc.0",
+                        "chassis": 1, "port": 0x10, "multifunction": True}
+    assert ports[1]["addr"] == "0xc.1" and "multifunction" not in ports[1]
+    scsi = next(c for c in lay.controllers if c.id == "scsi")
+    assert scsi.hvinfo["bus"] == "rp0" and scsi.hvinfo["addr"] == "0x0"
+    assert (by_name(lay, "a").hvinfo["bus"], by_name(lay, "n").hvinfo["bus"]) == ("rp1", "rp2")
+
+
+def test_root_ports_pack_eight_per_slot():
+    _, lay = place(machine_type="q35", pcie_root_ports=9)
+    assert [c.props["addr"] for c in lay.controllers][7:9] == ["0xc.7", "0xd.0"]
+
+
+def test_nic_gets_netdev_mac_and_pci_slot():
+    _, lay = place(disks=[disk("a")], nics=[dict(name="n", mac="52:54:00:AA:bb:01")])
+    nic = by_name(lay, "n")
+    assert nic.id.startswith("nic-")
+    assert nic.netdev == {"type": "user", "id": nic.id + ".net"}
+    assert nic.hvinfo == {"driver": "virtio-net-pci", "id": nic.id, "bus": "pci.0", "addr": "0xd",
+                          "netdev": nic.id + ".net"}
+    assert nic.props["mac"] == "52:54:00:aa:bb:01"
+
+
+def test_default_macs_are_stable_and_distinct():
+    _, lay = place(nics=[dict(name="n1"), dict(name="n2")])
+    macs = [by_name(lay, n).props["mac"] for n in ("n1", "n2")]
+    assert macs == [by_name(place(nics=[dict(name="n1"), dict(name="n2")])[1], n).props["mac"] for n in ("n1", "n2")]
+    assert macs[0] != macs[1] and all(m.startswith("52:54:00:") for m in macs)
+
+
+def test_boot_order_network_boots_the_first_nic():
+    _, lay = place(nics=[dict(name="n1"), dict(name="n2")], boot_order="network")
+    assert by_name(lay, "n1").props["bootindex"] == 1 and "bootindex" not in by_name(lay, "n2").props
+
+
+def test_sixteen_disks_and_eight_nics_fit_with_lower_reservations():
+    _, lay = place(disks=[disk("d%d" % i) for i in range(16)], nics=[dict(name="n%d" % i) for i in range(8)],
+                   kvm_pci_reservations=6)
+    slots = sorted(int(d.hvinfo["addr"], 16) for d in lay.devices)
+    assert slots == list(range(6, 30))

@@ -10,7 +10,8 @@ def test_defaults_follow_ganeti_hvparams():
     s = spec.instance_from(params())
     assert s.hvparams == spec.HvParams(disk_type="paravirtual", scsi_controller_type="lsi", kvm_pci_reservations=12,
                                        disk_cache="default", disk_aio="threads", disk_discard="ignore",
-                                       disk_detect_zeroes="off", cdrom_disk_type="ide", boot_order="disk")
+                                       disk_detect_zeroes="off", cdrom_disk_type="ide", boot_order="disk",
+                                       nic_type="paravirtual", pcie_root_ports=4)
     assert (s.machine.machine_type, s.machine.accel, s.machine.memory, s.machine.vcpus) == ("pc", "auto", 256, 1)
 
 
@@ -46,6 +47,11 @@ def test_instance_without_uuid_gets_one_from_its_name():
     (dict(memory=8), "memory: 8 MiB is too small"),
     (dict(uuid="xyz"), "uuid: 'xyz' is not a UUID"),
     (dict(scsi_controller_type="dc390"), "scsi_controller_type: 'dc390' is not one of"),
+    (dict(boot_order="network"), "boot_order: network needs a NIC"),
+    (dict(nics=[dict(name="n", mac="01:00:00:00:00:01")]), r"nics\[n\]: mac '01:00:00:00:00:01' is not a unicast"),
+    (dict(nics=[dict(name="n", netdev="tap")]), r"nics\[n\]: netdev tap needs ifname"),
+    (dict(nics=[dict(name="n", mac="52:54:00:00:00:01"), dict(name="m", mac="52:54:00:00:00:01")]),
+     r"nics\[m\]: mac 52:54:00:00:00:01 is also used by nics\[n\]"),
 ])
 def test_bad_declarations_are_refused_with_option_device_and_fix(over, message):
     with pytest.raises(ConfigError, match=message):

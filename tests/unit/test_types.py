@@ -4,8 +4,8 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils import layout
 
 from .helpers import disk, place
 
-INT_PROPS = {"scsi-id", "lun", "channel", "unit", "bootindex"}
-BOOL_PROPS = {"read-only", "auto-read-only"}
+INT_PROPS = {"scsi-id", "lun", "channel", "unit", "bootindex", "chassis", "port"}
+BOOL_PROPS = {"read-only", "auto-read-only", "multifunction"}
 ON_OFF_PROPS = {"write-cache"}
 
 
@@ -19,7 +19,8 @@ def _check(props):
             assert value in ("on", "off"), (key, value)
         elif key == "addr":
             assert isinstance(value, str) and value.startswith("0x"), (key, value)
-            int(value, 16)
+            for part in value.split("."):
+                int(part, 16)
         elif key == "cache":
             assert set(value) == {"direct", "no-flush"}
             assert all(type(v) is bool for v in value.values())
@@ -33,10 +34,12 @@ def test_every_device_and_node_dict_is_schema_typed():
         disks=[disk("a"), disk("b", disk_type="scsi-hd", cache="none", aio="native"),
                disk("c", disk_type="ide", format="qcow2"), disk("d", path="/dev/sdz", disk_type="scsi-block")],
         cdroms=[dict(name="e", path="/i.iso"), dict(name="f")],
+        nics=[dict(name="n"), dict(name="m", nic_type="e1000", netdev="tap", ifname="tap0")],
         floppy=dict(path="/fd.img"),
         facts={"/img/c.raw": layout.PathFacts("file", b"QFI\xfb"), "/dev/sdz": layout.PathFacts("block")},
     )
     for dev in lay.all_devices():
         _check(dev.props)
+        _check(dev.netdev or {})
         for node in dev.nodes:
             _check(node)
