@@ -49,7 +49,8 @@ ALTERNATE_ROLES = ("stor2", "fmt2")
 
 def alternate_roles(nodes: list) -> tuple:
     """The roles a new medium uses, given the nodes of the current one."""
-    return ROLES if nodes and nodes[-1]["node-name"].endswith("2") else ALTERNATE_ROLES
+    in_use = nodes and not nodes[-1]["node-name"].endswith("2")
+    return ALTERNATE_ROLES if in_use else ROLES
 
 
 def node_chain(dev_id: str, path: str, path_kind: str, fmt: str, io: IoSettings,

@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import (
-    cmdline, host, layout, plan, process, runtime, verify)
+    cmdline, host, hotplug, layout, plan, process, runtime, verify)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession
 from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
@@ -47,7 +47,7 @@ class Instance:
     """One instance, identified by its state directory, for one module run."""
 
     def __init__(self, name: str, uuid: str, state_dir: str, check_mode: bool,
-                 timeouts: Timeouts = Timeouts()):
+                 timeouts: Timeouts = Timeouts(), unplug_timeout: float = 5.0):
         self.name = name
         self.uuid = uuid
         self.paths = RuntimePaths(state_dir)
@@ -56,6 +56,7 @@ class Instance:
         self.actions = []
         self.qmp_commands = []
         self.warnings = []
+        self.unplug_timeout = unplug_timeout
         self.before = runtime.load(self.paths.runtime_file)
         self.pid = process.read_pid(self.paths.pidfile)
         owner = self.before["uuid"] if self.before else uuid
@@ -78,6 +79,8 @@ class Instance:
             "argv": data.get("argv", []),
             "accel": data.get("accel"),
             "qemu_version": data.get("qemu", {}).get("version"),
+            "unplug_pending": sorted(d["id"] for d in data.get("devices", [])
+                                     if d.get("state") == runtime.STATE_UNPLUG_PENDING),
             "warnings": self.warnings,
         }
 
@@ -87,37 +90,79 @@ class Instance:
     # -- running ------------------------------------------------------------------------------
     def ensure_running(self, spec, allow_restart: bool, firmware_dirs=None, module_dir=None) -> dict:
         declaration = plan.normalise(spec.to_dict())
-        if self.before and self.pid:
-            differences = plan.changes(self.before["declaration"], declaration)
-            if not differences:
-                return self.result(self._check_live(self.before))
-            if not allow_restart:
-                raise ConfigError(
-                    "instance %s runs with a different declaration (%s); live changes are not "
-                    "supported for these options: set allow_restart: true to restart it with the "
-                    "new declaration, or stop it first" % (self.name, "; ".join(differences)))
-            self._stop(reason="declaration changed: " + "; ".join(differences))
-        elif self.pid and not self.before:
+        if self.pid and not self.before:
             raise ConfigError(
                 "a QEMU for instance %s runs (pid %d) but %s is missing, so its devices are "
                 "unknown; stop that QEMU yourself, then run again" % (self.name, self.pid, self.paths.runtime_file))
-        elif self.before:
+        if self.before and not self.pid:
             self.actions.append({"action": "forget", "reason": "the recorded QEMU is not running"})
             if not self.check_mode:
                 self._forget()
-        return self.result(self._start(spec, declaration, firmware_dirs, module_dir))
+        if not (self.before and self.pid):
+            return self.result(self._start(spec, declaration, firmware_dirs, module_dir))
+        return self.result(self._reconcile(spec, declaration, allow_restart, firmware_dirs, module_dir))
 
-    def _check_live(self, data: dict) -> dict:
-        """Re-run with the same input: two read-only queries, whatever the number of devices."""
+    def _reconcile(self, spec, declaration, allow_restart, firmware_dirs, module_dir) -> dict:
+        """Make the running QEMU match the declaration live, or restart it when allowed.
+
+        A no-op costs the three verification queries, whatever the number of devices.
+        """
+        facts = {p: host.inspect_path(p) for p in layout.declared_paths(spec)}
+        data = self.before
         if self.check_mode:
-            return data
+            actions = plan.reconcile(data, spec, facts)
+            self._refuse_or_restart(actions, allow_restart)
+            if any(a.action == plan.RESTART for a in actions):
+                self._stop(reason="restart required")
+                return self._start(spec, declaration, firmware_dirs, module_dir)
+            self._report(actions)
+            self.qmp_commands = [c for a in actions for c in a.commands]
+            return plan.expected_after(data, actions, declaration) if actions else data
         with self._session() as qmp:
-            answers = [qmp.execute(q, a) for q, a in verify.QUERIES]
-            self.qmp_commands += qmp.sent
-        drift = verify.problems(data["controllers"] + data["devices"], *answers)
+            try:
+                block, pci, qom = [qmp.execute(q, a) for q, a in verify.QUERIES]
+                self._warn_drift(data, block, pci, qom)
+                live_slots = [d["slot"] for bus in pci if bus.get("bus") == 0 for d in bus.get("devices", [])]
+                actions = plan.reconcile(data, spec, facts, live_slots, set(verify.types_by_id(qom)))
+                restart = self._refuse_or_restart(actions, allow_restart)
+                if not restart and actions:
+                    self._report(actions)
+                    applier = hotplug.Applier(qmp, self.paths, dict(data), self.unplug_timeout)
+                    try:
+                        applier.apply(actions)
+                    finally:
+                        data = applier.data
+                    data["declaration"] = declaration
+                    runtime.save(self.paths.runtime_file, data)
+                    self._warn_drift(data, *[qmp.execute(q, a) for q, a in verify.QUERIES])
+            finally:
+                self.qmp_commands += qmp.sent
+        if restart:
+            self._stop(reason="restart required")
+            return self._start(spec, declaration, firmware_dirs, module_dir)
+        return data
+
+    def _refuse_or_restart(self, actions, allow_restart) -> bool:
+        """True when the plan needs a new QEMU and the play allows one; fails otherwise."""
+        reasons = [a.reason if a.kind == "controller" else "%s: %s" % (a.label, a.reason)
+                   for a in actions if a.action == plan.RESTART]
+        if not reasons:
+            return False
+        if not allow_restart:
+            raise ConfigError(
+                "instance %s cannot reach its declaration without a restart: %s. Set allow_restart: true "
+                "to restart it with the new declaration, or stop it first" % (self.name, "; ".join(reasons)))
+        self.actions += [{"action": plan.RESTART, "reason": r} for r in reasons]
+        return True
+
+    def _report(self, actions) -> None:
+        self.actions += [a.report() for a in actions]
+
+    def _warn_drift(self, data, block, pci, qom) -> None:
+        drift = verify.problems([d for d in data["controllers"] + data["devices"]
+                                 if d.get("state") != runtime.STATE_UNPLUG_PENDING], block, pci, qom)
         if drift:
             self.warnings.append("instance %s differs from its runtime file: %s" % (self.name, "; ".join(drift)))
-        return data
 
     def _start(self, spec, declaration, firmware_dirs, module_dir) -> dict:
         facts = {p: host.inspect_path(p) for p in layout.declared_paths(spec)}

@@ -51,6 +51,12 @@ class Device:
         data["nodes"] = list(self.nodes)
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Device":
+        """A runtime-file record back as a Device (extra keys such as state are dropped)."""
+        return cls(**{k: (tuple(data[k]) if k == "nodes" else data[k])
+                      for k in cls.__dataclass_fields__ if k in data})
+
 
 @dataclass(frozen=True)
 class Layout:

@@ -1,11 +1,22 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) blocklayer.qemu contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Desired declaration vs runtime file -> what differs (pure)."""
+"""Desired declaration vs runtime file -> ordered actions (pure).
+
+What can change live becomes attach / detach / change-medium / finish-unplug actions, each
+with the QMP commands it will send; what cannot (machine options, hvparams, the bus or cache
+of an attached disk, IDE and floppy devices) becomes restart-required with the reason.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import alternate_roles
+from ansible_collections.blocklayer.qemu.plugins.module_utils.layout import Device, Placer, medium_chain
+from ansible_collections.blocklayer.qemu.plugins.module_utils.spec import SCSI_DISK_TYPES
 
 
 def normalise(declaration: dict) -> dict:
@@ -41,3 +52,173 @@ def _short(value) -> str:
         if names and all(names):
             return "[%s]" % ", ".join(names)
     return json.dumps(value)
+
+
+# Instance-level parts of a declaration: a change to any of them needs a new QEMU.
+MACHINE_KEYS = ("name", "uuid", "qemu_binary", "machine", "hvparams")
+ATTACH, DETACH, CHANGE_MEDIUM, FINISH_UNPLUG, RESTART = (
+    "attach", "detach", "change-medium", "finish-unplug", "restart-required")
+# Buses QEMU cannot hot-plug on (reference §2.5, §2.6).
+COLD_ONLY_DRIVERS = ("ide-hd", "ide-cd", "floppy", "isa-fdc")
+_GROUPS = {"disk": "disks", "cdrom": "cdroms", "floppy": "floppy", "nic": "nics", "controller": "controllers"}
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step of a reconcile, with the QMP commands it sends, in order."""
+
+    action: str
+    kind: str
+    name: str
+    id: str
+    reason: str = ""
+    record: Optional[dict] = None  # the runtime record once the action is done
+    old: Optional[dict] = None  # the runtime record it replaces or removes
+    commands: tuple = ()
+
+    @property
+    def label(self) -> str:
+        group = _GROUPS[self.kind]
+        return group if self.kind == "floppy" else "%s[%s]" % (group, self.name)
+
+    def report(self) -> dict:
+        out = {"action": self.action, "kind": self.kind, "name": self.name, "id": self.id}
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+def _cmd(execute: str, **arguments) -> dict:
+    return {"execute": execute, "arguments": arguments}
+
+
+def attach_commands(record: dict) -> list:
+    """Nodes bottom-up (or the netdev), then the device (ARCHITECTURE §5)."""
+    cmds = [_cmd("blockdev-add", **node) for node in record.get("nodes") or []]
+    if record.get("netdev"):
+        cmds.append(_cmd("netdev_add", **record["netdev"]))
+    cmds.append(_cmd("device_add", **record["props"]))
+    return cmds
+
+
+def release_commands(record: dict) -> list:
+    """What a removed device leaves behind, top-down. -drive nodes belong to QEMU."""
+    if record.get("origin") == "drive":
+        return []
+    cmds = [_cmd("blockdev-del", **{"node-name": n["node-name"]}) for n in reversed(record.get("nodes") or [])]
+    if record.get("netdev"):
+        cmds.append(_cmd("netdev_del", id=record["netdev"]["id"]))
+    return cmds
+
+
+def medium_commands(old: dict, new: dict) -> list:
+    """New chain first, then swap it in through the tray, then delete the old chain."""
+    dev_id = new["id"]
+    cmds = [_cmd("blockdev-add", **node) for node in new["nodes"]]
+    tray = old["kind"] == "cdrom"  # a floppy drive has no tray
+    if tray:
+        cmds.append(_cmd("blockdev-open-tray", id=dev_id, force=True))
+    if old["nodes"]:
+        cmds.append(_cmd("blockdev-remove-medium", id=dev_id))
+    if new["nodes"]:
+        cmds.append(_cmd("blockdev-insert-medium", id=dev_id, **{"node-name": new["nodes"][-1]["node-name"]}))
+    if tray:
+        cmds.append(_cmd("blockdev-close-tray", id=dev_id))
+    return cmds + release_commands(old)
+
+
+def _record(device, state="attached") -> dict:
+    return dict(device.to_dict(), state=state, origin="blockdev")
+
+
+def reconcile(data: dict, spec, facts: dict, live_pci_slots=(), present_ids=None) -> list:
+    """Runtime file ``data`` vs the desired ``spec`` -> ordered actions.
+
+    ``present_ids`` are the device ids QOM shows (None when QEMU was not asked, e.g. in check
+    mode); they decide whether an unplug left pending by an earlier run can be finished.
+    """
+    desired = normalise(spec.to_dict())
+    actions = [Action(RESTART, "controller", key, "", reason=change)
+               for key in MACHINE_KEYS for change in changes(data["declaration"].get(key), desired[key], key)]
+    records = {(d["kind"], d["name"]): d for d in data["devices"]}
+    wanted = [("disk", d) for d in spec.disks] + [(m.kind, m) for m in spec.media()] + [("nic", n) for n in spec.nics]
+    wanted_keys = {(kind, item.name) for kind, item in wanted}
+
+    finish, detach = [], []
+    for key, record in records.items():
+        if record.get("state") == "unplug-pending":
+            if present_ids is not None and record["id"] not in present_ids:
+                finish.append(Action(FINISH_UNPLUG, record["kind"], record["name"], record["id"],
+                                     reason="the guest released it", old=record,
+                                     commands=tuple(release_commands(record))))
+            elif key in wanted_keys:
+                actions.append(Action(RESTART, record["kind"], record["name"], record["id"],
+                                      reason="it is still being unplugged by the guest"))
+            continue
+        if key in wanted_keys:
+            continue
+        action = Action(DETACH, record["kind"], record["name"], record["id"], reason="not declared", old=record,
+                        commands=tuple([_cmd("device_del", id=record["id"])] + release_commands(record)))
+        if record["hvinfo"]["driver"] in COLD_ONLY_DRIVERS:
+            actions.append(Action(RESTART, action.kind, action.name, action.id,
+                                  reason="cannot be hot-unplugged (%s)" % record["hvinfo"]["driver"]))
+        else:
+            detach.append(action)
+
+    placer = Placer(spec, [Device.from_dict(c) for c in data["controllers"]],
+                    [Device.from_dict(d) for d in data["devices"]], live_pci_slots)
+    media, attach = [], []
+    for kind, item in wanted:
+        record = records.get((kind, item.name))
+        if record and record.get("state") == "unplug-pending":
+            continue
+        if record:
+            diff = changes(record["spec"], normalise(asdict(item)))
+            if not diff:
+                continue
+            if kind in ("cdrom", "floppy") and all(d.startswith("path:") for d in diff):
+                new = dict(record, spec=normalise(asdict(item)), nodes=medium_chain(
+                    spec, item, facts, record["id"], alternate_roles(record["nodes"])))
+                new["hvinfo"] = _with_drive(record["hvinfo"], new["nodes"])
+                new["props"] = _with_drive(record["props"], new["nodes"])
+                media.append(Action(CHANGE_MEDIUM, kind, item.name, record["id"], reason="; ".join(diff),
+                                    record=new, old=record, commands=tuple(medium_commands(record, new))))
+            else:
+                actions.append(Action(RESTART, kind, item.name, record["id"],
+                                      reason="cannot change on a live device: %s" % "; ".join(diff)))
+            continue
+        if kind in ("cdrom", "floppy") or getattr(item, "disk_type", "") == "ide":
+            actions.append(Action(RESTART, kind, item.name, "", reason="cannot be hot-plugged (%s); declare it "
+                                  "before the instance starts" % ("floppy" if kind == "floppy" else "IDE")))
+            continue
+        if kind == "disk" and item.disk_type in SCSI_DISK_TYPES:
+            controller = placer.scsi_controller()
+            if controller:
+                record = _record(controller)
+                attach.append(Action(ATTACH, "controller", controller.name, controller.id,
+                                     reason="a SCSI disk arrives", record=record,
+                                     commands=tuple(attach_commands(record))))
+        device = placer.disk(item, facts) if kind == "disk" else placer.nic(item)
+        record = _record(device)
+        attach.append(Action(ATTACH, kind, item.name, device.id, reason="declared", record=record,
+                             commands=tuple(attach_commands(record))))
+    return actions + finish + detach + media + attach
+
+
+def _with_drive(props: dict, nodes: list) -> dict:
+    props = {k: v for k, v in props.items() if k != "drive"}
+    if nodes:
+        props["drive"] = nodes[-1]["node-name"]
+    return props
+
+
+def expected_after(data: dict, actions: list, declaration: dict) -> dict:
+    """The runtime file once ``actions`` are applied (check mode's diff)."""
+    after = dict(data, declaration=declaration)
+    for action in actions:
+        group = "controllers" if action.kind == "controller" else "devices"
+        kept = [r for r in after[group] if r["id"] != action.id]
+        if action.action in (ATTACH, CHANGE_MEDIUM):
+            kept.append(action.record)
+        after[group] = kept
+    return after

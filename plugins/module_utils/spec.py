@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import cache, ids
+from ansible_collections.blocklayer.qemu.plugins.module_utils.cache import IoSettings, io_settings
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 
 DISK_TYPES = ("paravirtual", "scsi-hd", "scsi-block", "scsi-generic", "ide")
@@ -67,8 +68,8 @@ class DiskSpec:
     def read_only(self) -> bool:
         return self.mode == "ro"
 
-    def io(self) -> cache.IoSettings:
-        return cache.io_settings("disks[%s]" % self.name, self.cache, self.aio, self.discard, self.detect_zeroes)
+    def io(self) -> IoSettings:
+        return io_settings("disks[%s]" % self.name, self.cache, self.aio, self.discard, self.detect_zeroes)
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,15 @@ description:
     starts; QEMU starts paused, every device is verified over QMP (C(query-block) by qdev and
     C(query-pci)), and only then does the guest run. On any failure that QEMU is stopped and no
     runtime file is left.
-  - A second run with the same declaration changes nothing and sends only two read-only QMP
+  - A running instance follows its declaration live; disks and NICs are hot-plugged and
+    hot-unplugged, CD-ROM and floppy media changed. What cannot change live (machine options,
+    hvparams, the bus or cache of an attached disk, IDE and floppy drives) needs
+    O(allow_restart).
+  - A second run with the same declaration changes nothing and sends only three read-only QMP
     queries, however many disks there are.
   - Image files are never created, changed or deleted.
 author:
-  - blocklayer.qemu developers
+  - blocklayer.qemu developers (@blocklayer)
 extends_documentation_fragment:
   - blocklayer.qemu.instance
 attributes:
@@ -34,6 +38,7 @@ attributes:
     support: full
     description: The runtime file before and after.
   platform:
+    support: full
     platforms: posix
     description: Runs on the Linux host that runs QEMU.
 options:
@@ -300,6 +305,14 @@ options:
         new one. Without it such a change fails and names what differs.
     type: bool
     default: false
+  unplug_timeout:
+    description:
+      - Seconds to wait for the guest to release unplugged devices (C(DEVICE_DELETED)). All
+        unplugs of a task are requested together and awaited together.
+      - A device the guest has not released by then is recorded C(unplug-pending) with its
+        nodes left alone, reported in RV(unplug_pending), and removed by a later run.
+    type: float
+    default: 5
   start_timeout:
     description: Seconds QEMU may take to initialise.
     type: float
@@ -396,7 +409,12 @@ devices:
   returned: always
   type: dict
   sample:
-    disk-9e7c85f6-b6e5-4243: {"driver": "virtio-blk-pci", "id": "disk-9e7c85f6-b6e5-4243", "bus": "pci.0", "addr": "0xc", "drive": "disk-9e7c85f6-b6e5-4243.fmt"}
+    disk-9e7c85f6-b6e5-4243:
+      driver: virtio-blk-pci
+      id: disk-9e7c85f6-b6e5-4243
+      bus: pci.0
+      addr: "0xc"
+      drive: disk-9e7c85f6-b6e5-4243.fmt
 argv:
   description: The QEMU command line the instance runs with.
   returned: when running
@@ -407,6 +425,12 @@ accel:
   returned: when running
   type: str
   sample: tcg
+unplug_pending:
+  description: Ids of devices whose unplug the guest has not completed yet; a later run finishes them.
+  returned: always
+  type: list
+  elements: str
+  sample: []
 qemu_version:
   description: The version QEMU answers on QMP.
   returned: when running
@@ -490,6 +514,7 @@ ARGUMENT_SPEC = dict(
         bridge=dict(type="str"),
     )),
     allow_restart=dict(type="bool", default=False),
+    unplug_timeout=dict(type="float", default=5.0),
     start_timeout=dict(type="float", default=30.0),
     shutdown_timeout=dict(type="float", default=60.0),
 )
@@ -507,41 +532,47 @@ def _supported_aio(params):
     return probe.aio_modes(probe.query_schema(binary, env, firmware_dirs))
 
 
-def run(module: AnsibleModule) -> dict:
+def declaration_of(module: AnsibleModule):
+    """The declared instance (None unless it is to run) and its UUID."""
     params = module.params
-    timeouts = Timeouts(start=params["start_timeout"], shutdown=params["shutdown_timeout"],
-                        qmp_connect=params["qmp_timeout"], qmp_command=params["qmp_timeout"])
-    paths = RuntimePaths(params["state_dir"])
-    state = params["state"]
-    if state == "running":
+    if params["state"] == "running":
         instance_spec = spec.instance_from(params, _supported_aio(params))
-        uuid = instance_spec.uuid
-        if not module.check_mode:
-            ensure_state_dir(paths.state_dir)
-    else:
-        uuid = ids.canonical_uuid(params["uuid"], "uuid") if params["uuid"] else ids.instance_uuid(params["name"])
-    # No lock to take where there is no state dir yet (check mode, or nothing to stop).
-    lock = InstanceLock(paths) if os.path.isdir(paths.state_dir) else contextlib.nullcontext()
-    with lock:
-        instance = Instance(params["name"], uuid, paths.state_dir, module.check_mode, timeouts)
-        if state == "running":
-            return instance.ensure_running(instance_spec, params["allow_restart"],
-                                           params["qemu_firmware_dirs"], params["qemu_module_dir"])
-        if state == "stopped":
-            return instance.ensure_stopped()
-        return instance.ensure_absent()
+        return instance_spec, instance_spec.uuid
+    return None, ids.canonical_uuid(params["uuid"], "uuid") if params["uuid"] else ids.instance_uuid(params["name"])
+
+
+def converge(module: AnsibleModule, instance, instance_spec) -> dict:
+    params = module.params
+    if params["state"] == "running":
+        return instance.ensure_running(instance_spec, params["allow_restart"],
+                                       params["qemu_firmware_dirs"], params["qemu_module_dir"])
+    if params["state"] == "stopped":
+        return instance.ensure_stopped()
+    return instance.ensure_absent()
 
 
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     if not HAS_QMP:
         module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QMP_IMPORT_ERROR)
+    params = module.params
+    instance = None
     try:
-        result = run(module)
-    except ConfigError as exc:
-        module.fail_json(msg=str(exc))
-    except QemuError as exc:
-        module.fail_json(msg=str(exc), qemu_error_class=exc.error_class, qemu_error=exc.desc)
+        instance_spec, uuid = declaration_of(module)
+        paths = RuntimePaths(params["state_dir"])
+        if instance_spec and not module.check_mode:
+            ensure_state_dir(paths.state_dir)
+        # No lock to take where there is no state dir yet (check mode, or nothing to stop).
+        with InstanceLock(paths) if os.path.isdir(paths.state_dir) else contextlib.nullcontext():
+            timeouts = Timeouts(start=params["start_timeout"], shutdown=params["shutdown_timeout"],
+                                qmp_connect=params["qmp_timeout"], qmp_command=params["qmp_timeout"])
+            instance = Instance(params["name"], uuid, paths.state_dir, module.check_mode, timeouts,
+                                params["unplug_timeout"])
+            result = converge(module, instance, instance_spec)
+    except (ConfigError, QemuError) as exc:
+        done = dict(actions=instance.actions, qmp_commands=instance.qmp_commands) if instance else {}
+        module.fail_json(msg=str(exc), qemu_error_class=getattr(exc, "error_class", ""),
+                         qemu_error=getattr(exc, "desc", ""), **done)
     warnings = result.pop("warnings")
     for warning in warnings:
         module.warn(warning)

@@ -18,8 +18,8 @@ def _disks(vm, n, **over):
 CASES = {
     "unknown cache mode": (lambda vm: dict(disks=[dict(name="a", path=vm.image("a.raw"), cache="fast")]),
                            r"value of cache must be one of: .*got: fast found in disks"),
-    "native aio with writeback": (lambda vm: dict(disks=[dict(name="a", path=vm.image("a.raw"), cache="writeback",
-                                                             aio="native")]),
+    "native aio with writeback": (lambda vm: dict(disks=[dict(name="a", path=vm.image("a.raw"),
+                                                              cache="writeback", aio="native")]),
                                   r"disks\[a\]: aio 'native' requires cache.direct.*use cache 'none' or 'directsync'"),
     "9 disks on lsi": (lambda vm: dict(disks=_disks(vm, 9, disk_type="scsi-hd")),
                        r"disks\[d8\]: no free SCSI target: scsi_controller_type lsi has 8 targets.*virtio-scsi-pci"),

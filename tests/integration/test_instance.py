@@ -193,11 +193,11 @@ def test_changed_declaration_fails_without_allow_restart_and_restarts_with_it(vm
     first = vm.run(disks=disks)
     changed = [dict(disks[0], cache="none")]
     refused = vm.run(disks=changed)
-    assert refused["failed"] and 'disks[a].cache: "default" -> "none"' in refused["msg"]
+    assert refused["failed"] and 'disks[a]: cannot change on a live device: cache: "default" -> "none"' in refused["msg"]
     assert "allow_restart" in refused["msg"]
     assert vm.pids() == [first["pid"]]
     restarted = vm.run(disks=changed, allow_restart=True)
-    assert [a["action"] for a in restarted["actions"]] == ["stop", "start"]
+    assert [a["action"] for a in restarted["actions"]] == ["restart-required", "stop", "start"]
     assert restarted["pid"] != first["pid"] and vm.pids() == [restarted["pid"]]
 
 

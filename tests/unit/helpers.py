@@ -19,12 +19,21 @@ def disk(name, **over):
     return d
 
 
-def place(facts=None, **over):
-    """Spec + layout of a declaration; every path is a raw file unless ``facts`` says otherwise."""
-    s = spec.instance_from(params(**over))
-    all_facts = {p: RAW for p in layout.declared_paths(s)}
+def facts_for(instance_spec, facts=None):
+    """Every declared path is a raw file unless ``facts`` says otherwise."""
+    all_facts = {p: RAW for p in layout.declared_paths(instance_spec)}
     all_facts.update(facts or {})
-    return s, layout.layout_instance(s, all_facts)
+    return all_facts
+
+
+def place_with_spec(facts=None, **over):
+    """Spec and layout of a declaration."""
+    instance_spec = spec.instance_from(params(**over))
+    return instance_spec, layout.layout_instance(instance_spec, facts_for(instance_spec, facts))
+
+
+def place(facts=None, **over):
+    return place_with_spec(facts, **over)[1]
 
 
 def by_name(lay, name):

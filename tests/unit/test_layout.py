@@ -3,11 +3,11 @@ import pytest
 from ansible_collections.blocklayer.qemu.plugins.module_utils import layout
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 
-from .helpers import QCOW2, by_name, disk, place
+from .helpers import QCOW2, by_name, disk, place, place_with_spec
 
 
 def test_virtio_disks_get_pci_slots_from_the_reservations_up():
-    _, lay = place(disks=[disk("a"), disk("b")])
+    lay = place(disks=[disk("a"), disk("b")])
     assert [d.hvinfo["addr"] for d in lay.devices] == ["0xc", "0xd"]
     assert lay.controllers == ()
     a = by_name(lay, "a")
@@ -16,8 +16,8 @@ def test_virtio_disks_get_pci_slots_from_the_reservations_up():
 
 
 def test_scsi_disk_brings_the_controller_with_id_scsi_and_its_own_target():
-    _, lay = place(disks=[disk("a", disk_type="scsi-hd"), disk("b", disk_type="scsi-hd"), disk("c")],
-                   scsi_controller_type="virtio-scsi-pci")
+    lay = place(disks=[disk("a", disk_type="scsi-hd"), disk("b", disk_type="scsi-hd"), disk("c")],
+                scsi_controller_type="virtio-scsi-pci")
     (ctrl,) = lay.controllers
     assert ctrl.hvinfo == {"driver": "virtio-scsi-pci", "id": "scsi", "bus": "pci.0", "addr": "0xc"}
     assert [by_name(lay, n).hvinfo.get("scsi-id") for n in "ab"] == [0, 1]
@@ -27,7 +27,7 @@ def test_scsi_disk_brings_the_controller_with_id_scsi_and_its_own_target():
 
 @pytest.mark.parametrize("ctype,driver", [("lsi", "lsi53c895a"), ("megasas", "megasas")])
 def test_controller_driver_per_type(ctype, driver):
-    _, lay = place(disks=[disk("a", disk_type="scsi-hd")], scsi_controller_type=ctype)
+    lay = place(disks=[disk("a", disk_type="scsi-hd")], scsi_controller_type=ctype)
     assert lay.controllers[0].props["driver"] == driver
 
 
@@ -42,35 +42,35 @@ def test_reservations_that_leave_no_slot_fail():
 
 
 def test_write_cache_and_serial_per_driver():
-    _, lay = place(disks=[disk("a", disk_type="scsi-hd", cache="writethrough", serial="S1"),
-                          disk("b", path="/dev/sdz", disk_type="scsi-block")],
-                   facts={"/dev/sdz": layout.PathFacts("block")})
+    lay = place(disks=[disk("a", disk_type="scsi-hd", cache="writethrough", serial="S1"),
+                       disk("b", path="/dev/sdz", disk_type="scsi-block")],
+                facts={"/dev/sdz": layout.PathFacts("block")})
     a, b = by_name(lay, "a").props, by_name(lay, "b").props
     assert (a["write-cache"], a["serial"], a["device_id"]) == ("off", "S1", by_name(lay, "a").id)
     assert "write-cache" not in b and "serial" not in b and "device_id" not in b
 
 
 def test_default_serial_is_twenty_hex_digits_of_the_uuid():
-    _, lay = place(disks=[disk("a")])
+    lay = place(disks=[disk("a")])
     a = by_name(lay, "a")
     assert a.props["serial"] == a.uuid.replace("-", "")[:20]
 
 
 def test_first_disk_boots_by_default():
-    _, lay = place(disks=[disk("a"), disk("b")])
+    lay = place(disks=[disk("a"), disk("b")])
     assert by_name(lay, "a").props["bootindex"] == 1 and "bootindex" not in by_name(lay, "b").props
 
 
 def test_boot_order_cdrom_boots_the_first_cd_with_media():
-    _, lay = place(disks=[disk("a")], cdroms=[dict(name="empty"), dict(name="iso", path="/iso/x.iso")],
-                   boot_order="cdrom")
+    lay = place(disks=[disk("a")], cdroms=[dict(name="empty"), dict(name="iso", path="/iso/x.iso")],
+                boot_order="cdrom")
     assert "bootindex" not in by_name(lay, "a").props
     assert "bootindex" not in by_name(lay, "empty").props
     assert by_name(lay, "iso").props["bootindex"] == 1
 
 
 def test_cdroms_are_read_only_ide_without_write_cache():
-    _, lay = place(cdroms=[dict(name="iso", path="/iso/x.iso")])
+    lay = place(cdroms=[dict(name="iso", path="/iso/x.iso")])
     cd = by_name(lay, "iso")
     assert cd.hvinfo["driver"] == "ide-cd" and cd.hvinfo["bus"] == "ide.0" and cd.hvinfo["unit"] == 0
     assert all(n["read-only"] for n in cd.nodes)
@@ -78,33 +78,33 @@ def test_cdroms_are_read_only_ide_without_write_cache():
 
 
 def test_empty_cdrom_has_no_nodes_and_no_drive():
-    _, lay = place(cdroms=[dict(name="empty")])
+    lay = place(cdroms=[dict(name="empty")])
     cd = by_name(lay, "empty")
     assert cd.nodes == () and "drive" not in cd.hvinfo
 
 
 def test_scsi_cdrom_shares_the_scsi_bus():
-    _, lay = place(cdroms=[dict(name="iso", path="/iso/x.iso")], cdrom_disk_type="scsi",
-                   disks=[disk("a", disk_type="scsi-hd")])
+    lay = place(cdroms=[dict(name="iso", path="/iso/x.iso")], cdrom_disk_type="scsi",
+                disks=[disk("a", disk_type="scsi-hd")])
     assert by_name(lay, "iso").hvinfo["driver"] == "scsi-cd"
     assert by_name(lay, "iso").hvinfo["scsi-id"] == 1
 
 
 def test_https_cdrom_needs_no_local_path():
-    s, lay = place(cdroms=[dict(name="net", path="https://example.org/x.iso")])
+    s, lay = place_with_spec(cdroms=[dict(name="net", path="https://example.org/x.iso")])
     assert layout.declared_paths(s) == []
     assert by_name(lay, "net").nodes[0]["driver"] == "https"
 
 
 def test_floppy_on_q35_brings_an_isa_fdc_and_boot_floppy_sets_bootindexA():
-    _, lay = place(machine_type="q35", floppy=dict(path="/img/fd.img"), boot_order="floppy")
+    lay = place(machine_type="q35", floppy=dict(path="/img/fd.img"), boot_order="floppy")
     assert [c.props for c in lay.controllers if c.id == "fdc"] == [{"driver": "isa-fdc", "id": "fdc"}]
     assert by_name(lay, "floppy").hvinfo["driver"] == "floppy"
     assert lay.globals == ("isa-fdc.bootindexA=1",)
 
 
 def test_floppy_on_pc_uses_the_built_in_controller():
-    _, lay = place(floppy=dict(path="/img/fd.img"))
+    lay = place(floppy=dict(path="/img/fd.img"))
     assert lay.controllers == ()
 
 
@@ -122,7 +122,7 @@ def test_bad_paths_are_refused_naming_the_disk(facts, fmt, message):
 
 
 def test_qcow2_declared_qcow2_is_accepted():
-    _, lay = place(disks=[disk("a", format="qcow2")], facts={"/img/a.raw": QCOW2})
+    lay = place(disks=[disk("a", format="qcow2")], facts={"/img/a.raw": QCOW2})
     assert by_name(lay, "a").nodes[1]["driver"] == "qcow2"
 
 
@@ -134,19 +134,19 @@ def test_scsi_passthrough_needs_the_right_host_device():
 
 
 def test_ide_disks_and_cdroms_share_the_ide_positions():
-    _, lay = place(disks=[disk("a", disk_type="ide")], cdroms=[dict(name="c", path="/i.iso")])
+    lay = place(disks=[disk("a", disk_type="ide")], cdroms=[dict(name="c", path="/i.iso")])
     assert (by_name(lay, "a").hvinfo["bus"], by_name(lay, "a").hvinfo["unit"]) == ("ide.0", 0)
     assert (by_name(lay, "c").hvinfo["bus"], by_name(lay, "c").hvinfo["unit"]) == ("ide.0", 1)
 
 
 def test_layout_is_deterministic():
     decl = dict(disks=[disk("a"), disk("b", disk_type="scsi-hd")], cdroms=[dict(name="c", path="/i.iso")])
-    assert place(**decl)[1] == place(**decl)[1]
+    assert place(**decl) == place(**decl)
 
 
 def test_q35_puts_every_pci_device_in_its_own_root_port_plus_spares():
-    _, lay = place(machine_type="q35", pcie_root_ports=2, scsi_controller_type="virtio-scsi-pci",
-                   disks=[disk("a"), disk("b", disk_type="scsi-hd")], nics=[dict(name="n")])
+    lay = place(machine_type="q35", pcie_root_ports=2, scsi_controller_type="virtio-scsi-pci",
+                disks=[disk("a"), disk("b", disk_type="scsi-hd")], nics=[dict(name="n")])
     ports = [c.props for c in lay.controllers if c.props["driver"] == "pcie-root-port"]
     assert len(ports) == 3 + 2  # controller, virtio disk, NIC + two spare
     assert ports[0] == {"driver": "pcie-root-port", "id": "rp0", "bus": "pcie.0", "addr": "0xc.0",
@@ -158,12 +158,12 @@ def test_q35_puts_every_pci_device_in_its_own_root_port_plus_spares():
 
 
 def test_root_ports_pack_eight_per_slot():
-    _, lay = place(machine_type="q35", pcie_root_ports=9)
+    lay = place(machine_type="q35", pcie_root_ports=9)
     assert [c.props["addr"] for c in lay.controllers][7:9] == ["0xc.7", "0xd.0"]
 
 
 def test_nic_gets_netdev_mac_and_pci_slot():
-    _, lay = place(disks=[disk("a")], nics=[dict(name="n", mac="52:54:00:AA:bb:01")])
+    lay = place(disks=[disk("a")], nics=[dict(name="n", mac="52:54:00:AA:bb:01")])
     nic = by_name(lay, "n")
     assert nic.id.startswith("nic-")
     assert nic.netdev == {"type": "user", "id": nic.id + ".net"}
@@ -173,19 +173,19 @@ def test_nic_gets_netdev_mac_and_pci_slot():
 
 
 def test_default_macs_are_stable_and_distinct():
-    _, lay = place(nics=[dict(name="n1"), dict(name="n2")])
+    lay = place(nics=[dict(name="n1"), dict(name="n2")])
     macs = [by_name(lay, n).props["mac"] for n in ("n1", "n2")]
-    assert macs == [by_name(place(nics=[dict(name="n1"), dict(name="n2")])[1], n).props["mac"] for n in ("n1", "n2")]
+    assert macs == [by_name(place(nics=[dict(name="n1"), dict(name="n2")]), n).props["mac"] for n in ("n1", "n2")]
     assert macs[0] != macs[1] and all(m.startswith("52:54:00:") for m in macs)
 
 
 def test_boot_order_network_boots_the_first_nic():
-    _, lay = place(nics=[dict(name="n1"), dict(name="n2")], boot_order="network")
+    lay = place(nics=[dict(name="n1"), dict(name="n2")], boot_order="network")
     assert by_name(lay, "n1").props["bootindex"] == 1 and "bootindex" not in by_name(lay, "n2").props
 
 
 def test_sixteen_disks_and_eight_nics_fit_with_lower_reservations():
-    _, lay = place(disks=[disk("d%d" % i) for i in range(16)], nics=[dict(name="n%d" % i) for i in range(8)],
-                   kvm_pci_reservations=6)
+    lay = place(disks=[disk("d%d" % i) for i in range(16)], nics=[dict(name="n%d" % i) for i in range(8)],
+                kvm_pci_reservations=6)
     slots = sorted(int(d.hvinfo["addr"], 16) for d in lay.devices)
     assert slots == list(range(6, 30))

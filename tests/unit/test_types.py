@@ -12,9 +12,9 @@ ON_OFF_PROPS = {"write-cache"}
 def _check(props):
     for key, value in props.items():
         if key in INT_PROPS:
-            assert type(value) is int, (key, value)
+            assert isinstance(value, int) and not isinstance(value, bool), (key, value)
         elif key in BOOL_PROPS:
-            assert type(value) is bool, (key, value)
+            assert isinstance(value, bool), (key, value)
         elif key in ON_OFF_PROPS:
             assert value in ("on", "off"), (key, value)
         elif key == "addr":
@@ -23,13 +23,13 @@ def _check(props):
                 int(part, 16)
         elif key == "cache":
             assert set(value) == {"direct", "no-flush"}
-            assert all(type(v) is bool for v in value.values())
+            assert all(isinstance(v, bool) for v in value.values())
         else:
             assert isinstance(value, str), (key, value)
 
 
 def test_every_device_and_node_dict_is_schema_typed():
-    _, lay = place(
+    lay = place(
         machine_type="q35",
         disks=[disk("a"), disk("b", disk_type="scsi-hd", cache="none", aio="native"),
                disk("c", disk_type="ide", format="qcow2"), disk("d", path="/dev/sdz", disk_type="scsi-block")],

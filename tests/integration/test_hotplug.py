@@ -1,0 +1,223 @@
+"""Live reconcile on a real QEMU without a guest: what QEMU does on its own."""
+
+import json
+import os
+import pytest
+
+
+def runtime_of(vm):
+    with open(os.path.join(vm.state_dir, "runtime.json")) as handle:
+        return json.load(handle)
+
+
+def record(vm, name):
+    return next(d for d in runtime_of(vm)["devices"] if d["name"] == name)
+
+
+def node_names(qmp):
+    return {n["node-name"] for n in qmp("query-named-block-nodes", flat=True)}
+
+
+def executed(result):
+    return [c["execute"] for c in result["qmp_commands"]]
+
+
+@pytest.mark.parametrize("controller", ["lsi", "megasas", "virtio-scsi-pci"])
+def test_scsi_hot_add_and_remove_complete_with_the_event(vm, controller):
+    a = dict(name="a", path=vm.image("a.raw"), disk_type="scsi-hd")
+    b = dict(name="b", path=vm.image("b.qcow2", fmt="qcow2"), format="qcow2", disk_type="scsi-hd")
+    vm.run(scsi_controller_type=controller, disks=[a])
+    added = vm.run(scsi_controller_type=controller, disks=[a, b])
+    assert [(x["action"], x["name"]) for x in added["actions"]] == [("attach", "b")]
+    assert executed(added)[3:] == ["blockdev-add", "blockdev-add", "device_add"] + ["query-block", "query-pci", "qom-list"]
+    b_rec = record(vm, "b")
+    assert b_rec["hvinfo"]["scsi-id"] == 1 and b_rec["state"] == "attached"
+    with vm.qmp() as qmp:
+        assert qmp("qom-get", path="/machine/peripheral/" + b_rec["id"], property="scsi-id") == 1
+        assert {b_rec["id"] + ".stor", b_rec["id"] + ".fmt"} <= node_names(qmp)
+
+    removed = vm.run(scsi_controller_type=controller, disks=[a], unplug_timeout=10)
+    assert [(x["action"], x["name"]) for x in removed["actions"]] == [("detach", "b")]
+    assert executed(removed)[3:6] == ["device_del", "blockdev-del", "blockdev-del"]
+    assert removed["unplug_pending"] == []
+    assert [d["name"] for d in runtime_of(vm)["devices"]] == ["a"]
+    with vm.qmp() as qmp:
+        assert not {b_rec["id"] + ".stor", b_rec["id"] + ".fmt"} & node_names(qmp)
+        assert b_rec["id"] not in {p["name"] for p in qmp("qom-list", path="/machine/peripheral")}
+    assert vm.run(scsi_controller_type=controller, disks=[a])["changed"] is False
+
+
+def test_scsi_disk_on_an_instance_without_controller_brings_one(vm):
+    a = dict(name="a", path=vm.image("a.raw"))
+    vm.run(scsi_controller_type="virtio-scsi-pci", disks=[a])
+    b = dict(name="b", path=vm.image("b.raw"), disk_type="scsi-hd")
+    result = vm.run(scsi_controller_type="virtio-scsi-pci", disks=[a, b])
+    assert [(x["action"], x["kind"]) for x in result["actions"]] == [("attach", "controller"), ("attach", "disk")]
+    assert result["devices"]["scsi"]["addr"] == "0xd"  # after disk a in slot 0xc
+    with vm.qmp() as qmp:
+        assert {p["name"]: p["type"] for p in qmp("qom-list", path="/machine/peripheral")}["scsi"] == \
+            "child<virtio-scsi-pci>"
+
+
+def test_pci_unplug_stays_pending_and_completes_after_system_reset(vm):
+    a = dict(name="a", path=vm.image("a.raw"))
+    b = dict(name="b", path=vm.image("b.raw"))
+    vm.run(disks=[a, b])
+    b_rec = record(vm, "b")
+    # No guest answers the ACPI unplug request, so no DEVICE_DELETED arrives.
+    first = vm.run(disks=[a], unplug_timeout=0.5)
+    assert first["changed"] and first["unplug_pending"] == [b_rec["id"]]
+    assert record(vm, "b")["state"] == "unplug-pending"
+    with vm.qmp() as qmp:
+        assert b_rec["id"] + ".fmt" in node_names(qmp)  # nodes left alone while the device may use them
+    again = vm.run(disks=[a], unplug_timeout=0.5)
+    assert again["changed"] is False and again["unplug_pending"] == [b_rec["id"]]
+
+    with vm.qmp() as qmp:
+        qmp("system_reset")  # a reset completes every pending unplug
+        qmp.mon.pull_event(wait=5.0)
+    done = vm.run(disks=[a])
+    assert [(x["action"], x["name"]) for x in done["actions"]] == [("finish-unplug", "b")]
+    assert done["unplug_pending"] == [] and [d["name"] for d in runtime_of(vm)["devices"]] == ["a"]
+    with vm.qmp() as qmp:
+        assert not {b_rec["id"] + ".stor", b_rec["id"] + ".fmt"} & node_names(qmp)
+
+
+def test_failed_device_add_rolls_back_its_nodes_and_the_runtime_file(vm, tmp_path):
+    shared = vm.image("shared.raw")
+    a = dict(name="a", path=vm.image("a.raw"))
+    owner = vm.run(name="owner", state_dir=str(tmp_path / "owner"), disks=[dict(name="s", path=shared)])
+    pid = vm.run(disks=[a])["pid"]
+    before = runtime_of(vm)
+    # raw takes its write lock only when a device attaches, so device_add is what fails.
+    result = vm.run(disks=[a, dict(name="s", path=shared)])
+    assert result["failed"] and 'Failed to get "write" lock' in result["msg"]
+    assert "what was added was removed" in result["msg"]
+    assert executed(result)[3:] == ["blockdev-add", "blockdev-add", "device_add", "blockdev-del", "blockdev-del"]
+    assert runtime_of(vm) == before
+    with vm.qmp() as qmp:
+        assert node_names(qmp) == {n["node-name"] for n in before["devices"][0]["nodes"]}
+    assert vm.pids() == [pid] and os.path.exists("/proc/%d" % owner["pid"])
+
+
+def test_qcow2_locked_elsewhere_fails_at_blockdev_add_and_rolls_back(vm, tmp_path):
+    shared = vm.image("shared.qcow2", fmt="qcow2")
+    vm.run(name="owner", state_dir=str(tmp_path / "owner"), disks=[dict(name="s", path=shared, format="qcow2")])
+    a = dict(name="a", path=vm.image("a.raw"))
+    vm.run(disks=[a])
+    before = runtime_of(vm)
+    result = vm.run(disks=[a, dict(name="s", path=shared, format="qcow2")])
+    assert result["failed"] and "in use by another process" in result["msg"]
+    assert executed(result)[3:] == ["blockdev-add", "blockdev-add", "blockdev-del"]
+    assert runtime_of(vm) == before
+
+
+def test_allocation_skips_a_slot_taken_behind_its_back(vm):
+    a = dict(name="a", path=vm.image("a.raw"))
+    vm.run(disks=[a])
+    with vm.qmp() as qmp:  # someone adds a device by hand in the next free slot
+        qmp("device_add", driver="virtio-rng-pci", id="rng", bus="pci.0", addr="0xd")
+    b = dict(name="b", path=vm.image("b.raw"))
+    result = vm.run(disks=[a, b])
+    assert result["devices"][record(vm, "b")["id"]]["addr"] == "0xe"
+
+
+def test_busy_qmp_socket_times_out_with_a_clear_message(vm):
+    a = dict(name="a", path=vm.image("a.raw"))
+    vm.run(disks=[a])
+    with vm.qmp():
+        result = vm.run(disks=[a], qmp_timeout=1)
+    assert result["failed"] and "did not greet within 1.0 s" in result["msg"]
+    assert "one QMP client at a time" in result["msg"]
+
+
+def test_nics_hot_add_and_remove(vm):
+    a = dict(name="a", path=vm.image("a.raw"))
+    vm.run(disks=[a], nics=[dict(name="n1")])
+    added = vm.run(disks=[a], nics=[dict(name="n1"), dict(name="n2", nic_type="e1000")])
+    assert executed(added)[3:5] == ["netdev_add", "device_add"]
+    n2 = record(vm, "n2")
+    with vm.qmp() as qmp:
+        types = {p["name"]: p["type"] for p in qmp("qom-list", path="/machine/peripheral")}
+        assert types[n2["id"]] == "child<e1000>"
+        assert qmp("qom-get", path="/machine/peripheral/" + n2["id"], property="mac") == n2["props"]["mac"]
+    removed = vm.run(disks=[a], nics=[dict(name="n1")], unplug_timeout=0.3)
+    assert removed["unplug_pending"] == [n2["id"]]  # PCI: pending without a guest
+
+
+@pytest.mark.parametrize("machine_type", ["pc", "q35"])
+def test_cdrom_media_change_eject_and_insert(vm, machine_type):
+    one, two = vm.image("one.iso", "1M"), vm.image("two.iso", "1M")
+    vm.run(machine_type=machine_type, cdroms=[dict(name="cd", path=one)])
+    cd = record(vm, "cd")
+    changed = vm.run(machine_type=machine_type, cdroms=[dict(name="cd", path=two)])
+    assert [(x["action"], x["name"]) for x in changed["actions"]] == [("change-medium", "cd")]
+    assert executed(changed)[3:] == ["blockdev-add", "blockdev-add", "blockdev-open-tray", "blockdev-remove-medium",
+                                     "blockdev-insert-medium", "blockdev-close-tray", "blockdev-del", "blockdev-del",
+                                     "query-block", "query-pci", "qom-list"]
+    assert record(vm, "cd")["hvinfo"]["drive"] == cd["id"] + ".fmt2"  # the new chain's names alternate
+    with vm.qmp() as qmp:
+        block = next(b for b in qmp("query-block") if b["qdev"] == cd["id"])
+        assert block["inserted"]["file"] == two and block["inserted"]["ro"] is True
+        assert block["tray_open"] is False
+        assert cd["id"] + ".fmt" not in node_names(qmp)  # the old chain is gone
+    ejected = vm.run(machine_type=machine_type, cdroms=[dict(name="cd")])
+    assert ejected["changed"] and "drive" not in record(vm, "cd")["hvinfo"]
+    with vm.qmp() as qmp:
+        assert "inserted" not in next(b for b in qmp("query-block") if b["qdev"] == cd["id"])
+    inserted = vm.run(machine_type=machine_type, cdroms=[dict(name="cd", path=one)])
+    assert inserted["changed"] and record(vm, "cd")["hvinfo"]["drive"] == cd["id"] + ".fmt"
+    with vm.qmp() as qmp:
+        assert next(b for b in qmp("query-block") if b["qdev"] == cd["id"])["inserted"]["file"] == one
+    assert vm.run(machine_type=machine_type, cdroms=[dict(name="cd", path=one)])["changed"] is False
+
+
+def test_floppy_media_change_without_a_tray(vm):
+    one, two = vm.image("one.img", "1440K"), vm.image("two.img", "1440K")
+    vm.run(floppy=dict(path=one))
+    changed = vm.run(floppy=dict(path=two))
+    assert "blockdev-open-tray" not in executed(changed)
+    with vm.qmp() as qmp:
+        fd = next(b for b in qmp("query-block") if b["qdev"] == record(vm, "floppy")["id"])
+        assert fd["inserted"]["file"] == two
+
+
+def test_ide_and_floppy_hot_plug_are_refused_before_qemu_is_asked(vm):
+    a = dict(name="a", path=vm.image("a.raw"))
+    vm.run(disks=[a])
+    for over in (dict(disks=[a, dict(name="i", path=vm.image("i.raw"), disk_type="ide")]),
+                 dict(disks=[a], floppy=dict(path=vm.image("f.img", "1440K"))),
+                 dict(disks=[a], cdroms=[dict(name="cd")])):
+        result = vm.run(**over)
+        assert result["failed"] and "cannot be hot-plugged" in result["msg"], result["msg"]
+        assert "allow_restart" in result["msg"]
+        assert executed(result) == ["query-block", "query-pci", "qom-list"]
+
+
+def test_check_mode_returns_actions_and_commands_and_sends_none(vm):
+    a = dict(name="a", path=vm.image("a.raw"), disk_type="scsi-hd")
+    vm.run(scsi_controller_type="virtio-scsi-pci", disks=[a])
+    before = runtime_of(vm)
+    b = dict(name="b", path=vm.image("b.raw"), disk_type="scsi-hd")
+    planned = vm.run(check=True, diff=True, scsi_controller_type="virtio-scsi-pci", disks=[b])
+    assert [(x["action"], x["name"]) for x in planned["actions"]] == [("detach", "a"), ("attach", "b")]
+    assert executed(planned) == ["device_del", "blockdev-del", "blockdev-del", "blockdev-add", "blockdev-add",
+                                 "device_add"]
+    assert runtime_of(vm) == before
+    assert [d["name"] for d in planned["diff"]["after"]["devices"]] == ["b"]
+    with vm.qmp() as qmp:
+        assert record(vm, "a")["id"] in {p["name"] for p in qmp("qom-list", path="/machine/peripheral")}
+
+
+@pytest.mark.parametrize("disks", [1, 16])
+def test_no_op_run_costs_three_queries_whatever_the_size(vm, disks):
+    decl = dict(kvm_pci_reservations=6, disks=[dict(name="d%d" % i, path=vm.image("d%d.raw" % i, "1M"))
+                                                for i in range(disks)],
+                nics=[dict(name="n%d" % i) for i in range(8 if disks == 16 else 0)])
+    started = vm.run(**decl)
+    assert started["changed"] and len(started["devices"]) == disks + (8 if disks == 16 else 0)
+    again = vm.run(**decl)
+    assert again["changed"] is False
+    assert again["qmp_commands"] == [{"execute": "query-block", "arguments": {}},
+                                     {"execute": "query-pci", "arguments": {}},
+                                     {"execute": "qom-list", "arguments": {"path": "/machine/peripheral"}}]
