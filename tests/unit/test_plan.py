@@ -1,4 +1,7 @@
 from ansible_collections.blocklayer.qemu.plugins.module_utils import plan
+from ansible_collections.blocklayer.qemu.plugins.module_utils import spec as spec_mod
+
+from .helpers import disk, facts_for, params, place_with_spec
 
 
 def test_same_declaration_has_no_changes():
@@ -20,3 +23,158 @@ def test_added_disk_is_one_change_listing_names():
 
 def test_normalise_turns_tuples_into_lists():
     assert plan.normalise({"a": (1, 2)}) == {"a": [1, 2]}
+
+
+# -- reconcile ---------------------------------------------------------------------------------
+
+
+def running(**over):
+    """The runtime data of an instance started with this declaration."""
+    s, lay = place_with_spec(**over)
+    return {
+        "declaration": plan.normalise(s.to_dict()),
+        "controllers": [plan.normalise(c.to_dict()) for c in lay.controllers],
+        "devices": [dict(plan.normalise(d.to_dict()), state="attached", origin="blockdev") for d in lay.devices],
+    }
+
+
+def reconcile(data, present_ids=None, live_pci_slots=(), **over):
+    s = spec_mod.instance_from(params(**over))
+    return plan.reconcile(data, s, facts_for(s), live_pci_slots, present_ids)
+
+
+def summary(actions):
+    return [(a.action, a.kind, a.name) for a in actions]
+
+
+def test_same_declaration_plans_nothing():
+    decl = dict(disks=[disk("a"), disk("b", disk_type="scsi-hd")], cdroms=[dict(name="c", path="/i.iso")],
+                nics=[dict(name="n")])
+    assert reconcile(running(**decl), **decl) == []
+
+
+def test_new_virtio_disk_is_attached_in_the_next_free_slot_bottom_up():
+    data = running(disks=[disk("a")])
+    (action,) = reconcile(data, disks=[disk("a"), disk("b")])
+    assert (action.action, action.name) == ("attach", "b")
+    assert action.record["hvinfo"]["addr"] == "0xd"
+    assert [c["execute"] for c in action.commands] == ["blockdev-add", "blockdev-add", "device_add"]
+    assert action.commands[0]["arguments"]["node-name"].endswith(".stor")
+    assert action.commands[-1]["arguments"] == action.record["props"]
+    assert "bootindex" not in action.record["props"]
+
+
+def test_live_pci_slots_are_avoided():
+    data = running(disks=[disk("a")])
+    (action,) = reconcile(data, live_pci_slots=[13, 14], disks=[disk("a"), disk("b")])
+    assert action.record["hvinfo"]["addr"] == "0xf"
+
+
+def test_scsi_disk_brings_its_controller_first():
+    data = running(disks=[disk("a")])
+    actions = reconcile(data, disks=[disk("a"), disk("b", disk_type="scsi-hd")])
+    assert summary(actions) == [("attach", "controller", "scsi"), ("attach", "disk", "b")]
+    assert actions[0].record["hvinfo"]["addr"] == "0xd"
+    assert actions[1].record["hvinfo"]["scsi-id"] == 0
+
+
+def test_removed_disk_is_detached_top_down():
+    data = running(disks=[disk("a"), disk("b")])
+    (action,) = reconcile(data, disks=[disk("a")])
+    b = data["devices"][1]
+    assert (action.action, action.name) == ("detach", "b")
+    assert action.commands == (
+        {"execute": "device_del", "arguments": {"id": b["id"]}},
+        {"execute": "blockdev-del", "arguments": {"node-name": b["id"] + ".fmt"}},
+        {"execute": "blockdev-del", "arguments": {"node-name": b["id"] + ".stor"}})
+
+
+def test_detaches_come_before_attaches_and_reuse_nothing_still_recorded():
+    data = running(disks=[disk("a"), disk("b")])
+    actions = reconcile(data, disks=[disk("a"), disk("c")])
+    assert summary(actions) == [("detach", "disk", "b"), ("attach", "disk", "c")]
+    assert actions[1].record["hvinfo"]["addr"] == "0xe"  # b's slot is free only once b is gone
+
+
+def test_drive_origin_devices_are_removed_with_device_del_alone():
+    data = running(disks=[disk("a"), disk("b")])
+    data["devices"][1]["origin"] = "drive"
+    (action,) = reconcile(data, disks=[disk("a")])
+    assert [c["execute"] for c in action.commands] == ["device_del"]
+
+
+def test_nic_attach_adds_netdev_then_device_and_detach_deletes_the_netdev():
+    data = running(nics=[dict(name="n1")])
+    (add,) = reconcile(data, nics=[dict(name="n1"), dict(name="n2")])
+    assert [c["execute"] for c in add.commands] == ["netdev_add", "device_add"]
+    (remove,) = reconcile(data, nics=[])
+    assert [c["execute"] for c in remove.commands] == ["device_del", "netdev_del"]
+
+
+def test_cd_path_change_is_a_medium_change_with_alternating_node_names():
+    data = running(cdroms=[dict(name="c", path="/one.iso")])
+    (action,) = reconcile(data, cdroms=[dict(name="c", path="/two.iso")])
+    cd = data["devices"][0]["id"]
+    assert action.action == "change-medium"
+    assert [c["execute"] for c in action.commands] == [
+        "blockdev-add", "blockdev-add", "blockdev-open-tray", "blockdev-remove-medium", "blockdev-insert-medium",
+        "blockdev-close-tray", "blockdev-del", "blockdev-del"]
+    assert action.commands[4]["arguments"] == {"id": cd, "node-name": cd + ".fmt2"}
+    assert action.commands[6]["arguments"] == {"node-name": cd + ".fmt"}
+    assert action.record["hvinfo"]["drive"] == cd + ".fmt2"
+
+
+def test_eject_and_floppy_change():
+    data = running(cdroms=[dict(name="c", path="/one.iso")], floppy=dict(path="/f1.img"))
+    actions = reconcile(data, cdroms=[dict(name="c")], floppy=dict(path="/f2.img"))
+    eject, floppy = actions
+    assert [c["execute"] for c in eject.commands] == [
+        "blockdev-open-tray", "blockdev-remove-medium", "blockdev-close-tray", "blockdev-del", "blockdev-del"]
+    assert "drive" not in eject.record["props"]
+    assert [c["execute"] for c in floppy.commands] == [
+        "blockdev-add", "blockdev-add", "blockdev-remove-medium", "blockdev-insert-medium", "blockdev-del",
+        "blockdev-del"]
+
+
+def test_what_cannot_change_live_is_restart_required_with_the_reason():
+    data = running(disks=[disk("a"), disk("i", disk_type="ide")], cdroms=[dict(name="c")])
+    actions = reconcile(data, memory=512, disks=[disk("a", cache="none"), disk("j", disk_type="ide")],
+                        floppy=dict(path="/f.img"))
+    restart = {(a.name, a.reason) for a in actions if a.action == "restart-required"}
+    assert ("machine", 'machine.memory: 256 -> 512') in restart
+    assert ("a", 'cannot change on a live device: cache: "default" -> "none"') in restart
+    assert ("i", "cannot be hot-unplugged (ide-hd)") in restart
+    assert ("c", "cannot be hot-unplugged (ide-cd)") in restart
+    assert ("j", "cannot be hot-plugged (IDE); declare it before the instance starts") in restart
+    assert ("floppy", "cannot be hot-plugged (floppy); declare it before the instance starts") in restart
+
+
+def test_pending_unplug_is_finished_once_qom_no_longer_has_the_device():
+    data = running(disks=[disk("a"), disk("b")])
+    data["devices"][1]["state"] = "unplug-pending"
+    b = data["devices"][1]["id"]
+    assert reconcile(data, present_ids={data["devices"][0]["id"], b}, disks=[disk("a")]) == []
+    assert reconcile(data, present_ids=None, disks=[disk("a")]) == []
+    (action,) = reconcile(data, present_ids={data["devices"][0]["id"]}, disks=[disk("a")])
+    assert action.action == "finish-unplug"
+    assert [c["execute"] for c in action.commands] == ["blockdev-del", "blockdev-del"]
+
+
+def test_redeclaring_a_device_still_being_unplugged_needs_a_restart():
+    data = running(disks=[disk("a"), disk("b")])
+    data["devices"][1]["state"] = "unplug-pending"
+    actions = reconcile(data, present_ids={d["id"] for d in data["devices"]}, disks=[disk("a"), disk("b")])
+    assert summary(actions) == [("restart-required", "disk", "b")]
+
+
+def test_q35_hot_plug_goes_into_a_free_root_port():
+    data = running(machine_type="q35", pcie_root_ports=2, disks=[disk("a")])
+    (action,) = reconcile(data, machine_type="q35", pcie_root_ports=2, disks=[disk("a"), disk("b")])
+    assert action.record["hvinfo"]["bus"] == "rp1" and action.record["hvinfo"]["addr"] == "0x0"
+
+
+def test_expected_after_applies_records():
+    data = running(disks=[disk("a"), disk("b")])
+    actions = reconcile(data, disks=[disk("a"), disk("c")])
+    after = plan.expected_after(data, actions, {"x": 1})
+    assert [d["name"] for d in after["devices"]] == ["a", "c"] and after["declaration"] == {"x": 1}
