@@ -39,7 +39,7 @@ def read_pid(pidfile: str):
 
 def is_instance_process(pid, instance_uuid: str) -> bool:
     """True when ``pid`` is alive and is the QEMU started for this instance (not a reused pid)."""
-    if not pid:
+    if not pid or not instance_uuid:
         return False
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as handle:

@@ -317,3 +317,14 @@ def _unique_macs(nics) -> None:
             raise ConfigError("nics[%s]: mac %s is also used by nics[%s]; give each NIC its own"
                               % (nic.name, nic.mac, seen[nic.mac]))
         seen[nic.mac] = nic.name
+
+
+def params_from_declaration(declaration: dict) -> dict:
+    """A recorded declaration (InstanceSpec.to_dict()) back as qemu_instance parameters."""
+    params = {k: declaration[k] for k in ("name", "uuid", "state_dir", "qemu_binary")}
+    params.update(declaration["machine"])
+    params.update(declaration["hvparams"])
+    for group in ("disks", "cdroms", "nics"):
+        params[group] = [dict(item) for item in declaration.get(group) or []]
+    params["floppy"] = dict(declaration["floppy"]) if declaration.get("floppy") else None
+    return params

@@ -438,37 +438,14 @@ qemu_version:
   sample: 7.2.22
 """
 
-import contextlib  # noqa: E402
-import os  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
-
-from ansible_collections.blocklayer.qemu.plugins.module_utils import cache, ids, spec  # noqa: E402
-from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError  # noqa: E402
-from ansible_collections.blocklayer.qemu.plugins.module_utils.instance import (  # noqa: E402
-    Instance, Timeouts, resolve_binary)
-from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import HAS_QMP, QMP_IMPORT_ERROR  # noqa: E402
-from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import (  # noqa: E402
-    InstanceLock, RuntimePaths, ensure_state_dir)
-
-_DISK_OPTIONS = dict(
-    name=dict(type="str", required=True),
-    uuid=dict(type="str"),
-    path=dict(type="path", required=True),
-    format=dict(type="str", choices=list(spec.FORMATS), default="raw"),
-    mode=dict(type="str", choices=list(spec.MODES), default="rw"),
-    disk_type=dict(type="str", choices=list(spec.DISK_TYPES)),
-    cache=dict(type="str", choices=list(cache.CACHE_MODES)),
-    aio=dict(type="str", choices=list(cache.AIO_MODES)),
-    discard=dict(type="str", choices=list(cache.DISCARD_MODES)),
-    detect_zeroes=dict(type="str", choices=list(cache.DETECT_ZEROES_MODES)),
-    serial=dict(type="str"),
-)
+from ansible_collections.blocklayer.qemu.plugins.module_utils import args, cache, ids, spec  # noqa: E402
+from ansible_collections.blocklayer.qemu.plugins.module_utils.instance import resolve_binary  # noqa: E402
+from ansible_collections.blocklayer.qemu.plugins.module_utils.task import Task  # noqa: E402
 
 ARGUMENT_SPEC = dict(
-    name=dict(type="str", required=True),
-    state_dir=dict(type="path", required=True),
-    qmp_timeout=dict(type="float", default=10.0),
+    args.INSTANCE_OPTIONS,
     state=dict(type="str", choices=["running", "stopped", "absent"], default="running"),
     uuid=dict(type="str"),
     qemu_binary=dict(type="str", default="qemu-system-x86_64"),
@@ -491,30 +468,14 @@ ARGUMENT_SPEC = dict(
     disk_detect_zeroes=dict(type="str", choices=list(cache.DETECT_ZEROES_MODES), default="off"),
     cdrom_disk_type=dict(type="str", choices=list(spec.CDROM_DISK_TYPES), default="ide"),
     boot_order=dict(type="str", choices=list(spec.BOOT_ORDERS), default="disk"),
-    disks=dict(type="list", elements="dict", default=[], options=_DISK_OPTIONS),
-    cdroms=dict(type="list", elements="dict", default=[], options=dict(
-        name=dict(type="str", required=True),
-        uuid=dict(type="str"),
-        path=dict(type="str"),
-    )),
-    floppy=dict(type="dict", options=dict(
-        name=dict(type="str", default="floppy"),
-        uuid=dict(type="str"),
-        path=dict(type="path"),
-    )),
+    disks=dict(type="list", elements="dict", default=[], options=args.DISK_OPTIONS),
+    cdroms=dict(type="list", elements="dict", default=[], options=args.CDROM_OPTIONS),
+    floppy=dict(type="dict", options=args.FLOPPY_OPTIONS),
     nic_type=dict(type="str", choices=list(spec.NIC_TYPES), default="paravirtual"),
     pcie_root_ports=dict(type="int", default=4),
-    nics=dict(type="list", elements="dict", default=[], options=dict(
-        name=dict(type="str", required=True),
-        uuid=dict(type="str"),
-        nic_type=dict(type="str", choices=list(spec.NIC_TYPES)),
-        mac=dict(type="str"),
-        netdev=dict(type="str", choices=list(spec.NETDEV_TYPES), default="user"),
-        ifname=dict(type="str"),
-        bridge=dict(type="str"),
-    )),
+    nics=dict(type="list", elements="dict", default=[], options=args.NIC_OPTIONS),
     allow_restart=dict(type="bool", default=False),
-    unplug_timeout=dict(type="float", default=5.0),
+    **args.LIVE_OPTIONS,
     start_timeout=dict(type="float", default=30.0),
     shutdown_timeout=dict(type="float", default=60.0),
 )
@@ -532,53 +493,20 @@ def _supported_aio(params):
     return probe.aio_modes(probe.query_schema(binary, env, firmware_dirs))
 
 
-def declaration_of(module: AnsibleModule):
-    """The declared instance (None unless it is to run) and its UUID."""
-    params = module.params
-    if params["state"] == "running":
-        instance_spec = spec.instance_from(params, _supported_aio(params))
-        return instance_spec, instance_spec.uuid
-    return None, ids.canonical_uuid(params["uuid"], "uuid") if params["uuid"] else ids.instance_uuid(params["name"])
-
-
-def converge(module: AnsibleModule, instance, instance_spec) -> dict:
-    params = module.params
-    if params["state"] == "running":
-        return instance.ensure_running(instance_spec, params["allow_restart"],
-                                       params["qemu_firmware_dirs"], params["qemu_module_dir"])
-    if params["state"] == "stopped":
-        return instance.ensure_stopped()
-    return instance.ensure_absent()
+def converge(task: Task) -> dict:
+    params = task.module.params
+    if params["state"] != "running":
+        uuid = ids.canonical_uuid(params["uuid"], "uuid") if params["uuid"] else ids.instance_uuid(params["name"])
+        instance = task.open_instance(uuid)
+        return instance.ensure_stopped() if params["state"] == "stopped" else instance.ensure_absent()
+    instance_spec = spec.instance_from(params, _supported_aio(params))
+    return task.open_instance(instance_spec.uuid).ensure_running(
+        instance_spec, params["allow_restart"], params["qemu_firmware_dirs"], params["qemu_module_dir"])
 
 
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    if not HAS_QMP:
-        module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QMP_IMPORT_ERROR)
-    params = module.params
-    instance = None
-    try:
-        instance_spec, uuid = declaration_of(module)
-        paths = RuntimePaths(params["state_dir"])
-        if instance_spec and not module.check_mode:
-            ensure_state_dir(paths.state_dir)
-        # No lock to take where there is no state dir yet (check mode, or nothing to stop).
-        with InstanceLock(paths) if os.path.isdir(paths.state_dir) else contextlib.nullcontext():
-            timeouts = Timeouts(start=params["start_timeout"], shutdown=params["shutdown_timeout"],
-                                qmp_connect=params["qmp_timeout"], qmp_command=params["qmp_timeout"])
-            instance = Instance(params["name"], uuid, paths.state_dir, module.check_mode, timeouts,
-                                params["unplug_timeout"])
-            result = converge(module, instance, instance_spec)
-    except (ConfigError, QemuError) as exc:
-        done = dict(actions=instance.actions, qmp_commands=instance.qmp_commands) if instance else {}
-        module.fail_json(msg=str(exc), qemu_error_class=getattr(exc, "error_class", ""),
-                         qemu_error=getattr(exc, "desc", ""), **done)
-    warnings = result.pop("warnings")
-    for warning in warnings:
-        module.warn(warning)
-    if not module._diff:
-        result.pop("diff")
-    module.exit_json(**result)
+    Task(module).run(converge, create_state_dir=module.params["state"] == "running")
 
 
 if __name__ == "__main__":

@@ -198,10 +198,14 @@ def test_cdrom_label_serial_and_file(guest):
     assert guest.agent.cat(cd["name"], "hello.txt") == b"hello from the CD\n"
 
 
-@pytest.mark.parametrize("serial,image", [("SERIAL1", "vdisk.img"), ("SCSISER1", "sdisk.img")])
-def test_guest_writes_reach_the_host_image(guest, serial, image):
+@pytest.mark.parametrize("serial,image,offset,length,byte", [
+    ("SERIAL1", "vdisk.img", 3 * MiB + 512, 256 * 1024, 0x5A),
+    ("SCSISER1", "sdisk.img", 3 * MiB + 512, 256 * 1024, 0x5A),
+    # longer than the agent's 4 MiB pattern, and not a multiple of it
+    ("SERIAL1", "vdisk.img", 20 * MiB + 4096, 5 * MiB + 123, 0xC3),
+])
+def test_guest_writes_reach_the_host_image(guest, serial, image, offset, length, byte):
     dev = by_serial(guest.agent.disks(), serial)["name"]
-    offset, length, byte = 3 * MiB + 512, 256 * 1024, 0x5A
     guest.agent.write(dev, offset, length, byte)
     data = (guest.dir / image).read_bytes()
     assert data[offset:offset + length] == bytes([byte]) * length
@@ -211,6 +215,7 @@ def test_guest_writes_reach_the_host_image(guest, serial, image):
     r = guest.agent.read(dev, offset, length)
     assert r == {"length": length, "md5": hashlib.md5(data[offset:offset + length]).hexdigest(),
                  "first": byte, "uniform": 1}
+    assert guest.agent.read_is(dev, offset, length, byte)
 
 
 def test_guest_reads_what_the_host_wrote(guest):

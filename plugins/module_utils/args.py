@@ -1,0 +1,55 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) blocklayer.qemu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Argument specs shared by the modules, so a disk is the same option set everywhere."""
+
+from __future__ import annotations
+
+from ansible_collections.blocklayer.qemu.plugins.module_utils import cache, spec
+
+# Which instance and how to reach it (doc fragment blocklayer.qemu.instance).
+INSTANCE_OPTIONS = dict(
+    name=dict(type="str", required=True),
+    state_dir=dict(type="path", required=True),
+    qmp_timeout=dict(type="float", default=10.0),
+)
+
+DISK_OPTIONS = dict(
+    name=dict(type="str", required=True),
+    uuid=dict(type="str"),
+    path=dict(type="path", required=True),
+    format=dict(type="str", choices=list(spec.FORMATS), default="raw"),
+    mode=dict(type="str", choices=list(spec.MODES), default="rw"),
+    disk_type=dict(type="str", choices=list(spec.DISK_TYPES)),
+    cache=dict(type="str", choices=list(cache.CACHE_MODES)),
+    aio=dict(type="str", choices=list(cache.AIO_MODES)),
+    discard=dict(type="str", choices=list(cache.DISCARD_MODES)),
+    detect_zeroes=dict(type="str", choices=list(cache.DETECT_ZEROES_MODES)),
+    serial=dict(type="str"),
+)
+CDROM_OPTIONS = dict(
+    name=dict(type="str", required=True),
+    uuid=dict(type="str"),
+    path=dict(type="str"),
+)
+FLOPPY_OPTIONS = dict(
+    name=dict(type="str", default="floppy"),
+    uuid=dict(type="str"),
+    path=dict(type="path"),
+)
+NIC_OPTIONS = dict(
+    name=dict(type="str", required=True),
+    uuid=dict(type="str"),
+    nic_type=dict(type="str", choices=list(spec.NIC_TYPES)),
+    mac=dict(type="str"),
+    netdev=dict(type="str", choices=list(spec.NETDEV_TYPES), default="user"),
+    ifname=dict(type="str"),
+    bridge=dict(type="str"),
+)
+DEVICE_OPTIONS = {"disk": DISK_OPTIONS, "cdrom": CDROM_OPTIONS, "floppy": FLOPPY_OPTIONS, "nic": NIC_OPTIONS}
+# Where each kind lives in qemu_instance's parameters.
+DEVICE_GROUPS = {"disk": "disks", "cdrom": "cdroms", "floppy": "floppy", "nic": "nics"}
+
+LIVE_OPTIONS = dict(
+    unplug_timeout=dict(type="float", default=5.0),
+)

@@ -1,0 +1,196 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) blocklayer.qemu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: qemu_device
+short_description: Add, change or remove one device of a running QEMU instance
+version_added: 0.1.0
+description:
+  - Makes one disk, CD-ROM, floppy or NIC of a running instance (started by
+    M(blocklayer.qemu.qemu_instance)) present or absent, live.
+  - It takes the declaration recorded in the instance's runtime file, changes this one device in
+    it, and converges exactly as M(blocklayer.qemu.qemu_instance) does, with the same planner,
+    hot-plug sequences, rollback and runtime file.
+  - Disks and NICs are hot-plugged and hot-unplugged; a changed CD-ROM or floppy O(device.path)
+    is a media change (left out, the drive is emptied). What cannot change live (an IDE disk,
+    adding or removing a CD-ROM or floppy drive, options of an attached disk) fails and names
+    why; use M(blocklayer.qemu.qemu_instance) with C(allow_restart) for those.
+author:
+  - blocklayer.qemu developers (@blocklayer)
+extends_documentation_fragment:
+  - blocklayer.qemu.instance
+attributes:
+  check_mode:
+    support: full
+    description: Returns the actions and the QMP commands they would send; sends none.
+  diff_mode:
+    support: full
+    description: The runtime file before and after.
+  platform:
+    support: full
+    platforms: posix
+    description: Runs on the Linux host that runs QEMU.
+options:
+  kind:
+    description: What the device is.
+    type: str
+    choices: [disk, cdrom, floppy, nic]
+    required: true
+  device:
+    description:
+      - The device, with the options of one item of M(blocklayer.qemu.qemu_instance)'s
+        O(blocklayer.qemu.qemu_instance#module:disks), O(blocklayer.qemu.qemu_instance#module:cdroms),
+        O(blocklayer.qemu.qemu_instance#module:nics) or
+        O(blocklayer.qemu.qemu_instance#module:floppy), as O(kind) says.
+      - It is found by its C(name); with O(state=present) it replaces the recorded device of that name.
+    type: dict
+    required: true
+  state:
+    description: Whether the device is attached.
+    type: str
+    choices: [present, absent]
+    default: present
+  unplug_timeout:
+    description:
+      - Seconds to wait for the guest to release an unplugged device (C(DEVICE_DELETED)). A device
+        not released by then is recorded C(unplug-pending) and removed by a later run.
+    type: float
+    default: 5
+notes:
+  - lsi and megasas do not signal hot-plugged disks to a Linux guest, which must rescan its SCSI
+    host to see them; virtio-scsi-pci does.
+seealso:
+  - module: blocklayer.qemu.qemu_instance
+"""
+
+EXAMPLES = r"""
+- name: Hot-plug a data disk on the instance's SCSI controller
+  blocklayer.qemu.qemu_device:
+    name: web1
+    state_dir: /var/lib/blocklayer/web1
+    kind: disk
+    device:
+      name: scratch
+      path: /srv/images/web1-scratch.qcow2
+      format: qcow2
+      disk_type: scsi-hd
+      cache: none
+
+- name: Insert another ISO in the CD-ROM drive
+  blocklayer.qemu.qemu_device:
+    name: web1
+    state_dir: /var/lib/blocklayer/web1
+    kind: cdrom
+    device:
+      name: installer
+      path: /srv/iso/rescue.iso
+
+- name: Unplug the disk again (the guest gets ten seconds)
+  blocklayer.qemu.qemu_device:
+    name: web1
+    state_dir: /var/lib/blocklayer/web1
+    kind: disk
+    device:
+      name: scratch
+    state: absent
+    unplug_timeout: 10
+"""
+
+RETURN = r"""
+actions:
+  description: What the task did (or would do in check mode), in order.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"action": "attach", "kind": "disk", "name": "scratch", "id": "disk-9e7c85f6-b6e5-4243"}]
+qmp_commands:
+  description: The QMP commands sent, with their arguments; in check mode the ones that would be sent.
+  returned: always
+  type: list
+  elements: dict
+device:
+  description: hvinfo of the device (driver, id, bus and address), when it is present.
+  returned: always
+  type: dict
+  sample: {"driver": "scsi-hd", "id": "disk-9e7c85f6-b6e5-4243", "bus": "scsi.0", "channel": 0, "scsi-id": 1, "lun": 0}
+devices:
+  description: Device id -> hvinfo of every device of the instance.
+  returned: always
+  type: dict
+unplug_pending:
+  description: Ids of devices whose unplug the guest has not completed yet.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # noqa: E402
+
+from ansible_collections.blocklayer.qemu.plugins.module_utils import args, spec  # noqa: E402
+from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError  # noqa: E402
+from ansible_collections.blocklayer.qemu.plugins.module_utils.task import Task  # noqa: E402
+
+ARGUMENT_SPEC = dict(
+    args.INSTANCE_OPTIONS,
+    kind=dict(type="str", choices=list(args.DEVICE_OPTIONS), required=True),
+    device=dict(type="dict", required=True),
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+    **args.LIVE_OPTIONS,
+)
+
+
+def declared_device(kind: str, device: dict, state: str) -> dict:
+    """The device options, checked against the same spec qemu_instance uses for its kind."""
+    options = args.DEVICE_OPTIONS[kind]
+    if state == "absent":  # only the name is needed to remove a device
+        options = {"name": dict(options["name"], required=kind != "floppy")}
+        device = {"name": device.get("name")} if kind != "floppy" else {}
+    result = ArgumentSpecValidator(options).validate(device)
+    if result.error_messages:
+        raise ConfigError("device: %s" % "; ".join(result.error_messages))
+    return result.validated_parameters
+
+
+def with_device(declaration: dict, kind: str, device: dict, state: str) -> dict:
+    """The recorded declaration as qemu_instance parameters, with this one device changed."""
+    params = spec.params_from_declaration(declaration)
+    group = args.DEVICE_GROUPS[kind]
+    if kind == "floppy":
+        params[group] = device if state == "present" else None
+        return params
+    kept = [item for item in params[group] if item["name"] != device["name"]]
+    if state == "present":
+        old = next((i for i, item in enumerate(params[group]) if item["name"] == device["name"]), len(kept))
+        kept.insert(old, device)  # keep the guest-visible order
+    params[group] = kept
+    return params
+
+
+def converge(task: Task) -> dict:
+    params = task.module.params
+    device = declared_device(params["kind"], params["device"], params["state"])
+    instance = task.open_instance("")
+    if not (instance.before and instance.pid):
+        raise ConfigError("instance %s is not running (no live QEMU for %s); start it with "
+                          "blocklayer.qemu.qemu_instance first" % (params["name"], instance.paths.runtime_file))
+    desired = spec.instance_from(with_device(instance.before["declaration"], params["kind"], device, params["state"]))
+    result = instance.ensure_running(desired, allow_restart=False)
+    name = device.get("name") or "floppy"
+    record = next((d for d in result["diff"]["after"].get("devices", [])
+                   if d["kind"] == params["kind"] and d["name"] == name), None)
+    result["device"] = record["hvinfo"] if record else {}
+    return result
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    Task(module).run(converge)
+
+
+if __name__ == "__main__":
+    main()
