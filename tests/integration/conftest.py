@@ -138,7 +138,6 @@ def vm(tmp_path, qemu_binary):
             return qemu_pids(self.state_dir)
 
     VM.images.mkdir()
-    instance = VM()
-    yield instance
-    for pid in qemu_pids(instance.state_dir):
+    yield VM()
+    for pid in qemu_pids(str(tmp_path)):  # every QEMU the test started, second instances included
         os.kill(pid, signal.SIGKILL)
