@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import (
-    cmdline, host, hotplug, layout, plan, process, runtime, verify)
+    cmdline, host, hotplug, layout, plan, probe, process, runtime, verify)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession
 from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
@@ -37,9 +37,10 @@ def resolve_binary(binary: str) -> str:
     return found
 
 
-def resolve_accel(accel: str) -> str:
+def resolve_accel(accel: str, binary: str, env: dict) -> str:
+    """``auto``: KVM when the host offers it and a guest really runs under it, else TCG."""
     if accel == "auto":
-        return "kvm" if host.kvm_usable() else "tcg"
+        return "kvm" if host.kvm_usable() and probe.accel_works(binary, "kvm", env) else "tcg"
     return accel
 
 
@@ -169,7 +170,10 @@ class Instance:
         placed = layout.layout_instance(spec, facts)
         binary = resolve_binary(spec.qemu_binary)
         firmware_dirs, module_dir = host.qemu_dirs(binary, firmware_dirs, module_dir)
-        accel = resolve_accel(spec.machine.accel)
+        env = dict(os.environ)
+        if module_dir:
+            env["QEMU_MODULE_DIR"] = module_dir
+        accel = resolve_accel(spec.machine.accel, binary, env)
         argv = cmdline.build_argv(spec, placed, accel, self.paths, firmware_dirs)
         argv[0] = binary
         data = {
@@ -191,9 +195,6 @@ class Instance:
         runtime.ensure_state_dir(self.paths.state_dir)
         self._remove_leftovers()
         runtime.save(self.paths.runtime_file, data)
-        env = dict(os.environ)
-        if module_dir:
-            env["QEMU_MODULE_DIR"] = module_dir
         try:
             process.start(argv, env, self.timeouts.start)
             self.pid = process.read_pid(self.paths.pidfile)

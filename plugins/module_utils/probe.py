@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import process
@@ -40,3 +41,36 @@ def query_schema(binary: str, env: dict, firmware_dirs=(), timeout: float = 10.0
         finally:
             if pid:
                 process.kill(pid)
+
+
+# Real-mode code at the reset vector (the last 16 bytes of the BIOS ROM): write 1 to the
+# isa-debug-exit port, which ends QEMU with status (1 << 1) | 1 = 3, then halt.
+_RESET_VECTOR = bytes([0xB0, 0x01, 0xE6, 0xF4, 0xF4, 0xEB, 0xFE])
+PROOF_EXIT_STATUS = 3
+
+
+def proof_bios() -> bytes:
+    """A 64 KiB BIOS image whose only job is to prove that guest code runs."""
+    rom = bytearray(b"\xf4" * 65536)  # hlt everywhere
+    rom[-16:-16 + len(_RESET_VECTOR)] = _RESET_VECTOR
+    return bytes(rom)
+
+
+def accel_works(binary: str, accel: str, env=None, timeout: float = 10.0) -> bool:
+    """Run a few guest instructions under ``accel`` and see them take effect.
+
+    /dev/kvm can exist on a host whose nested hypervisor cannot run a guest (it hangs or dies
+    with "emulation failure"), so only executed guest code proves that KVM works.
+    """
+    with tempfile.TemporaryDirectory(prefix="blocklayer-accel-") as tmp:
+        bios = os.path.join(tmp, "proof.bin")
+        with open(bios, "wb") as handle:
+            handle.write(proof_bios())
+        argv = [binary, "-machine", "pc", "-accel", accel, "-nodefaults", "-no-user-config",
+                "-display", "none", "-bios", bios, "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
+        try:
+            proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=timeout, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return proc.returncode == PROOF_EXIT_STATUS

@@ -211,3 +211,13 @@ def test_dead_qemu_is_forgotten_and_started_again(vm):
     again = vm.run(disks=disks)
     assert [a["action"] for a in again["actions"]] == ["forget", "start"]
     assert vm.pids() == [again["pid"]]
+
+
+def test_accel_auto_uses_kvm_only_when_a_guest_runs_under_it(vm):
+    from ansible_collections.blocklayer.qemu.plugins.module_utils import host, probe
+    # The proof itself runs guest code: under TCG it must succeed.
+    assert probe.accel_works(vm.binary, "tcg")
+    result = vm.run(accel="auto", disks=[dict(name="a", path=vm.image("a.raw"))])
+    expected = "kvm" if host.kvm_usable() and probe.accel_works(vm.binary, "kvm") else "tcg"
+    assert result["accel"] == expected
+    assert ["-accel", expected] == [a for a in result["argv"] if a in ("-accel", expected)][:2]
