@@ -438,6 +438,8 @@ qemu_version:
   sample: 7.2.22
 """
 
+import os  # noqa: E402
+
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import args, cache, ids, spec  # noqa: E402
@@ -489,7 +491,7 @@ def _supported_aio(params):
     from ansible_collections.blocklayer.qemu.plugins.module_utils import host, probe
     binary = resolve_binary(params["qemu_binary"])
     firmware_dirs, module_dir = host.qemu_dirs(binary, params["qemu_firmware_dirs"], params["qemu_module_dir"])
-    env = {"QEMU_MODULE_DIR": module_dir} if module_dir else {}
+    env = dict(os.environ, QEMU_MODULE_DIR=module_dir) if module_dir else None
     return probe.aio_modes(probe.query_schema(binary, env, firmware_dirs))
 
 

@@ -221,3 +221,14 @@ def test_accel_auto_uses_kvm_only_when_a_guest_runs_under_it(vm):
     expected = "kvm" if host.kvm_usable() and probe.accel_works(vm.binary, "kvm") else "tcg"
     assert result["accel"] == expected
     assert ["-accel", expected] == [a for a in result["argv"] if a in ("-accel", expected)][:2]
+
+
+def test_io_uring_is_accepted_when_the_binary_schema_lists_it(vm):
+    from ansible_collections.blocklayer.qemu.plugins.module_utils import probe
+    supported = probe.aio_modes(probe.query_schema(vm.binary, {}, []))
+    result = vm.run(disks=[dict(name="a", path=vm.image("a.raw"), aio="io_uring")])
+    if "io_uring" in supported:
+        assert result["changed"] and not result.get("failed"), result.get("msg")
+        assert '"aio":"io_uring"' in " ".join(result["argv"])
+    else:
+        assert result["failed"] and "io_uring" in result["msg"]
