@@ -15,7 +15,7 @@ description:
   - It takes the declaration recorded in the instance's runtime file, changes this one device in
     it, and converges exactly as M(blocklayer.qemu.qemu_instance) does, with the same planner,
     hot-plug sequences, rollback and runtime file.
-  - Disks and NICs are hot-plugged and hot-unplugged; a changed CD-ROM or floppy O(device.path)
+  - Disks and NICs are hot-plugged and hot-unplugged; a changed CD-ROM or floppy C(path) in O(device)
     is a media change (left out, the drive is emptied). What cannot change live (an IDE disk,
     adding or removing a CD-ROM or floppy drive, options of an attached disk) fails and names
     why; use M(blocklayer.qemu.qemu_instance) with C(allow_restart) for those.

@@ -35,9 +35,10 @@ def test_disk_present_then_absent(running):
     declared = runtime_of(vm)["declaration"]["disks"]
     assert [d["name"] for d in declared] == ["a", "b"]
     # the full declaration of qemu_instance now includes b: the same run is a no-op there too
-    assert vm.run(scsi_controller_type="virtio-scsi-pci", disks=[dict(name="a", path=declared[0]["path"]),
-                                                                  dict(name="b", path=path, disk_type="scsi-hd")],
-                  cdroms=[dict(name="cd", path=runtime_of(vm)["declaration"]["cdroms"][0]["path"])])["changed"] is False
+    full = dict(scsi_controller_type="virtio-scsi-pci",
+                disks=[dict(name="a", path=declared[0]["path"]), dict(name="b", path=path, disk_type="scsi-hd")],
+                cdroms=[dict(name="cd", path=runtime_of(vm)["declaration"]["cdroms"][0]["path"])])
+    assert vm.run(**full)["changed"] is False
     removed = device(vm, "disk", state="absent", name="b")
     assert [a["action"] for a in removed["actions"]] == ["detach"] and removed["device"] == {}
     assert [d["name"] for d in runtime_of(vm)["devices"] if d["kind"] == "disk"] == ["a"]

@@ -11,8 +11,10 @@ GUEST = os.path.join(ROOT, "build", "guest")
 sys.path.insert(0, os.path.join(ROOT, "tools", "guest"))
 from agent import GuestAgent  # noqa: E402  pylint: disable=wrong-import-position
 
-pytestmark = [pytest.mark.guest, pytest.mark.skipif(not os.path.exists(os.path.join(GUEST, "vmlinux")),
-                                                     reason="the tiny guest is not built (make guest)")]
+pytestmark = [
+    pytest.mark.guest,
+    pytest.mark.skipif(not os.path.exists(os.path.join(GUEST, "vmlinux")), reason="the tiny guest is not built (make guest)"),
+]
 MiB = 1 << 20
 
 

@@ -211,8 +211,8 @@ def test_check_mode_returns_actions_and_commands_and_sends_none(vm):
 
 @pytest.mark.parametrize("disks", [1, 16])
 def test_no_op_run_costs_three_queries_whatever_the_size(vm, disks):
-    decl = dict(kvm_pci_reservations=6, disks=[dict(name="d%d" % i, path=vm.image("d%d.raw" % i, "1M"))
-                                                for i in range(disks)],
+    decl = dict(kvm_pci_reservations=6,
+                disks=[dict(name="d%d" % i, path=vm.image("d%d.raw" % i, "1M")) for i in range(disks)],
                 nics=[dict(name="n%d" % i) for i in range(8 if disks == 16 else 0)])
     started = vm.run(**decl)
     assert started["changed"] and len(started["devices"]) == disks + (8 if disks == 16 else 0)

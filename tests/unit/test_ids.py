@@ -63,4 +63,3 @@ def test_canonical_uuid_refuses_garbage_with_the_option_named():
 def test_bad_device_names_are_refused(bad):
     with pytest.raises(ConfigError, match="disks"):
         ids.check_device_name(bad, "disks")
-
