@@ -36,7 +36,7 @@ lint: setup
 docs: setup
 	bash tools/docs.sh
 
-test: units integration sanity lint
+test: units integration sanity lint docs
 
 clean:
 	rm -rf build .pytest_cache .hypothesis tests/output
