@@ -28,6 +28,19 @@ options:
       - QEMU serves one QMP client at a time; a second client waits in vain, so this bounds it.
     type: float
     default: 10
+attributes:
+  check_mode:
+    support: full
+    description:
+      - Returns the actions and the QMP commands they would send, and the runtime file they
+        would write as the diff; sends nothing and changes nothing.
+  diff_mode:
+    support: full
+    description: The runtime file before and after.
+  platform:
+    support: full
+    platforms: posix
+    description: Runs on the Linux host that runs QEMU.
 requirements:
   - qemu.qmp == 0.0.6 (Python library, on the host that runs QEMU)
   - QEMU (qemu-system-x86_64) 7.2 or 10.0 on that host

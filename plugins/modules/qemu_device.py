@@ -23,17 +23,6 @@ author:
   - blocklayer.qemu developers (@blocklayer)
 extends_documentation_fragment:
   - blocklayer.qemu.instance
-attributes:
-  check_mode:
-    support: full
-    description: Returns the actions and the QMP commands they would send; sends none.
-  diff_mode:
-    support: full
-    description: The runtime file before and after.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs on the Linux host that runs QEMU.
 options:
   kind:
     description: What the device is.

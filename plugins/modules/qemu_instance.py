@@ -30,17 +30,6 @@ author:
   - blocklayer.qemu developers (@blocklayer)
 extends_documentation_fragment:
   - blocklayer.qemu.instance
-attributes:
-  check_mode:
-    support: full
-    description: Plans the start or stop and returns the runtime file it would write; touches nothing.
-  diff_mode:
-    support: full
-    description: The runtime file before and after.
-  platform:
-    support: full
-    platforms: posix
-    description: Runs on the Linux host that runs QEMU.
 options:
   state:
     description:

@@ -221,3 +221,31 @@ def test_no_op_run_costs_three_queries_whatever_the_size(vm, disks):
     assert again["qmp_commands"] == [{"execute": "query-block", "arguments": {}},
                                      {"execute": "query-pci", "arguments": {}},
                                      {"execute": "qom-list", "arguments": {"path": "/machine/peripheral"}}]
+
+
+def test_slot_clash_in_a_root_port_rolls_back(vm):
+    a = dict(name="a", path=vm.image("a.raw"))
+    vm.run(machine_type="q35", disks=[a])
+    with vm.qmp() as qmp:  # a device added by hand into the first spare root port
+        qmp("device_add", driver="virtio-rng-pci", id="rng", bus="rp1", addr="0x0")
+    before = runtime_of(vm)
+    result = vm.run(machine_type="q35", disks=[a, dict(name="b", path=vm.image("b.raw"))])
+    assert result["failed"] and "not available" in result["msg"] and "what was added was removed" in result["msg"]
+    assert executed(result)[3:] == ["blockdev-add", "blockdev-add", "device_add", "blockdev-del", "blockdev-del"]
+    assert runtime_of(vm) == before
+
+
+def test_bad_bus_in_a_stale_runtime_file_rolls_back(vm):
+    a = dict(name="a", path=vm.image("a.raw"))
+    vm.run(machine_type="q35", disks=[a])
+    path = os.path.join(vm.state_dir, "runtime.json")
+    data = runtime_of(vm)
+    for controller in data["controllers"]:  # the record names a root port QEMU does not have
+        if controller["id"] == "rp1":
+            controller["id"] = controller["hvinfo"]["id"] = controller["props"]["id"] = "rp9"
+    with open(path, "w") as handle:
+        json.dump(data, handle)
+    result = vm.run(machine_type="q35", disks=[a, dict(name="b", path=vm.image("b.raw"))])
+    assert result["failed"] and "Bus 'rp9' not found" in result["msg"]
+    assert executed(result)[-2:] == ["blockdev-del", "blockdev-del"]
+    assert runtime_of(vm) == data
