@@ -7,7 +7,7 @@ PYTEST_WORKERS ?= 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup guest qemu10 demo test units integration sanity lint docs clean
+.PHONY: setup guest qemu10 demo test units integration sanity lint docs molecule clean
 
 setup:
 	bash tools/setup.sh
@@ -36,7 +36,10 @@ lint: setup
 docs: setup
 	bash tools/docs.sh
 
-test: units integration sanity lint docs
+molecule: guest
+	bash tools/molecule.sh
+
+test: units integration sanity lint docs molecule
 
 clean:
 	rm -rf build .pytest_cache .hypothesis tests/output

@@ -22,8 +22,10 @@ MiB = 1 << 20
 def guest(vm):
     """The vm fixture, booting the tiny guest with the agent channel."""
     def run(**over):
+        # A guest under TCG on a loaded 2-core machine can take more than the default 5 s to
+        # release a device; these tests are about the release, not the timeout.
         args = dict(kernel_path=os.path.join(GUEST, "vmlinux"), initrd_path=os.path.join(GUEST, "initramfs.gz"),
-                    kernel_args="console=ttyS0 panic=-1 quiet", agent_channel=True)
+                    kernel_args="console=ttyS0 panic=-1 quiet", agent_channel=True, unplug_timeout=60)
         args.update(over)
         return vm.run(**args)
 
