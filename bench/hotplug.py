@@ -1,0 +1,470 @@
+# Copyright (c) blocklayer.qemu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Hot-plug benchmark on the tiny test guest (not a test; see bench/README.md).
+
+Drives the collection in-process, exactly as the qemu_instance module does
+(``qemu_instance.converge`` under the instance lock, parameters filled in by Ansible's own
+argument-spec validator), with ``QmpSession.execute`` and ``QmpSession.wait_event`` wrapped
+in this process only to timestamp every QMP command and every event received. The guest's
+agent (tools/guest/agent.py) confirms each disk appeared or went, so every unplug is real
+guest cooperation (ACPI eject for virtio-blk on pc).
+
+Usage: .venv/bin/python bench/hotplug.py [--qemu BINARY] [--repeat 3] [--sizes 1,4,16]
+                                         [--bus virtio-blk|virtio-scsi|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COLLECTIONS = ROOT / "build" / "collections"
+GUEST = ROOT / "build" / "guest"
+sys.path.insert(0, str(COLLECTIONS))
+sys.path.insert(0, str(ROOT / "tools" / "guest"))
+
+# pylint: disable=wrong-import-position
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # noqa: E402
+
+from ansible_collections.blocklayer.qemu.plugins.module_utils import qmp as qmp_mod  # noqa: E402
+from ansible_collections.blocklayer.qemu.plugins.module_utils import runtime  # noqa: E402
+from ansible_collections.blocklayer.qemu.plugins.module_utils.task import Task  # noqa: E402
+from ansible_collections.blocklayer.qemu.plugins.modules import qemu_instance  # noqa: E402
+from agent import AgentError, GuestAgent  # noqa: E402
+
+PREFIX = "blbench-"
+BOOT_TIMEOUT = 180.0
+GUEST_TIMEOUT = 60  # a disk must appear/go in the guest within this (s)
+UNPLUG_TIMEOUT = 120.0  # generous: a pending unplug would spoil the figures, so it is an error
+IMAGE_SIZE = 8 << 20
+BUSES = {
+    # bus -> (qemu_instance options, guest device-name prefix, what the README calls it)
+    "virtio-blk": (dict(disk_type="paravirtual"), "vd", "virtio-blk-pci on pci.0 (ACPI PCI hot-plug)"),
+    "virtio-scsi": (dict(disk_type="scsi-hd", scsi_controller_type="virtio-scsi-pci"), "sd",
+                    "scsi-hd on virtio-scsi-pci (SCSI hot-plug, controller on pci.0)"),
+}
+
+
+# -- timestamps of QMP traffic, in this process only ---------------------------------------------
+class Recorder:
+    """Wraps QmpSession.execute / wait_event to timestamp each command and each event."""
+
+    def __init__(self):
+        self.commands = []  # (command, arguments, t_sent, t_answered), monotonic
+        self.events = []  # (t_wait_began, t_received, t_emitted by QEMU as monotonic, event)
+
+        self.saves = []  # (t_began, t_done) of each runtime-file save (write, fsync, rename, fsync dir)
+
+    def reset(self):
+        self.commands, self.events, self.saves = [], [], []
+
+    def install(self):
+        session = qmp_mod.QmpSession
+        execute, wait_event = session.execute, session.wait_event
+        rec = self
+
+        def timed_execute(self, command, arguments=None, timeout=None):
+            start = time.monotonic()
+            try:
+                return execute(self, command, arguments, timeout)
+            finally:
+                rec.commands.append((command, arguments or {}, start, time.monotonic()))
+
+        def timed_wait_event(self, listener, timeout):
+            began = time.monotonic()
+            event = wait_event(self, listener, timeout)
+            if event is not None:
+                received = time.monotonic()
+                stamp = event["timestamp"]  # QEMU's wall clock when it emitted the event
+                emitted = stamp["seconds"] + stamp["microseconds"] / 1e6 - (time.time() - received)
+                rec.events.append((began, received, emitted, event))
+            return event
+
+        session.execute, session.wait_event = timed_execute, timed_wait_event
+        save = runtime.save
+
+        def timed_save(path, data):
+            start = time.monotonic()
+            try:
+                return save(path, data)
+            finally:
+                rec.saves.append((start, time.monotonic()))
+
+        runtime.save = timed_save  # hotplug and instance call it as runtime.save
+
+
+RECORDER = Recorder()
+
+
+class Run:
+    """One converge: its result, wall time and the QMP traffic it caused."""
+
+    def __init__(self, result, start, end):
+        self.result, self.start, self.end = result, start, end
+        self.commands, self.events = list(RECORDER.commands), list(RECORDER.events)
+        self.saves = list(RECORDER.saves)
+
+    @property
+    def wall(self):
+        return self.end - self.start
+
+    def names(self):
+        return [c[0] for c in self.commands]
+
+
+# -- the instance ---------------------------------------------------------------------------------
+class Bench:
+    def __init__(self, qemu, bus, workdir, max_disks):
+        self.qemu = qemu
+        self.bus = bus
+        self.options, self.prefix, self.what = BUSES[bus]
+        self.state_dir = str(workdir / ("state-" + bus))
+        self.images = workdir / ("images-" + bus)
+        self.images.mkdir()
+        self.disks = []
+        for i in range(max_disks):
+            path = self.images / ("d%02d.raw" % i)
+            with open(path, "wb") as handle:
+                handle.truncate(IMAGE_SIZE)
+            self.disks.append(dict(name="d%02d" % i, path=str(path)))
+        self.agent = None
+        self.info = {}
+        self.serials = {}  # disk name -> serial the guest reports
+
+    def params(self, disks, **over):
+        raw = dict(name="blbench", state_dir=self.state_dir, qemu_binary=self.qemu, accel="tcg",
+                   machine_type="pc", kernel_path=str(GUEST / "vmlinux"),
+                   initrd_path=str(GUEST / "initramfs.gz"), kernel_args="console=ttyS0 panic=-1 quiet",
+                   agent_channel=True, kvm_pci_reservations=4, unplug_timeout=UNPLUG_TIMEOUT,
+                   shutdown_timeout=0, disks=list(disks), **self.options)
+        raw.update(over)
+        return raw
+
+    def converge(self, disks, **over):
+        """What `qemu_instance` does for these parameters, minus process start and exit_json."""
+        raw = self.params(disks, **over)
+        checked = ArgumentSpecValidator(qemu_instance.ARGUMENT_SPEC).validate(raw)
+        if checked.error_messages:
+            raise SystemExit("bad parameters: %s" % "; ".join(checked.error_messages))
+        task = Task(types.SimpleNamespace(params=checked.validated_parameters, check_mode=False))
+        RECORDER.reset()
+        start = time.monotonic()
+        if raw.get("state", "running") == "running":
+            runtime.ensure_state_dir(self.state_dir)
+        if os.path.isdir(self.state_dir):
+            with runtime.InstanceLock(task.paths):
+                result = qemu_instance.converge(task)
+        else:
+            result = qemu_instance.converge(task)
+        run = Run(result, start, time.monotonic())
+        for warning in result.get("warnings", []):
+            print("warning: %s" % warning, file=sys.stderr)
+        if result.get("unplug_pending"):
+            raise SystemExit("unplug still pending after %s s: %s" % (UNPLUG_TIMEOUT, result["unplug_pending"]))
+        if result.get("state") == "running":
+            for record in result["diff"]["after"]["devices"]:
+                self.serials[record["name"]] = record["spec"]["serial"]
+        return run
+
+    def module_run(self, disks):
+        """The same converge as a real module process (python -m ... ARGSFILE), for its wall time."""
+        argsfile = self.state_dir + ".args.json"
+        with open(argsfile, "w", encoding="utf-8") as handle:
+            json.dump({"ANSIBLE_MODULE_ARGS": self.params(disks)}, handle)
+        env = dict(os.environ, PYTHONPATH=str(COLLECTIONS))
+        start = time.monotonic()
+        module = "ansible_collections.blocklayer.qemu.plugins.modules.qemu_instance"
+        proc = subprocess.run([sys.executable, "-m", module, argsfile], capture_output=True, text=True, env=env,
+                              timeout=300, check=False)
+        wall = time.monotonic() - start
+        result = json.loads(proc.stdout)
+        if result.get("failed") or result.get("changed"):
+            raise SystemExit("the no-op module run was not a no-op: %s" % proc.stdout)
+        return wall
+
+    def boot(self):
+        run = self.converge([])
+        self.info = dict(version=run.result["qemu_version"], accel=run.result["accel"])
+        self.agent = GuestAgent(os.path.join(self.state_dir, "agent.sock"), timeout=BOOT_TIMEOUT)
+        self.agent.wait_ready()
+        self.agent.timeout = 60.0
+        return time.monotonic() - run.start
+
+    # -- the guest's view -----------------------------------------------------------------------
+    def guest_disks(self):
+        """Guest name -> serial of the bench's disks (our prefix)."""
+        return {d["name"]: d["serial"] for d in self.agent.disks() if d["name"].startswith(self.prefix)}
+
+    def wait_added(self, names):
+        """Wait until the guest shows every disk in ``names``; return when (monotonic)."""
+        want = {self.serials[n] for n in names}
+        present = self.guest_disks()
+        for dev in _free_names(self.prefix, set(present), len(want - set(present.values()))):
+            try:
+                self.agent.wait_disk(dev, present=True, timeout=GUEST_TIMEOUT)
+            except AgentError:
+                break  # Linux did not reuse that index (yet): the serial check below decides
+        seen = set(self.guest_disks().values())
+        if not want <= seen:
+            raise SystemExit("the guest does not show disks with serials %s" % sorted(want - seen))
+        return time.monotonic()
+
+    def wait_removed(self, names, guest_before):
+        by_serial = {serial: dev for dev, serial in guest_before.items()}
+        for name in names:
+            self.agent.wait_disk(by_serial[self.serials[name]], present=False, timeout=GUEST_TIMEOUT)
+
+    # -- cleanup --------------------------------------------------------------------------------
+    def close(self):
+        if self.agent is not None:
+            self.agent.close()
+            self.agent = None
+        try:
+            self.converge([], state="absent")
+        except (Exception, SystemExit) as exc:  # pylint: disable=broad-except
+            print("cleanup: state absent failed (%s); killing" % exc, file=sys.stderr)
+
+
+def _name(prefix, index):
+    """Linux's sd/vd naming: a..z, aa..zz, ... (bijective base 26)."""
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(ord("a") + rest) + letters
+    return prefix + letters
+
+
+def _free_names(prefix, taken, count):
+    """The ``count`` lowest names Linux would give next (it reuses the lowest free index)."""
+    found, index = [], 0
+    while len(found) < count:
+        if _name(prefix, index) not in taken:
+            found.append(_name(prefix, index))
+        index += 1
+    return found
+
+
+def kill_leftovers(marker):
+    """SIGKILL every QEMU whose command line mentions ``marker`` (our temp dir), nothing else."""
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = path.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and b"qemu-system" in args[0] and any(marker.encode() in a for a in args[1:]):
+            try:
+                os.kill(int(path.parent.name), signal.SIGKILL)
+                print("cleanup: killed QEMU %s" % path.parent.name, file=sys.stderr)
+            except ProcessLookupError:
+                pass
+
+
+# -- figures --------------------------------------------------------------------------------------
+class Figures:
+    def __init__(self):
+        self.samples = {}  # label -> [seconds]
+        self.counts = {}  # label -> set of str
+        self.order = []
+
+    def add(self, label, value):
+        if label not in self.samples and label not in self.counts:
+            self.order.append(label)
+        self.samples.setdefault(label, []).append(value)
+
+    def count(self, label, value):
+        if label not in self.samples and label not in self.counts:
+            self.order.append(label)
+        self.counts.setdefault(label, set()).add(value)
+
+    def median(self, label):
+        return statistics.median(self.samples[label]) * 1000
+
+    def print_unplug_summary(self, sizes, out=sys.stdout):
+        print("\nunplug wall, median ms:   N   parallel   one at a time   ratio", file=out)
+        for n in sizes:
+            par = self.median("unplug N=%d parallel: wall" % n)
+            one = self.median("unplug N=%d one at a time: wall (sum of %d tasks)" % (n, n))
+            print("%27d %10.0f %15.0f %7.2f" % (n, par, one, one / par), file=out)
+
+    def print(self, out=sys.stdout):
+        width = max(len(label) for label in self.order)
+        print("%-*s %9s %9s %9s %4s" % (width, "figure (ms)", "median", "min", "max", "n"), file=out)
+        for label in self.order:
+            if label in self.counts:
+                print("%-*s %s" % (width, label, " | ".join(sorted(self.counts[label]))), file=out)
+                continue
+            values = [v * 1000 for v in self.samples[label]]
+            print("%-*s %9.1f %9.1f %9.1f %4d" % (width, label, statistics.median(values), min(values),
+                                                 max(values), len(values)), file=out)
+
+
+def disk_ids(run):
+    return {r["id"]: r["name"] for r in run.result["diff"]["after"]["devices"]}
+
+
+def hot_add_figures(fig, run, ids):
+    """Per disk: the QMP time of its 2 blockdev-add + device_add."""
+    per_disk = {}
+    for command, args, sent, answered in run.commands:
+        if command == "blockdev-add":
+            dev = args["node-name"].split(".")[0]
+        elif command == "device_add":
+            dev = args["id"]
+        else:
+            continue
+        if dev in ids:
+            per_disk.setdefault(dev, []).append((command, answered - sent))
+    for steps in per_disk.values():
+        fig.add("hot-add: QMP per disk (2 blockdev-add + device_add)", sum(t for _, t in steps))
+        fig.add("hot-add: device_add alone", sum(t for c, t in steps if c == "device_add"))
+
+
+def detach_figures(fig, run, label):
+    """device_del sent -> last DEVICE_DELETED emitted, and that event -> the end of the task."""
+    deleted = [e for e in run.events if e[3]["event"] == "DEVICE_DELETED"]
+    first_del = min(sent for command, _, sent, _ in run.commands if command == "device_del")
+    last_emitted = max(e[2] for e in deleted)
+    fig.add("%s: device_del -> last DEVICE_DELETED" % label, last_emitted - first_del)
+    fig.add("%s: last DEVICE_DELETED -> task end" % label, run.end - last_emitted)
+
+
+def outside_qmp(run):
+    """Wall time of a task not spent waiting for QMP answers or events (planning, runtime saves)."""
+    return (run.wall - sum(answered - sent for _, _, sent, answered in run.commands)
+            - sum(received - began for began, received, _, _ in run.events))
+
+
+def save_time(run):
+    return sum(done - began for began, done in run.saves)
+
+
+def _tally(names):
+    counts = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return "%d: %s" % (len(names), ", ".join("%s x%d" % item for item in counts.items()))
+
+
+def measure(bench, fig, sizes, repeat, module_runs):
+    disks = bench.disks
+    # Warm-up (not counted): the first hot-plug loads guest drivers and, for SCSI, brings the controller.
+    bench.converge(disks[:1])
+    bench.wait_added([disks[0]["name"]])
+    before = bench.guest_disks()
+    bench.converge([])
+    bench.wait_removed([disks[0]["name"]], before)
+
+    for rep in range(repeat):
+        for n in sizes:
+            decl = disks[:n]
+            names = [d["name"] for d in decl]
+            # add n disks in one task; the guest must see them all
+            run = bench.converge(decl)
+            hot_add_figures(fig, run, disk_ids(run))
+            fig.add("add N=%d: task wall" % n, run.wall)
+            fig.add("add N=%d: task time outside QMP" % n, outside_qmp(run))
+            fig.add("add N=%d: of which runtime.save x%d" % (n, len(run.saves)), save_time(run))
+            fig.add("add N=%d: task start -> guest sees all" % n, bench.wait_added(names) - run.start)
+            # no-op
+            noop = bench.converge(decl)
+            if noop.result["changed"]:
+                raise SystemExit("the second run with the same %d disks changed something" % n)
+            fig.count("no-op N=%d: QMP commands" % n, "%d: %s" % (len(noop.commands), ", ".join(noop.names())))
+            fig.add("no-op N=%d: in-process converge wall" % n, noop.wall)
+            if (module_runs == 1 and rep == 0) or module_runs > 1:
+                fig.add("no-op N=%d: module process wall (python -m)" % n, bench.module_run(decl))
+            # parallel: one task removes all n
+            guest = bench.guest_disks()
+            run = bench.converge([])
+            fig.add("unplug N=%d parallel: wall" % n, run.wall)
+            fig.add("unplug N=%d parallel: task start -> first device_del" % n,
+                    min(sent for c, _, sent, _ in run.commands if c == "device_del") - run.start)
+            fig.add("unplug N=%d parallel: task time outside QMP" % n, outside_qmp(run))
+            fig.add("unplug N=%d parallel: of which runtime.save x%d" % (n, len(run.saves)), save_time(run))
+            fig.count("unplug N=%d parallel: QMP commands" % n, _tally(run.names()))
+            detach_figures(fig, run, "unplug N=%d parallel" % n)
+            bench.wait_removed(names, guest)
+            # one at a time: n tasks, each removes one
+            run = bench.converge(decl)
+            hot_add_figures(fig, run, disk_ids(run))
+            bench.wait_added(names)
+            guest = bench.guest_disks()
+            total = 0.0
+            for i in range(n):
+                run = bench.converge(decl[i + 1:])
+                total += run.wall
+                detach_figures(fig, run, "unplug one at a time")
+                bench.wait_removed([names[i]], guest)
+            fig.add("unplug N=%d one at a time: wall (sum of %d tasks)" % (n, n), total)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--qemu", default="/usr/bin/qemu-system-x86_64", help="QEMU binary (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions of every figure (default: %(default)s)")
+    parser.add_argument("--sizes", default="1,4,16", help="disk counts to unplug (default: %(default)s)")
+    parser.add_argument("--bus", choices=["virtio-blk", "virtio-scsi", "both"], default="virtio-blk",
+                        help="what the disks are (default: %(default)s)")
+    parser.add_argument("--module-runs", type=int, default=1,
+                        help="no-op runs through a real module process: 0 none, 1 first repetition, "
+                             "2 every repetition (default: %(default)s)")
+    opts = parser.parse_args(argv)
+    sizes = [int(s) for s in opts.sizes.split(",") if s]
+    if not sizes or min(sizes) < 1 or max(sizes) > 27:
+        parser.error("--sizes: between 1 and 27 disks (pc slots 4-31 with kvm_pci_reservations 4)")
+    for needed in ("vmlinux", "initramfs.gz"):
+        if not (GUEST / needed).exists():
+            parser.error("build/guest/%s is missing: run `make guest`" % needed)
+    qemu = shutil.which(opts.qemu)
+    if not qemu:
+        parser.error("--qemu %s: not found" % opts.qemu)
+
+    def terminate(signum, _frame):
+        raise SystemExit("stopped by signal %d" % signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGHUP, terminate)
+    RECORDER.install()
+    buses = ["virtio-blk", "virtio-scsi"] if opts.bus == "both" else [opts.bus]
+    workdir = Path(tempfile.mkdtemp(prefix=PREFIX))
+    began = time.monotonic()
+    print("blocklayer.qemu hot-plug bench, %s" % time.strftime("%Y-%m-%d %H:%M %Z"))
+    print("host: %s, %d cores, load %.2f %.2f %.2f, Python %s" % (
+        platform.node(), os.cpu_count(), *os.getloadavg(), platform.python_version()))
+    try:
+        for bus in buses:
+            bench = Bench(qemu, bus, workdir, max(sizes))
+            try:
+                boot = bench.boot()
+                print("\nQEMU %s (%s), accel %s, machine pc, %s; kvm_pci_reservations 4; "
+                      "repeat %d, sizes %s" % (bench.info["version"], qemu, bench.info["accel"], bench.what,
+                                               opts.repeat, ",".join(map(str, sizes))))
+                fig = Figures()
+                fig.add("boot: start task -> guest agent ready", boot)
+                measure(bench, fig, sizes, opts.repeat, opts.module_runs)
+                fig.print()
+                fig.print_unplug_summary(sizes)
+            finally:
+                bench.close()
+    finally:
+        kill_leftovers(str(workdir))
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("\nload after %.2f %.2f %.2f; bench wall %.0f s" % (*os.getloadavg(), time.monotonic() - began))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
