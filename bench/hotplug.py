@@ -307,8 +307,8 @@ class Figures:
                 print("%-*s %s" % (width, label, " | ".join(sorted(self.counts[label]))), file=out)
                 continue
             values = [v * 1000 for v in self.samples[label]]
-            print("%-*s %9.1f %9.1f %9.1f %4d" % (width, label, statistics.median(values), min(values),
-                                                 max(values), len(values)), file=out)
+            row = (width, label, statistics.median(values), min(values), max(values), len(values))
+            print("%-*s %9.1f %9.1f %9.1f %4d" % row, file=out)
 
 
 def disk_ids(run):
@@ -328,14 +328,14 @@ def hot_add_figures(fig, run, ids):
         if dev in ids:
             per_disk.setdefault(dev, []).append((command, answered - sent))
     for steps in per_disk.values():
-        fig.add("hot-add: QMP per disk (2 blockdev-add + device_add)", sum(t for _, t in steps))
+        fig.add("hot-add: QMP per disk (2 blockdev-add + device_add)", sum(step[1] for step in steps))
         fig.add("hot-add: device_add alone", sum(t for c, t in steps if c == "device_add"))
 
 
 def detach_figures(fig, run, label):
     """device_del sent -> last DEVICE_DELETED emitted, and that event -> the end of the task."""
     deleted = [e for e in run.events if e[3]["event"] == "DEVICE_DELETED"]
-    first_del = min(sent for command, _, sent, _ in run.commands if command == "device_del")
+    first_del = min(c[2] for c in run.commands if c[0] == "device_del")
     last_emitted = max(e[2] for e in deleted)
     fig.add("%s: device_del -> last DEVICE_DELETED" % label, last_emitted - first_del)
     fig.add("%s: last DEVICE_DELETED -> task end" % label, run.end - last_emitted)
@@ -343,8 +343,8 @@ def detach_figures(fig, run, label):
 
 def outside_qmp(run):
     """Wall time of a task not spent waiting for QMP answers or events (planning, runtime saves)."""
-    return (run.wall - sum(answered - sent for _, _, sent, answered in run.commands)
-            - sum(received - began for began, received, _, _ in run.events))
+    return (run.wall - sum(c[3] - c[2] for c in run.commands)
+            - sum(e[1] - e[0] for e in run.events))
 
 
 def save_time(run):
@@ -391,7 +391,7 @@ def measure(bench, fig, sizes, repeat, module_runs):
             run = bench.converge([])
             fig.add("unplug N=%d parallel: wall" % n, run.wall)
             fig.add("unplug N=%d parallel: task start -> first device_del" % n,
-                    min(sent for c, _, sent, _ in run.commands if c == "device_del") - run.start)
+                    min(c[2] for c in run.commands if c[0] == "device_del") - run.start)
             fig.add("unplug N=%d parallel: task time outside QMP" % n, outside_qmp(run))
             fig.add("unplug N=%d parallel: of which runtime.save x%d" % (n, len(run.saves)), save_time(run))
             fig.count("unplug N=%d parallel: QMP commands" % n, _tally(run.names()))
