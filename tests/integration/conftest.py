@@ -117,6 +117,16 @@ def hmp(qmp, command):
     return qmp("human-monitor-command", **{"command-line": command})
 
 
+def info_network(qmp):
+    """Client name -> its description, for every NIC and netdev in HMP ``info network``."""
+    found = {}
+    for line in hmp(qmp, "info network").splitlines():
+        name, sep, rest = line.strip().lstrip("\\").strip().partition(": ")
+        if sep:
+            found[name] = rest
+    return found
+
+
 def qemu_private_args(binary):
     """-L dirs and environment a QEMU unpacked in a private prefix needs (build/qemu-10.0).
 
