@@ -241,7 +241,7 @@ class QmpRecorder:
         while not self._stop.is_set():
             if not select.select([self.listener], [], [], 0.2)[0]:
                 continue
-            client, _ = self.listener.accept()
+            client = self.listener.accept()[0]
             self.connections += 1
             upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             upstream.connect(self.real)

@@ -290,7 +290,8 @@ def test_io_uring_is_accepted_when_the_binary_schema_lists_it(vm, tmp_path):
     modes = schema_aio_modes(vm.binary, tmp_path)
     assert {"threads", "native"} <= modes, modes  # the walk found the aio enum
     if shutil.which("ldd"):  # io_uring is in the schema exactly when QEMU is built with liburing
-        linked = "liburing" in subprocess.run(["ldd", vm.binary], capture_output=True, text=True).stdout
+        ldd = subprocess.run(["ldd", vm.binary], capture_output=True, text=True, check=True).stdout
+        linked = "liburing" in ldd
         assert linked == ("io_uring" in modes), "ldd and the schema disagree about io_uring: %s" % modes
     result = vm.run(disks=[dict(name="a", path=vm.image("a.raw"), aio="io_uring")])
     if "io_uring" in modes:
