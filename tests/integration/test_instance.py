@@ -133,7 +133,7 @@ def test_no_op_rerun_sends_only_read_only_queries_however_many_devices(vm, tmp_p
         with Qmp(sock) as qmp:
             after = peripherals(qmp)
         assert again["changed"] is False and again["actions"] == [] and not again.get("failed"), again.get("msg")
-        assert wire.connections == 1 and wire.sent, wire.sent
+        assert wire.connections >= 1 and wire.sent, wire.sent
         assert [c for c in wire.sent if not read_only(c)] == [], wire.sent
         assert [c for c in wire.sent if c != "qmp_capabilities"] == [c["execute"] for c in again["qmp_commands"]]
         assert after == before and again["pid"] == first["pid"]
