@@ -4,9 +4,14 @@ import glob
 import hashlib
 import json
 import os
+import select
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from qemu.qmp.legacy import QEMUMonitorProtocol
@@ -88,6 +93,183 @@ def qemu_img(*args):
     subprocess.run(["qemu-img"] + [str(a) for a in args], check=True, capture_output=True)
 
 
+def wait_device_event(mon, event, device, timeout):
+    """The first ``event`` (e.g. DEVICE_DELETED) whose ``data.device`` is ``device``.
+
+    ``mon`` is a QEMUMonitorProtocol; other events (other devices, a virtio backend's own
+    DEVICE_DELETED without ``device``, RESET...) are skipped. Fails at the deadline.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("no %s for device %s within %s s" % (event, device, timeout))
+        try:
+            ev = mon.pull_event(wait=float(left))
+        except TimeoutError:  # asyncio.TimeoutError is TimeoutError from Python 3.11
+            continue
+        if ev and ev["event"] == event and ev.get("data", {}).get("device") == device:
+            return ev
+
+
+def hmp(qmp, command):
+    """The text of an HMP command, run over the test's own QMP connection."""
+    return qmp("human-monitor-command", **{"command-line": command})
+
+
+def info_network(qmp):
+    """Client name -> its description, for every NIC and netdev in HMP ``info network``."""
+    found = {}
+    for line in hmp(qmp, "info network").splitlines():
+        name, sep, rest = line.strip().lstrip("\\").strip().partition(": ")
+        if sep:
+            found[name] = rest
+    return found
+
+
+def qemu_private_args(binary):
+    """-L dirs and environment a QEMU unpacked in a private prefix needs (build/qemu-10.0).
+
+    Written here, not taken from the collection, so that tests starting QEMU themselves do
+    not depend on the code they test.
+    """
+    prefix = os.path.dirname(os.path.dirname(os.path.realpath(binary)))
+    if prefix in ("/usr", "/usr/local", "/"):
+        return [], dict(os.environ)
+    argv = []
+    for sub in ("share/qemu", "share/seabios"):
+        if os.path.isdir(os.path.join(prefix, sub)):
+            argv += ["-L", os.path.join(prefix, sub)]
+    env = dict(os.environ)
+    modules = os.path.join(prefix, "lib", "x86_64-linux-gnu", "qemu")
+    if os.path.isdir(modules):
+        env["QEMU_MODULE_DIR"] = modules
+    return argv, env
+
+
+class GuestCode:
+    """A few 32-bit x86 instructions, hand-assembled, for a test's own multiboot kernel.
+
+    Guest code the tests write themselves answers exactly what a test needs (e.g. the ACPI
+    power button) and boots in well under a second under TCG. Only port I/O, no stack.
+    Ports on the pc machine: COM1 0x3f8 (console.log), COM2 0x2f8 (agent.sock); SeaBIOS puts
+    the PIIX4 ACPI PM block at 0x600: PM1a_STS 0x600, PM1a_EN 0x602, PM1a_CNT 0x604.
+    """
+
+    LOAD = 0x100000  # multiboot load address, 1 MiB
+    MAGIC, FLAGS = 0x1BADB002, 0x00010000  # flags: the a.out kludge (addresses in the header)
+
+    def __init__(self):
+        self.code = bytearray()
+
+    def _emit(self, *octets):
+        self.code += bytes(octets)
+        return self
+
+    def mov_dx(self, value):
+        return self._emit(0x66, 0xBA, value & 0xFF, value >> 8)
+
+    def outw(self, port, value):
+        """mov $port,%dx; mov $value,%ax; out %ax,(%dx)"""
+        return self.mov_dx(port)._emit(0x66, 0xB8, value & 0xFF, value >> 8, 0x66, 0xEF)
+
+    def puts(self, port, text):
+        """mov $port,%dx; then mov $c,%al; out %al,(%dx) per byte."""
+        self.mov_dx(port)
+        for octet in text.encode():
+            self._emit(0xB0, octet, 0xEE)
+        return self
+
+    def inb(self, port):
+        return self.mov_dx(port)._emit(0xEC)
+
+    def wait_bits(self, port, mask, word=False):
+        """Loop until (in port) & mask != 0: mov; in; test; jz back."""
+        top = len(self.code)
+        self.mov_dx(port)
+        if word:
+            self._emit(0x66, 0xED, 0x66, 0xA9, mask & 0xFF, mask >> 8)
+        else:
+            self._emit(0xEC, 0xA8, mask)
+        rel = top - (len(self.code) + 2)
+        assert -128 <= rel < 0
+        return self._emit(0x74, rel & 0xFF)
+
+    def halt(self):
+        """hlt; jmp back to hlt"""
+        return self._emit(0xF4, 0xEB, 0xFD)
+
+    def kernel(self):
+        """A multiboot v1 image: the header, then the code, loaded at 1 MiB and entered after the header."""
+        header = struct.pack("<8I", self.MAGIC, self.FLAGS, -(self.MAGIC + self.FLAGS) & 0xFFFFFFFF,
+                             self.LOAD, self.LOAD, 0, 0, self.LOAD + 32)
+        return header + bytes(self.code)
+
+
+class QmpRecorder:
+    """Stands between the module and QEMU's QMP socket and records what the module sends.
+
+    The QEMU socket is renamed (a bound unix socket keeps working under its new name) and a
+    relay listens at the old path for one client, so the test sees the commands on the wire,
+    not the module's own account of them.
+    """
+
+    def __init__(self, socket_path):
+        self.path = socket_path
+        self.real = socket_path + ".real"
+        self.sent = []  # the "execute" of every command the client sent
+        self.connections = 0
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        os.rename(self.path, self.real)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(4)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.thread.join(30)
+        self.listener.close()
+        os.unlink(self.path)
+        os.rename(self.real, self.path)
+
+    def _serve(self):
+        while not self._stop.is_set():
+            if not select.select([self.listener], [], [], 0.2)[0]:
+                continue
+            client = self.listener.accept()[0]
+            self.connections += 1
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self.real)
+            self._relay(client, upstream)
+
+    def _relay(self, client, upstream):
+        decoder, pending = json.JSONDecoder(), ""
+        with client, upstream:
+            while True:
+                ready = select.select([client, upstream], [], [], 0.2)[0]
+                if not ready and self._stop.is_set():
+                    return
+                for sock in ready:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    (upstream if sock is client else client).sendall(data)
+                    if sock is client:
+                        pending += data.decode()
+                        while pending.strip():
+                            try:
+                                msg, end = decoder.raw_decode(pending.lstrip())
+                            except ValueError:
+                                break  # an incomplete message: wait for the rest
+                            pending = pending.lstrip()[end:]
+                            self.sent.append(msg.get("execute") or msg.get("exec-oob"))
+
+
 class Qmp:
     """A test's own look at QEMU, between module runs (QMP serves one client at a time)."""
 
@@ -133,6 +315,9 @@ def vm(tmp_path, qemu_binary):
 
         def qmp(self):
             return Qmp(os.path.join(self.state_dir, "qmp.sock"))
+
+        def record_qmp(self):
+            return QmpRecorder(os.path.join(self.state_dir, "qmp.sock"))
 
         def pids(self):
             return qemu_pids(self.state_dir)

@@ -55,11 +55,24 @@ def test_cdrom_media_change(running):
     assert block["inserted"]["file"] == two
 
 
-def test_check_mode_plans_without_sending(running):
+def peripherals(qmp):
+    return {p["name"]: p["type"] for p in qmp("qom-list", path="/machine/peripheral")}
+
+
+def test_check_mode_plans_without_connecting_to_qemu(running):
     vm = running
     before = runtime_of(vm)
-    planned = device(vm, "nic", check=True, name="n1")
-    assert [c["execute"] for c in planned["qmp_commands"]] == ["netdev_add", "device_add"]
+    # QEMU serves one QMP client at a time: while the test holds the socket, a module that
+    # connected would wait for a greeting that never comes and fail after qmp_timeout.
+    with vm.qmp() as qmp:
+        devices = peripherals(qmp)
+        planned = run_module("qemu_device", dict(name="t", state_dir=vm.state_dir, kind="nic", state="present",
+                                                 device=dict(name="n1"), qmp_timeout=2), check=True, diff=True)
+        assert not planned.get("failed"), planned.get("msg")
+        assert planned["changed"] and [(a["action"], a["kind"], a["name"]) for a in planned["actions"]] == \
+            [("attach", "nic", "n1")]
+        assert [c["execute"] for c in planned["qmp_commands"]] == ["netdev_add", "device_add"]  # the plan
+        assert peripherals(qmp) == devices
     assert runtime_of(vm) == before
 
 

@@ -3,10 +3,13 @@
 import json
 import os
 import select
+import shutil
+import subprocess
 
 import pytest
+from qemu.qmp.legacy import QEMUMonitorProtocol
 
-from .conftest import alive, cmdline_of, sha256
+from .conftest import GuestCode, Qmp, QmpRecorder, alive, cmdline_of, qemu_private_args, sha256
 
 SCSI_CONTROLLERS = {"lsi": "lsi53c895a", "megasas": "megasas", "virtio-scsi-pci": "virtio-scsi-pci"}
 
@@ -108,15 +111,35 @@ def test_devices_in_qemu_match_the_declaration(vm, machine_type, controller):
     assert (aio[root_id + ".stor"], aio[data_id + ".stor"]) == ("native", "threads")
 
 
-def test_second_run_is_a_no_op_with_two_queries(vm):
-    disks = [dict(name="a", path=vm.image("a.raw")), dict(name="b", path=vm.image("b.raw"), disk_type="scsi-hd")]
-    first = vm.run(disks=disks)
-    assert first["changed"]
-    second = vm.run(disks=disks)
-    assert second["changed"] is False
-    assert [c["execute"] for c in second["qmp_commands"]] == ["query-block", "query-pci", "qom-list"]
-    assert second["pid"] == first["pid"] and second["devices"] == first["devices"]
-    assert second["qemu_version"] == first["qemu_version"]
+def read_only(command):
+    """The allow-list of a run that changes nothing: QMP negotiation, queries and QOM reads."""
+    return command == "qmp_capabilities" or command.startswith("query-") or command in ("qom-list", "qom-get")
+
+
+def test_no_op_rerun_sends_only_read_only_queries_however_many_devices(vm, tmp_path):
+    small = dict(disks=[dict(name="d0", path=vm.image("s0.raw", "1M"))])
+    big = dict(name="big", state_dir=str(tmp_path / "big"), kvm_pci_reservations=6,
+               disks=[dict(name="d%d" % i, path=vm.image("b%d.raw" % i, "1M")) for i in range(16)],
+               nics=[dict(name="n%d" % i) for i in range(8)])
+    sent = {}
+    for label, decl in (("small", small), ("big", big)):
+        first = vm.run(**decl)
+        assert first["changed"] and not first.get("failed"), first.get("msg")
+        sock = first["qmp_socket"]
+        with Qmp(sock) as qmp:
+            before = peripherals(qmp)
+        with QmpRecorder(sock) as wire:  # what the module sends, seen on the socket
+            again = vm.run(**decl)
+        with Qmp(sock) as qmp:
+            after = peripherals(qmp)
+        assert again["changed"] is False and again["actions"] == [] and not again.get("failed"), again.get("msg")
+        assert wire.connections >= 1 and wire.sent, wire.sent
+        assert [c for c in wire.sent if not read_only(c)] == [], wire.sent
+        assert [c for c in wire.sent if c != "qmp_capabilities"] == [c["execute"] for c in again["qmp_commands"]]
+        assert after == before and again["pid"] == first["pid"]
+        sent[label] = wire.sent
+    assert len(first["devices"]) == 16 + 8
+    assert len(sent["small"]) == len(sent["big"]), sent
 
 
 def test_qemu_version_is_reported_and_recorded(vm):
@@ -159,15 +182,6 @@ def test_stopped_and_absent_leave_images_byte_identical(vm):
     assert vm.pids() == []
     assert {p: sha256(p) for p in (root, data)} == before
     assert vm.run(state="absent")["changed"] is False
-
-
-def test_stop_waits_for_shutdown_then_quits(vm):
-    vm.run(disks=[dict(name="a", path=vm.image("a.raw"))])
-    # No guest OS answers the ACPI power button, so the bounded wait ends in quit.
-    result = vm.run(state="stopped", shutdown_timeout=0.5)
-    assert [c["execute"] for c in result["qmp_commands"]] == ["system_powerdown", "quit"]
-    assert result["actions"][0]["how"] == "quit"
-    assert vm.pids() == []
 
 
 def test_check_mode_plans_without_touching_anything(vm):
@@ -213,22 +227,78 @@ def test_dead_qemu_is_forgotten_and_started_again(vm):
     assert vm.pids() == [again["pid"]]
 
 
-def test_accel_auto_uses_kvm_only_when_a_guest_runs_under_it(vm):
-    from ansible_collections.blocklayer.qemu.plugins.module_utils import host, probe
-    # The proof itself runs guest code: under TCG it must succeed.
-    assert probe.accel_works(vm.binary, "tcg")
+def kvm_offered():
+    """The host offers KVM: /dev/kvm writable and the CPU has vmx or svm (a nested hypervisor
+    can offer /dev/kvm without either, and then cannot run a guest)."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+        flags = next((l.split(":", 1)[1].split() for l in handle if l.startswith("flags")), [])
+    return "vmx" in flags or "svm" in flags
+
+
+def guest_code_runs(binary, accel, tmp_path):
+    """The test's own proof: a kernel that writes RAN on COM1 and powers off (S5) must do so."""
+    kernel, out = tmp_path / ("proof-%s.bin" % accel), tmp_path / ("proof-%s.out" % accel)
+    kernel.write_bytes(GuestCode().puts(0x3F8, "RAN\n").outw(0x604, 0x2000).halt().kernel())
+    extra, env = qemu_private_args(binary)
+    argv = [binary, "-machine", "pc", "-accel", accel, "-nodefaults", "-no-user-config", "-display", "none",
+            "-m", "64"] + extra + ["-kernel", str(kernel), "-serial", "file:%s" % out]
+    try:
+        proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False)
+    except subprocess.TimeoutExpired:  # a hypervisor that hangs the guest
+        return False
+    return proc.returncode == 0 and out.exists() and "RAN" in out.read_text(errors="replace")
+
+
+def test_accel_auto_uses_kvm_only_when_a_guest_runs_under_it(vm, tmp_path):
+    assert guest_code_runs(vm.binary, "tcg", tmp_path)  # the proof itself works
+    expected = "kvm" if kvm_offered() and guest_code_runs(vm.binary, "kvm", tmp_path) else "tcg"
     result = vm.run(accel="auto", disks=[dict(name="a", path=vm.image("a.raw"))])
-    expected = "kvm" if host.kvm_usable() and probe.accel_works(vm.binary, "kvm") else "tcg"
+    assert not result.get("failed"), result.get("msg")
     assert result["accel"] == expected
-    assert ["-accel", expected] == [a for a in result["argv"] if a in ("-accel", expected)][:2]
+    argv = cmdline_of(result["pid"])  # what QEMU really runs with
+    assert argv[argv.index("-accel") + 1] == expected
+    with vm.qmp() as qmp:
+        assert qmp("query-kvm")["enabled"] is (expected == "kvm")
 
 
-def test_io_uring_is_accepted_when_the_binary_schema_lists_it(vm):
-    from ansible_collections.blocklayer.qemu.plugins.module_utils import probe
-    supported = probe.aio_modes(probe.query_schema(vm.binary, {}, []))
+def schema_aio_modes(binary, tmp_path):
+    """The aio values of blockdev-add's file driver, from the binary's own query-qmp-schema."""
+    sock = str(tmp_path / "schema.sock")
+    extra, env = qemu_private_args(binary)
+    mon = QEMUMonitorProtocol(sock, server=True)  # QEMU connects to us: no wait for its socket
+    proc = subprocess.Popen([binary, "-machine", "none", "-nodefaults", "-display", "none", "-S"] + extra
+                            + ["-qmp", "unix:%s" % sock], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        mon.accept(30)
+        schema = mon.cmd("query-qmp-schema")
+    finally:
+        mon.close()
+        proc.kill()
+        proc.wait()
+    types = {entry["name"]: entry for entry in schema}
+    options = types[types["blockdev-add"]["arg-type"]]
+    (file_case,) = [v for v in options["variants"] if v["case"] == "file"]
+    (aio,) = [m for m in types[file_case["type"]]["members"] if m["name"] == "aio"]
+    enum = types[aio["type"]]
+    return {m["name"] for m in enum["members"]} if "members" in enum else set(enum["values"])
+
+
+def test_io_uring_is_accepted_when_the_binary_schema_lists_it(vm, tmp_path):
+    modes = schema_aio_modes(vm.binary, tmp_path)
+    assert {"threads", "native"} <= modes, modes  # the walk found the aio enum
+    if shutil.which("ldd"):  # io_uring is in the schema exactly when QEMU is built with liburing
+        ldd = subprocess.run(["ldd", vm.binary], capture_output=True, text=True, check=True).stdout
+        linked = "liburing" in ldd
+        assert linked == ("io_uring" in modes), "ldd and the schema disagree about io_uring: %s" % modes
     result = vm.run(disks=[dict(name="a", path=vm.image("a.raw"), aio="io_uring")])
-    if "io_uring" in supported:
-        assert result["changed"] and not result.get("failed"), result.get("msg")
-        assert '"aio":"io_uring"' in " ".join(result["argv"])
+    if "io_uring" in modes:
+        assert not result.get("failed"), "the schema lists io_uring but the module refused: %s" % result.get("msg")
+        pid = result["pid"]
+        fds = {os.readlink("/proc/%d/fd/%s" % (pid, fd)) for fd in os.listdir("/proc/%d/fd" % pid)}
+        assert "anon_inode:[io_uring]" in fds, "QEMU holds no io_uring instance: %s" % sorted(fds)
     else:
-        assert result["failed"] and "io_uring" in result["msg"]
+        assert result.get("failed"), "the schema has no io_uring but the module started QEMU"
+        assert "io_uring" in result["msg"]

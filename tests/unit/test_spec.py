@@ -1,3 +1,5 @@
+import uuid
+
 import pytest
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import spec
@@ -23,8 +25,17 @@ def test_per_disk_options_override_the_instance_default():
     assert (b.cache, b.aio, b.disk_type) == ("writeback", "threads", "scsi-hd")
 
 
+# docs/design.md: "an instance without UUID gets uuid5(<collection namespace>, name)". The
+# namespace (ids.INSTANCE_NAMESPACE) is written out here, not imported: changing it would
+# change every derived instance UUID and device id, and must fail this test.
+INSTANCE_NAMESPACE = uuid.UUID("6f1d3c52-7a0e-4c8b-9d5e-2b8f1a4c7e90")
+
+
 def test_instance_without_uuid_gets_one_from_its_name():
-    assert spec.instance_from(params(uuid=None)).uuid == spec.instance_from(params(uuid=None)).uuid
+    vm1 = spec.instance_from(params(name="vm1", uuid=None)).uuid
+    assert vm1 == str(uuid.uuid5(INSTANCE_NAMESPACE, "vm1"))
+    vm2 = spec.instance_from(params(name="vm2", uuid=None)).uuid
+    assert vm2 == str(uuid.uuid5(INSTANCE_NAMESPACE, "vm2")) and vm2 != vm1
 
 
 @pytest.mark.parametrize("over,message", [
