@@ -16,8 +16,11 @@ options:
     required: true
   state_dir:
     description:
-      - Directory that holds the instance's runtime file (C(runtime.json)), QMP socket, pidfile,
-        console log and lock. Created with mode 0700.
+      - Directory that holds the instance's runtime file (C(runtime.json)), QMP socket, pidfile
+        and console log. Created with mode 0700. An absolute path.
+      - Refused when it is a symlink, is not owned by the user running the module, or is
+        writable by group or others, and when a parent directory would let another user
+        replace it.
       - One directory per instance. Keep image files elsewhere; the collection never deletes a
         file it did not create.
     type: path
@@ -28,6 +31,13 @@ options:
       - QEMU serves one QMP client at a time; a second client waits in vain, so this bounds it.
     type: float
     default: 10
+  lock_timeout:
+    description:
+      - Seconds to wait for another task that works on the same instance (tasks on one
+        instance never interleave). When it is exceeded the task fails naming the process
+        that holds the instance.
+    type: float
+    default: 120
 attributes:
   check_mode:
     support: full

@@ -12,6 +12,7 @@ INSTANCE_OPTIONS = dict(
     name=dict(type="str", required=True),
     state_dir=dict(type="path", required=True),
     qmp_timeout=dict(type="float", default=10.0),
+    lock_timeout=dict(type="float", default=120.0),
 )
 
 DISK_OPTIONS = dict(

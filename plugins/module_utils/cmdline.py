@@ -17,7 +17,8 @@ def _opt(value: str) -> str:
     return str(value).replace(",", ",,")
 
 
-def _json(obj: dict) -> str:
+def as_json(obj: dict) -> str:
+    """The JSON form of -blockdev/-device/-netdev, as QEMU also echoes it in its errors."""
     return json.dumps(obj, separators=(",", ":"))
 
 
@@ -56,13 +57,13 @@ def build_argv(spec: InstanceSpec, layout: Layout, accel: str, paths: RuntimePat
     for prop in layout.globals:
         argv += ["-global", prop]
     for controller in layout.controllers:
-        argv += ["-device", _json(controller.props)]
+        argv += ["-device", as_json(controller.props)]
     for device in layout.devices:
         for node in device.nodes:
-            argv += ["-blockdev", _json(node)]
+            argv += ["-blockdev", as_json(node)]
         if device.netdev:
-            argv += ["-netdev", _json(device.netdev)]
-        argv += ["-device", _json(device.props)]
+            argv += ["-netdev", as_json(device.netdev)]
+        argv += ["-device", as_json(device.props)]
     # Paused until every device is verified over QMP; daemonized once QEMU has initialised,
     # so a failed start is an exit status with QEMU's message on stderr.
     argv += ["-pidfile", paths.pidfile, "-daemonize", "-S"]

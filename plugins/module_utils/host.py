@@ -7,8 +7,16 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils.layout import PathFacts
+from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
+from ansible_collections.blocklayer.qemu.plugins.module_utils.layout import QCOW2_MAGIC, Backing, PathFacts
+
+# qcow2 header (QEMU docs/interop/qcow2.txt): backing_file_offset at byte 8 (u64),
+# backing_file_size at 16 (u32), header_length at 100 (u32, version 3); header extensions
+# follow the header, the backing file format one has type 0xe2792aca.
+_BACKING_FORMAT_EXT = 0xE2792ACA
+_MAX_CHAIN = 16
 
 
 def inspect_path(path: str) -> PathFacts:
@@ -35,13 +43,73 @@ def inspect_path(path: str) -> PathFacts:
     if not os.access(path, os.R_OK):
         return PathFacts("unreadable")
     magic = b""
+    backing = ()
     if kind == "file":
         try:
             with open(path, "rb") as handle:
                 magic = handle.read(4)
+                if magic == QCOW2_MAGIC:
+                    backing = tuple(_backing_chain(path, handle))
         except OSError:
             return PathFacts("unreadable")
-    return PathFacts(kind, magic)
+    return PathFacts(kind, magic, backing)
+
+
+def _qcow2_backing(handle):
+    """(backing file name, its format from the header extension or None), or None."""
+    handle.seek(0)
+    header = handle.read(104)
+    if len(header) < 72:
+        return None
+    version, = struct.unpack(">I", header[4:8])
+    offset, = struct.unpack(">Q", header[8:16])
+    size, = struct.unpack(">I", header[16:20])
+    if not offset or not size:
+        return None
+    ext_at = struct.unpack(">I", header[100:104])[0] if version >= 3 and len(header) >= 104 else 72
+    fmt = None
+    handle.seek(ext_at)
+    for _ in range(64):
+        head = handle.read(8)
+        if len(head) < 8:
+            break
+        ext_type, length = struct.unpack(">II", head)
+        if ext_type == 0:
+            break
+        data = handle.read((length + 7) & ~7)
+        if ext_type == _BACKING_FORMAT_EXT:
+            fmt = data[:length].decode("utf-8", "replace")
+    handle.seek(offset)
+    return handle.read(size).decode("utf-8", "replace"), fmt
+
+
+def _backing_chain(path: str, handle) -> list:
+    """Each backing image below a qcow2, with the format its overlay declares and what it is."""
+    chain = []
+    found = _qcow2_backing(handle)
+    while found and len(chain) < _MAX_CHAIN:
+        name, fmt = found
+        backing_path = name if os.path.isabs(name) else os.path.join(os.path.dirname(path), name)
+        try:
+            with open(backing_path, "rb") as below:
+                magic = below.read(4)
+                chain.append(Backing(backing_path, fmt, magic))
+                found = _qcow2_backing(below) if magic == QCOW2_MAGIC else None
+        except OSError:
+            chain.append(Backing(backing_path, fmt, None))
+            break
+    return chain
+
+
+def check_boot_file(option: str, path) -> None:
+    """kernel_path / initrd_path must be readable files before QEMU is asked (or anything stopped)."""
+    if path is None:
+        return
+    facts = inspect_path(path)
+    if facts.kind != "file":
+        problem = {"missing": "does not exist", "unreadable": "cannot be read"}.get(
+            facts.kind, "is a %s, not a regular file" % facts.kind)
+        raise ConfigError("%s: %s %s; give the path of a readable file" % (option, path, problem))
 
 
 def kvm_usable() -> bool:

@@ -1,81 +1,117 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) blocklayer.qemu contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Applying a reconcile plan to a running QEMU over QMP (ARCHITECTURE §5).
+"""Applying a reconcile plan to a running QEMU over QMP (docs/design.md "Reconcile").
 
 Attach: nodes bottom-up, then device_add; a failure removes what that action added, top-down.
 Detach: listeners before device_del; every device_del of the run is sent first and the events
 awaited together; nodes are deleted only after DEVICE_DELETED. No event in time: the device is
-recorded unplug-pending and its nodes are left alone. The runtime file is saved after every
-action, so it always says what QEMU has.
+recorded unplug-pending and its nodes are left alone.
+
+The Applier changes the guest layout in memory only. The caller writes the runtime file twice
+per task, whatever the number of devices: with every action as a begun journal entry before
+the first command, and with the resulting layout after the last (docs/faults.md).
 """
 
 from __future__ import annotations
 
-import time
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import plan, runtime
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError
+from ansible_collections.blocklayer.qemu.plugins.module_utils.recovery import RECOVER
 
-_GONE = ("Failed to find node", "not found")
+# QEMU's texts for "that is not there (any more)" (qmp_blockdev_del, qmp_netdev_del, qmp_device_del).
+_GONE = ("Failed to find node", "not found", "No medium")
 UNPLUG_EVENTS = ("DEVICE_DELETED", "DEVICE_UNPLUG_GUEST_ERROR")
 
 
+def journal_entry(action) -> runtime.Pending:
+    """What an action creates and removes, by name: recorded before its first command."""
+    def names(record):
+        record = record or {}
+        return {"devices": [record["id"]] if record.get("id") and action.action != plan.FINISH_UNPLUG else [],
+                "nodes": [n["node-name"] for n in record.get("nodes") or []],
+                "netdevs": [record["netdev"]["id"]] if record.get("netdev") else []}
+    creates = names(action.record) if action.action in (plan.ATTACH, plan.CHANGE_MEDIUM) else {}
+    removes = names(action.old) if action.action != plan.ATTACH else {}
+    if action.action == plan.CHANGE_MEDIUM:
+        creates["devices"] = removes["devices"] = []
+    return runtime.Pending(action.action, action.id, creates, removes, action.record, action.old)
+
+
 class Applier:
-    def __init__(self, qmp, paths, data: dict, unplug_timeout: float):
+    def __init__(self, qmp, layout: runtime.GuestLayout, unplug_timeout: float):
         self.qmp = qmp
-        self.paths = paths
-        self.data = data
+        self.layout = layout
         self.unplug_timeout = unplug_timeout
-
-    # -- runtime file -------------------------------------------------------------------------
-    def _save(self) -> None:
-        runtime.save(self.paths.runtime_file, self.data)
-
-    def _put(self, record: dict) -> None:
-        group = "controllers" if record["kind"] == "controller" else "devices"
-        self.data[group] = [r for r in self.data[group] if r["id"] != record["id"]] + [record]
-        self._save()
-
-    def _drop(self, dev_id: str) -> None:
-        self.data["devices"] = [r for r in self.data["devices"] if r["id"] != dev_id]
-        self._save()
+        # Journal entries that must outlive the task: actions whose undo failed.
+        self.unfinished = []
+        self.warnings = []
+        self.still_unplugging = set()
 
     # -- commands -----------------------------------------------------------------------------
     def _send(self, command: dict):
         return self.qmp.execute(command["execute"], command["arguments"])
 
-    def _release(self, record: dict) -> None:
-        """Delete what a removed device left, top-down; what is already gone is fine."""
-        for command in plan.release_commands(record):
-            try:
-                self._send(command)
-            except QemuError as exc:
-                if not any(text in exc.desc for text in _GONE):
-                    raise
+    def _send_tolerant(self, command: dict) -> None:
+        """Send a clean-up command; what is already gone is fine."""
+        try:
+            self._send(command)
+        except QemuError as exc:
+            if not any(text in exc.desc for text in _GONE):
+                raise
 
-    def _undo(self, commands: list) -> None:
-        """Roll back, last first; a failing undo must not hide the error that caused it."""
+    def _release(self, record: dict) -> None:
+        """Delete what a removed device left, top-down."""
+        for command in plan.release_commands(record):
+            self._send_tolerant(command)
+
+    def _undo(self, commands: list) -> list:
+        """Roll back, last first; returns the failures (a failing undo must not hide the cause)."""
+        failures = []
         for command in reversed(commands):
             try:
-                self._send(command)
-            except QemuError:
-                pass
+                self._send_tolerant(command)
+            except QemuError as exc:
+                failures.append(str(exc))
+        return failures
 
     # -- actions ------------------------------------------------------------------------------
     def apply(self, actions: list) -> None:
         for action in actions:
-            if action.action == plan.FINISH_UNPLUG:
+            if action.action == RECOVER:
+                self.recover(action)
+        for action in actions:
+            if action.action == plan.FINISH_UNPLUG or (action.action == plan.PURGE and not action.id):
                 self._release(action.old)
-                self._drop(action.id)
-        detaches = [a for a in actions if a.action == plan.DETACH]
+                if action.id:
+                    self.layout.drop(action.id)
+        detaches = [a for a in actions if a.action == plan.DETACH or (a.action == plan.PURGE and a.id)]
         if detaches:
             self.detach(detaches)
         for action in actions:
             if action.action == plan.CHANGE_MEDIUM:
                 self.change_medium(action)
             elif action.action == plan.ATTACH:
+                if action.id in self.still_unplugging:
+                    self.warnings.append("%s (%s) is not attached yet: QEMU still holds a device of that id "
+                                         "whose unplug the guest has not finished; a later run attaches it"
+                                         % (action.label, action.id))
+                    continue
                 self.attach(action)
+
+    def recover(self, action) -> None:
+        try:
+            for command in action.commands:
+                self._send_tolerant(command)
+        except QemuError as exc:
+            self.unfinished.append(journal_entry(action))
+            raise QemuError("finishing what a killed run left of %s (%s) failed: %s; the next run tries again"
+                            % (action.label, action.id, exc), exc.error_class, exc.desc, exc.command) from None
+        if action.record:
+            self.layout.put(action.record)
+        elif action.id:
+            self.layout.drop(action.id)
 
     def attach(self, action) -> None:
         undo = []
@@ -84,13 +120,24 @@ class Applier:
                 self._send(command)
                 undo.append(_undo_of(command))
         except QemuError as exc:
-            self._undo(undo)
-            raise QemuError("attaching %s (%s) failed, and what was added was removed: %s"
-                            % (action.label, action.id, exc), exc.error_class, exc.desc, exc.command) from None
-        self._put(action.record)
+            failures = self._undo(undo)
+            if failures:
+                self.unfinished.append(journal_entry(action))
+                outcome = ("undoing it failed too (%s): the next run removes what is left"
+                           % "; ".join(failures))
+            else:
+                outcome = "what was added was removed"
+            raise QemuError("attaching %s (%s) failed, and %s: %s" % (action.label, action.id, outcome, exc),
+                            exc.error_class, exc.desc, exc.command) from None
+        self.layout.put(action.record)
 
     def detach(self, actions: list) -> None:
-        """device_del for every device, then one wait for all their events."""
+        """device_del for every device, then one wait for all their events.
+
+        The wait lasts while the guest makes progress: it ends ``unplug_timeout`` seconds after
+        the last event (or after the requests, when none comes), not at a fixed total, so a
+        guest releasing many devices one after the other is not cut short.
+        """
         waiting = {a.id: a for a in actions}
         failed = []
         with self.qmp.listener(UNPLUG_EVENTS, lambda ev: ev["data"].get("device") in waiting) as events:
@@ -103,9 +150,8 @@ class Applier:
                     elif "already in the process of unplug" not in exc.desc:
                         waiting.pop(action.id)
                         failed.append("%s (%s): %s" % (action.label, action.id, exc))
-            deadline = time.monotonic() + self.unplug_timeout
             while waiting:
-                event = self.qmp.wait_event(events, deadline - time.monotonic())
+                event = self.qmp.wait_event(events, self.unplug_timeout)
                 if event is None:
                     break
                 action = waiting.pop(event["data"]["device"])
@@ -115,13 +161,15 @@ class Applier:
                     failed.append("%s (%s): the guest refused to release it" % (action.label, action.id))
         for action in waiting.values():
             # Nodes stay: the device may still use them. A later run finishes the removal.
-            self._put(dict(action.old, state=runtime.STATE_UNPLUG_PENDING))
+            self.still_unplugging.add(action.id)
+            if action.action == plan.DETACH:
+                self.layout.put(dict(action.old, state=runtime.STATE_UNPLUG_PENDING))
         if failed:
             raise QemuError("detaching failed: " + "; ".join(failed))
 
     def _finish(self, action) -> None:
         self._release(action.old)
-        self._drop(action.id)
+        self.layout.drop(action.id)
 
     def change_medium(self, action) -> None:
         """Open the tray, swap the medium, close it; on failure put the old medium back."""
@@ -131,15 +179,20 @@ class Applier:
                 self._send_tray_aware(command)
                 undo.append(_undo_of(command, action.old))
         except QemuError as exc:
-            self._undo(undo)
-            raise QemuError("changing the medium of %s (%s) failed; the old medium is back: %s"
-                            % (action.label, action.id, exc), exc.error_class, exc.desc, exc.command) from None
+            failures = self._undo(undo)
+            if failures:
+                self.unfinished.append(journal_entry(action))
+                outcome = "putting the old medium back failed too (%s)" % "; ".join(failures)
+            else:
+                outcome = "the old medium is back"
+            raise QemuError("changing the medium of %s (%s) failed; %s: %s"
+                            % (action.label, action.id, outcome, exc), exc.error_class, exc.desc, exc.command) from None
         self._release(action.old)
-        self._put(action.record)
+        self.layout.put(action.record)
 
     def _send_tray_aware(self, command: dict):
-        """A guest that touches an open tray makes Linux close it again (tiny-guest facts):
-        re-open it once and retry the insert."""
+        """A guest that touches an open tray makes Linux close it again (docs/design.md
+        "Hot-plug and guests"): re-open it once and retry the insert."""
         try:
             return self._send(command)
         except QemuError as exc:

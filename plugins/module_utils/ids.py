@@ -83,3 +83,34 @@ def check_device_name(name: object, what: str) -> str:
             "starting with a letter or digit" % (what, name)
         )
     return name
+
+
+# The collection's own name space in QEMU (docs/design.md "Names"): device ids
+# ``<kind>-<first three UUID groups>`` and node names ``<device id>.<role>[<generation>]``.
+# A generation number counts the chains a device has had (a medium change, later an overlay):
+# the first has none, so format-1 names stay valid.
+_OWN_DEVICE_ID = re.compile(r"(disk|cdrom|floppy|nic)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}\Z")
+_OWN_NODE_NAME = re.compile(
+    r"(?P<id>(disk|cdrom|floppy)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4})\.(?P<role>[a-z]+?)(?P<gen>[0-9]*)\Z")
+# Top-down order of roles within one generation: filter, format, storage.
+_ROLE_DEPTH = {"thr": 0, "fmt": 1, "stor": 2}
+
+
+def is_own_device_id(dev_id: str) -> bool:
+    return bool(_OWN_DEVICE_ID.match(dev_id))
+
+
+def own_node(name: str):
+    """``(device id, role, generation)`` of a node name in the collection's name space, else None."""
+    match = _OWN_NODE_NAME.match(name)
+    if not match:
+        return None
+    return match.group("id"), match.group("role"), int(match.group("gen") or 1)
+
+
+def top_down(names) -> list:
+    """Node names of the collection ordered so that each comes before the nodes below it."""
+    def depth(name):
+        _dev, role, gen = own_node(name) or ("", "", 0)
+        return (-gen, _ROLE_DEPTH.get(role, 3), name)
+    return sorted(names, key=depth)

@@ -3,21 +3,23 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Converging one instance to running, stopped or absent (the shell around the pure core).
 
-Decisions come from the pure modules (spec, layout, cmdline, verify, plan); this file only
-reads the host, starts and stops QEMU, talks QMP and writes the runtime file, in that order:
-validate everything, then act, and on any failure leave nothing half-done behind.
+Decisions come from the pure modules (spec, layout, cmdline, verify, plan, recovery); this
+file reads the host, starts and stops QEMU, talks QMP and writes the runtime file, in that
+order: validate everything, then act, and leave a runtime file that says what QEMU has, even
+when the run is killed half-way (docs/faults.md).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import (
-    cmdline, host, hotplug, layout, plan, probe, process, runtime, verify)
+    cmdline, host, hotplug, layout, plan, probe, process, recovery, runtime, spec as spec_mod, verify)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
-from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession
+from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession, explain
 from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
 
 
@@ -44,104 +46,197 @@ def resolve_accel(accel: str, binary: str, env: dict) -> str:
     return accel
 
 
-class Instance:
-    """One instance, identified by its state directory, for one module run."""
+@dataclass(frozen=True)
+class StartPlan:
+    """Everything a start needs, computed (and so validated) before anything is changed."""
 
-    def __init__(self, name: str, uuid: str, state_dir: str, check_mode: bool,
+    spec: object
+    declaration: dict
+    placed: layout.Layout
+    env: dict
+    runtime: runtime.Runtime
+
+
+class Instance:
+    """One instance, identified by its state directory, for one module run.
+
+    ``state`` is the checked state directory (statedir.StateDir), or None when it does not
+    exist; every file of the instance is read and written through it.
+    """
+
+    def __init__(self, name: str, uuid: str, state, state_dir: str, check_mode: bool,
                  timeouts: Timeouts = Timeouts(), unplug_timeout: float = 5.0):
         self.name = name
-        self.uuid = uuid
+        self.state = state
         self.paths = RuntimePaths(state_dir)
         self.check_mode = check_mode
         self.timeouts = timeouts
+        self.unplug_timeout = unplug_timeout
         self.actions = []
         self.qmp_commands = []
         self.warnings = []
-        self.unplug_timeout = unplug_timeout
-        self.before = runtime.load(self.paths.runtime_file)
-        self.pid = process.read_pid(self.paths.pidfile)
-        owner = self.before["uuid"] if self.before else uuid
-        if not process.is_instance_process(self.pid, owner):
-            self.pid = None
+        self.changed = False  # something on the host changed, even if the run then failed
+        self.damaged = None  # why the runtime file cannot be used, when it cannot
+        self.rt = None
+        text = state.read(runtime.RUNTIME_FILE) if state else None
+        if text is not None:
+            try:
+                self.rt = runtime.loads(text, self.paths.runtime_file)
+            except ConfigError as exc:
+                self.damaged = exc
+        self.uuid = self.rt.uuid if self.rt else uuid
+        self.before = self.rt
+        self.pid, self.trusted = self._find_qemu()
+
+    # -- liveness -----------------------------------------------------------------------------
+    def _find_qemu(self):
+        """The live QEMU of this state dir, found by its command line (it serves our QMP socket),
+        and whether a pidfile or the runtime file names it (a trustworthy record)."""
+        pids = process.find_qemus(self.paths.qmp_socket)
+        if len(pids) > 1:
+            raise ConfigError("instance %s: %d QEMU processes serve %s (pids %s); stop all but one "
+                              "(kill PID), then run again" % (self.name, len(pids), self.paths.qmp_socket,
+                                                              ", ".join(map(str, pids))))
+        if not pids:
+            return None, False
+        pid = pids[0]
+        named = {process.parse_pid(self.state.read(runtime.PIDFILE)) if self.state else None}
+        if self.rt:
+            named.add(self.rt.host.pid)
+        return pid, pid in named
+
+    def _require_trusted(self) -> None:
+        if self.damaged:
+            raise ConfigError("%s; a QEMU of instance %s runs as pid %d: run state: stopped to stop it, then "
+                              "start afresh" % (self.damaged, self.name, self.pid))
+        if not self.rt:
+            raise ConfigError("a QEMU for instance %s runs (pid %d) but %s is missing, so its devices are "
+                              "unknown; run state: stopped to stop it, then run again"
+                              % (self.name, self.pid, self.paths.runtime_file))
+        if not self.trusted:
+            raise ConfigError("a QEMU serving instance %s's QMP socket runs as pid %d, but neither its pidfile "
+                              "nor the runtime file names that pid, so it may not be the QEMU the file "
+                              "describes; run state: stopped to stop it, then run again" % (self.name, self.pid))
 
     # -- results ------------------------------------------------------------------------------
-    def result(self, after) -> dict:
-        data = after or {}
+    def result(self, rt) -> dict:
+        lay = rt.layout if rt else None
+        records = lay.records() if lay else []
         return {
             "changed": bool(self.actions),
             "actions": self.actions,
             "qmp_commands": self.qmp_commands,
-            "diff": {"before": self.before or {}, "after": data},
-            "state": "running" if after else "stopped",
-            "pid": self.pid if after else None,
-            "qmp_socket": self.paths.qmp_socket if after else None,
-            "runtime_file": self.paths.runtime_file if after else None,
-            "devices": {d["id"]: d["hvinfo"] for d in data.get("controllers", []) + data.get("devices", [])},
-            "argv": data.get("argv", []),
-            "accel": data.get("accel"),
-            "qemu_version": data.get("qemu", {}).get("version"),
-            "unplug_pending": sorted(d["id"] for d in data.get("devices", [])
-                                     if d.get("state") == runtime.STATE_UNPLUG_PENDING),
+            "diff": {"before": asdict(self.before.layout) if self.before else {},
+                     "after": asdict(lay) if lay else {}},
+            "state": "running" if rt else "stopped",
+            "pid": self.pid if rt else None,
+            "qmp_socket": self.paths.qmp_socket if rt else None,
+            "runtime_file": self.paths.runtime_file if rt else None,
+            "devices": {d["id"]: d["hvinfo"] for d in records},
+            "argv": rt.host.argv if rt else [],
+            "accel": rt.host.accel if rt else None,
+            "qemu_version": rt.host.version if rt else None,
+            "unplug_pending": sorted(d["id"] for d in records if d.get("state") == runtime.STATE_UNPLUG_PENDING),
             "warnings": self.warnings,
         }
 
     def _session(self) -> QmpSession:
         return QmpSession(self.paths.qmp_socket, self.timeouts.qmp_connect, self.timeouts.qmp_command)
 
+    def _save(self, rt) -> None:
+        self.state.write_atomic(runtime.RUNTIME_FILE, runtime.dumps(rt))
+
     # -- running ------------------------------------------------------------------------------
     def ensure_running(self, spec, allow_restart: bool, firmware_dirs=None, module_dir=None) -> dict:
-        declaration = plan.normalise(spec.to_dict())
-        if self.pid and not self.before:
-            raise ConfigError(
-                "a QEMU for instance %s runs (pid %d) but %s is missing, so its devices are "
-                "unknown; stop that QEMU yourself, then run again" % (self.name, self.pid, self.paths.runtime_file))
-        if self.before and not self.pid:
+        if self.pid:
+            self._require_trusted()
+        elif self.damaged:
+            raise self.damaged  # never replaced: it may be the only record of what that instance had
+        elif self.rt:
             self.actions.append({"action": "forget", "reason": "the recorded QEMU is not running"})
             if not self.check_mode:
                 self._forget()
-        if not (self.before and self.pid):
-            return self.result(self._start(spec, declaration, firmware_dirs, module_dir))
-        return self.result(self._reconcile(spec, declaration, allow_restart, firmware_dirs, module_dir))
+            self.rt = None
+        if not self.rt:
+            return self.result(self._start(self._prepare_start(spec, firmware_dirs, module_dir)))
+        return self.result(self._reconcile(spec, allow_restart, firmware_dirs, module_dir))
 
-    def _reconcile(self, spec, declaration, allow_restart, firmware_dirs, module_dir) -> dict:
+    def _reconcile(self, spec, allow_restart, firmware_dirs, module_dir):
         """Make the running QEMU match the declaration live, or restart it when allowed.
 
-        A no-op costs the three verification queries, whatever the number of devices.
+        A no-op costs four read-only queries, whatever the number of devices.
         """
+        declaration = plan.normalise(spec.to_dict())
         facts = {p: host.inspect_path(p) for p in layout.declared_paths(spec)}
-        data = self.before
+        rt = self.rt
         if self.check_mode:
-            actions = plan.reconcile(data, spec, facts)
-            self._refuse_or_restart(actions, allow_restart)
-            if any(a.action == plan.RESTART for a in actions):
-                self._stop(reason="restart required")
-                return self._start(spec, declaration, firmware_dirs, module_dir)
+            if rt.journal or rt.status != runtime.STATUS_RUNNING:
+                self.warnings.append("instance %s has %d action(s) a killed run left unfinished; a run outside "
+                                     "check mode finishes them first" % (self.name, len(rt.journal)))
+            actions = plan.reconcile(rt.layout, spec, facts)
+            if self._refuse_or_restart(actions, allow_restart):
+                return self._restart(spec, firmware_dirs, module_dir)
             self._report(actions)
             self.qmp_commands = [c for a in actions for c in a.commands]
-            return plan.expected_after(data, actions, declaration) if actions else data
+            return replace(rt, layout=plan.expected_after(rt.layout, actions, declaration)) if actions else rt
+        restart = redo = False
         with self._session() as qmp:
             try:
-                block, pci, qom = [qmp.execute(q, a) for q, a in verify.QUERIES]
-                self._warn_drift(data, block, pci, qom)
-                live_slots = [d["slot"] for bus in pci if bus.get("bus") == 0 for d in bus.get("devices", [])]
-                actions = plan.reconcile(data, spec, facts, live_slots, set(verify.types_by_id(qom)))
-                restart = self._refuse_or_restart(actions, allow_restart)
-                if not restart and actions:
-                    self._report(actions)
-                    applier = hotplug.Applier(qmp, self.paths, dict(data), self.unplug_timeout)
-                    try:
-                        applier.apply(actions)
-                    finally:
-                        data = applier.data
-                    data["declaration"] = declaration
-                    runtime.save(self.paths.runtime_file, data)
-                    self._warn_drift(data, *[qmp.execute(q, a) for q, a in verify.QUERIES])
+                redo = rt.status == runtime.STATUS_STARTING and not self._finish_start(qmp, rt, fresh=False)
+                if not redo:
+                    live = self._live(qmp)
+                    if rt.journal:
+                        self._recover(qmp, rt, live)
+                        live = self._live(qmp)
+                    self._warn_drift(rt, live)
+                    actions = plan.reconcile(rt.layout, spec, facts, live.root_slots, set(live.types), live.nodes)
+                    restart = self._refuse_or_restart(actions, allow_restart)
+                    if not restart and actions:
+                        self._apply(qmp, rt, actions, declaration)
+                        self._warn_drift(rt, self._live(qmp))
             finally:
                 self.qmp_commands += qmp.sent
+        if redo:
+            # A killed start left a QEMU paused without what was declared: start it again.
+            self.actions.append({"action": "redo-start", "reason": "a killed run left QEMU paused at start "
+                                 "without the recorded devices"})
+            start = self._prepare_start(spec, firmware_dirs, module_dir)
+            self._kill()
+            self._forget()
+            return self._start(start)
         if restart:
-            self._stop(reason="restart required")
-            return self._start(spec, declaration, firmware_dirs, module_dir)
-        return data
+            return self._restart(spec, firmware_dirs, module_dir)
+        return rt
+
+    def _live(self, qmp) -> "verify.Live":
+        return verify.Live.from_answers(*[qmp.execute(q, a) for q, a in verify.QUERIES])
+
+    def _apply(self, qmp, rt, actions, declaration) -> None:
+        """Journal every action, apply them, then record the outcome: two saves in all."""
+        rt.journal = [hotplug.journal_entry(a) for a in actions]
+        self._save(rt)
+        self._report(actions)
+        self.changed = True
+        applier = hotplug.Applier(qmp, rt.layout, self.unplug_timeout)
+        try:
+            applier.apply(actions)
+            rt.layout.declaration = declaration
+        finally:
+            rt.journal = applier.unfinished
+            self.warnings += applier.warnings
+            self._save(rt)
+
+    def _recover(self, qmp, rt, live) -> None:
+        """Finish or undo what a killed run began, from what QEMU has now (docs/faults.md)."""
+        actions = recovery.recover(rt.journal, set(live.types), live.roots, live.nodes)
+        self._report(actions)
+        self.changed = True
+        applier = hotplug.Applier(qmp, rt.layout, self.unplug_timeout)
+        try:
+            applier.apply(actions)
+        finally:
+            rt.journal = applier.unfinished
+            self._save(rt)
 
     def _refuse_or_restart(self, actions, allow_restart) -> bool:
         """True when the plan needs a new QEMU and the play allows one; fails otherwise."""
@@ -156,19 +251,51 @@ class Instance:
         self.actions += [{"action": plan.RESTART, "reason": r} for r in reasons]
         return True
 
-    def _report(self, actions) -> None:
-        self.actions += [a.report() for a in actions]
+    def _restart(self, spec, firmware_dirs, module_dir):
+        """Stop and start with the new declaration, validated before anything is stopped; when
+        the new QEMU cannot start, the old declaration is started again."""
+        new = self._prepare_start(spec, firmware_dirs, module_dir)
+        old_spec = spec_mod.instance_from(spec_mod.params_from_declaration(self.rt.layout.declaration))
+        old = None
+        if not self.check_mode:
+            try:
+                old = self._prepare_start(old_spec, self.rt.host.firmware_dirs, self.rt.host.module_dir,
+                                          binary=self.rt.host.binary)
+            except ConfigError as exc:
+                self.warnings.append("the previous declaration could not be brought back if the new one "
+                                     "failed to start: %s" % exc)
+        self._stop(reason="restart required")
+        try:
+            return self._start(new)
+        except (ConfigError, QemuError) as exc:
+            if old is None:
+                raise
+            try:
+                self._start(old, action="start-previous")
+            except (ConfigError, QemuError) as again:
+                raise QemuError("the new declaration did not start (%s), and starting the previous one "
+                                "failed too (%s); the instance is stopped" % (exc, again)) from None
+            raise QemuError("the new declaration did not start, so the previous one runs again: %s" % exc,
+                            getattr(exc, "error_class", ""), getattr(exc, "desc", "")) from None
 
-    def _warn_drift(self, data, block, pci, qom) -> None:
-        drift = verify.problems([d for d in data["controllers"] + data["devices"]
-                                 if d.get("state") != runtime.STATE_UNPLUG_PENDING], block, pci, qom)
+    def _warn_drift(self, rt, live) -> None:
+        drift = verify.problems([d for d in rt.layout.records() if d.get("state") != runtime.STATE_UNPLUG_PENDING],
+                                live.block, live.pci, live.qom)
         if drift:
             self.warnings.append("instance %s differs from its runtime file: %s" % (self.name, "; ".join(drift)))
 
-    def _start(self, spec, declaration, firmware_dirs, module_dir) -> dict:
+    def _report(self, actions) -> None:
+        self.actions += [a.report() for a in actions]
+
+    # -- start --------------------------------------------------------------------------------
+    def _prepare_start(self, spec, firmware_dirs, module_dir, binary=None) -> StartPlan:
+        """Validate the whole declaration and build the command line; changes nothing."""
+        declaration = plan.normalise(spec.to_dict())
         facts = {p: host.inspect_path(p) for p in layout.declared_paths(spec)}
         placed = layout.layout_instance(spec, facts)
-        binary = resolve_binary(spec.qemu_binary)
+        host.check_boot_file("kernel_path", spec.machine.kernel_path)
+        host.check_boot_file("initrd_path", spec.machine.initrd_path)
+        binary = binary or resolve_binary(spec.qemu_binary)
         firmware_dirs, module_dir = host.qemu_dirs(binary, firmware_dirs, module_dir)
         env = dict(os.environ)
         if module_dir:
@@ -176,50 +303,74 @@ class Instance:
         accel = resolve_accel(spec.machine.accel, binary, env)
         argv = cmdline.build_argv(spec, placed, accel, self.paths, firmware_dirs)
         argv[0] = binary
-        data = {
-            "version": runtime.FORMAT_VERSION,
-            "name": spec.name,
-            "uuid": spec.uuid,
-            "qemu": {"binary": binary, "version": None, "firmware_dirs": firmware_dirs, "module_dir": module_dir},
-            "argv": argv,
-            "accel": accel,
-            "declaration": declaration,
-            "controllers": [d.to_dict() for d in placed.controllers],
-            "devices": [dict(d.to_dict(), state=runtime.STATE_ATTACHED, origin=runtime.ORIGIN_BLOCKDEV)
-                        for d in placed.devices],
-        }
-        self.actions.append({"action": "start", "devices": [d.id for d in placed.all_devices()]})
-        if self.check_mode:
-            return plan.normalise(data)
+        rt = runtime.Runtime(
+            layout=runtime.GuestLayout(
+                name=spec.name, uuid=spec.uuid, machine_type=spec.machine.machine_type, declaration=declaration,
+                controllers=[plan.normalise(d.to_dict()) for d in placed.controllers],
+                devices=[dict(plan.normalise(d.to_dict()), state=runtime.STATE_ATTACHED,
+                              origin=runtime.ORIGIN_BLOCKDEV) for d in placed.devices]),
+            host=runtime.HostBinding(binary=binary, firmware_dirs=firmware_dirs, module_dir=module_dir,
+                                     accel=accel, argv=argv),
+            status=runtime.STATUS_STARTING)
+        return StartPlan(spec, declaration, placed, env, rt)
 
-        runtime.ensure_state_dir(self.paths.state_dir)
-        self._remove_leftovers()
-        runtime.save(self.paths.runtime_file, data)
+    def _start(self, start: StartPlan, action: str = "start"):
+        rt = start.runtime
+        self.actions.append({"action": action, "devices": [d.id for d in start.placed.all_devices()]})
+        if self.check_mode:
+            return replace(rt, status=runtime.STATUS_RUNNING)
+        self.state.prepare_for_qemu(runtime.QEMU_FILES)
+        self.state.mark(rt.layout.name, rt.uuid)
+        self._save(rt)  # status starting: a run killed from here on finds and finishes it
+        self.changed = True
         try:
-            process.start(argv, env, self.timeouts.start)
-            self.pid = process.read_pid(self.paths.pidfile)
+            try:
+                process.start(rt.host.argv, start.env, self.timeouts.start)
+            except QemuError as exc:
+                raise _name_the_device(exc, start.placed) from None
+            self.pid = process.parse_pid(self.state.read(runtime.PIDFILE))
+            self.trusted = True
+            rt.host.pid = self.pid
             with self._session() as qmp:
                 try:
-                    answers = [qmp.execute(q, a) for q, a in verify.QUERIES]
-                    missing = verify.problems(data["controllers"] + data["devices"], *answers)
-                    if missing:
-                        raise QemuError("QEMU started without the declared devices: %s" % "; ".join(missing))
-                    qmp.execute("cont")
-                    data["qemu"]["version"] = qmp.version
+                    if not self._finish_start(qmp, rt, fresh=True):
+                        raise QemuError("QEMU started without the declared devices: %s"
+                                        % "; ".join(self._missing(qmp, rt)))
                 finally:
                     self.qmp_commands += qmp.sent
-            runtime.save(self.paths.runtime_file, data)
         except BaseException:
-            self._kill(spec.uuid)
+            self._kill()
             self._forget()
             raise
-        return plan.normalise(data)
+        return rt
+
+    def _missing(self, qmp, rt) -> list:
+        live = self._live(qmp)
+        return verify.problems(rt.layout.records(), live.block, live.pci, live.qom)
+
+    def _finish_start(self, qmp, rt, fresh: bool) -> bool:
+        """Verify a QEMU paused at start (-S) and let the guest run; False when a QEMU still
+        paused does not have what the runtime file says (the caller then starts it anew)."""
+        status = qmp.execute("query-status")["status"]
+        if status == "prelaunch":
+            if self._missing(qmp, rt):
+                return False
+            qmp.execute("cont")
+        if not fresh:
+            self.actions.append({"action": "finish-start",
+                                 "reason": "a killed run had started QEMU and left it %s" % status})
+        rt.host.version = qmp.version
+        rt.host.pid = self.pid
+        rt.status = runtime.STATUS_RUNNING
+        self._save(rt)
+        self.changed = True
+        return True
 
     # -- stopped / absent ---------------------------------------------------------------------
     def ensure_stopped(self) -> dict:
         if self.pid:
             self._stop(reason="state stopped")
-        elif self.before:
+        elif self.rt or self.damaged:
             self.actions.append({"action": "forget", "reason": "the recorded QEMU is not running"})
             if not self.check_mode:
                 self._forget()
@@ -227,29 +378,27 @@ class Instance:
 
     def ensure_absent(self) -> dict:
         self.ensure_stopped()
-        if os.path.isdir(self.paths.state_dir):
+        if self.state:
             self.actions.append({"action": "remove", "path": self.paths.state_dir})
             if not self.check_mode:
-                self._remove_state_dir()
+                left = self.state.remove_owned(runtime.OWNED_FILES)
+                if left:
+                    self.warnings.append("kept %s: it holds files the collection did not create (%s)"
+                                         % (self.paths.state_dir, ", ".join(sorted(left)[:5])))
+                elif not self.state.remove_dir_if_created():
+                    self.warnings.append("kept %s: the collection did not create that directory"
+                                         % self.paths.state_dir)
         return self.result(None)
 
     def _stop(self, reason: str) -> None:
         """Ask the guest to power down, wait for SHUTDOWN (bounded), then quit QEMU."""
         how = "quit"
         if not self.check_mode:
+            self.changed = True
             try:
                 with self._session() as qmp:
                     try:
-                        if self.timeouts.shutdown > 0:
-                            with qmp.listener("SHUTDOWN") as shutdown:
-                                qmp.execute("system_powerdown")
-                                if qmp.wait_event(shutdown, self.timeouts.shutdown):
-                                    how = "powerdown"
-                        if how == "quit":
-                            try:
-                                qmp.execute("quit")
-                            except QemuError:
-                                pass  # QEMU may close the socket before it replies
+                        how = self._shutdown(qmp)
                     finally:
                         self.qmp_commands += qmp.sent
             except QemuError as exc:
@@ -257,36 +406,58 @@ class Instance:
                 self.warnings.append("QMP unusable while stopping %s (%s); killed QEMU" % (self.name, exc))
             if not process.wait_exit(self.pid, self.timeouts.qmp_command):
                 how = "kill"
-            self._kill(self.before["uuid"] if self.before else self.uuid)
+            if how == "quit" and self.timeouts.shutdown > 0:
+                self.warnings.append("the guest of %s did not power down within %s s (shutdown_timeout); QEMU "
+                                     "was ended with quit" % (self.name, self.timeouts.shutdown))
+            self._kill()
             self._forget()
         self.actions.append({"action": "stop", "how": how, "reason": reason})
         self.pid = None
 
+    def _shutdown(self, qmp) -> str:
+        if self.timeouts.shutdown > 0:
+            with qmp.listener("SHUTDOWN") as shutdown:
+                qmp.execute("system_powerdown")
+                try:
+                    if qmp.wait_event(shutdown, self.timeouts.shutdown):
+                        return "powerdown"
+                except QemuError:
+                    return "powerdown"  # QEMU exited as the guest powered off
+        try:
+            qmp.execute("quit")
+        except QemuError:
+            pass  # QEMU may close the socket before it replies
+        return "quit"
+
     # -- files --------------------------------------------------------------------------------
-    def _kill(self, uuid: str) -> None:
-        """End the QEMU of this instance, if the pidfile names one (never another process)."""
-        pid = self.pid or process.read_pid(self.paths.pidfile)
-        if pid and process.is_instance_process(pid, uuid):
-            process.kill(pid)
+    def _kill(self) -> None:
+        """End the QEMU of this instance (never another process: it must serve our socket)."""
+        if self.pid and process.is_instance_process(self.pid, self.paths.qmp_socket):
+            process.kill(self.pid)
         self.pid = None
 
     def _forget(self) -> None:
         """Remove the runtime file and what QEMU left; never anything else."""
-        runtime.remove(self.paths.runtime_file)
-        self._remove_leftovers()
+        for name in (runtime.RUNTIME_FILE,) + runtime.QEMU_FILES:
+            if name != runtime.CONSOLE_LOG:
+                self.state.remove(name)
+        self.rt = None
 
-    def _remove_leftovers(self) -> None:
-        for path in (self.paths.pidfile, self.paths.qmp_socket, self.paths.agent_socket):
-            if os.path.lexists(path):
-                os.unlink(path)
 
-    def _remove_state_dir(self) -> None:
-        for path in self.paths.owned_files():
-            if os.path.lexists(path):
-                os.unlink(path)
-        left = os.listdir(self.paths.state_dir)
-        if left:
-            self.warnings.append("kept %s: it holds files the collection did not create (%s)"
-                                 % (self.paths.state_dir, ", ".join(sorted(left)[:5])))
-        else:
-            os.rmdir(self.paths.state_dir)
+_ARG = re.compile(r"-(?:blockdev|device|netdev) (\{.*?\}): (.*)")
+
+
+def _name_the_device(exc: QemuError, placed) -> QemuError:
+    """QEMU echoes the -blockdev/-device JSON it refused; name the declared device instead."""
+    match = _ARG.search(exc.desc or "")
+    if not match:
+        return exc
+    for device in placed.all_devices():
+        args = [cmdline.as_json(n) for n in device.nodes] + [cmdline.as_json(device.props)]
+        if device.netdev:
+            args.append(cmdline.as_json(device.netdev))
+        if match.group(1) in args:
+            label = "%s[%s]" % (plan._GROUPS[device.kind], device.name) if device.kind != "controller" else device.id
+            return QemuError("%s (%s): QEMU refused to start it: %s" % (label, device.id, explain(match.group(2))),
+                             exc.error_class, exc.desc, exc.command)
+    return exc

@@ -24,12 +24,24 @@ QCOW2_MAGIC = b"QFI\xfb"
 
 
 @dataclass(frozen=True)
+class Backing:
+    """One image below a qcow2: its path, the format the image above declares for it (None when
+    it declares none) and its first four bytes (None when it cannot be read)."""
+
+    path: str
+    declared_format: Optional[str]
+    magic: Optional[bytes]
+
+
+@dataclass(frozen=True)
 class PathFacts:
     """What the host says about a path: ``kind`` is file, block, char, http, https,
-    missing, directory, other or unreadable; ``magic`` the first four bytes of a file."""
+    missing, directory, other or unreadable; ``magic`` the first four bytes of a file;
+    ``backing`` the chain below a qcow2 image, top first."""
 
     kind: str
     magic: bytes = b""
+    backing: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -106,7 +118,30 @@ def check_path(what: str, path: str, facts: PathFacts, kind: str, fmt: str = "ra
             "%s: %s is declared format qcow2 but has no qcow2 header; declare format: raw or "
             "point path at a qcow2 image" % (what, path)
         )
+    _check_backing(what, path, facts.backing)
     return facts.kind
+
+
+def _check_backing(what: str, path: str, chain) -> None:
+    """The same rule one level down: a backing file must be what its overlay's header says."""
+    above = path
+    for below in chain:
+        if below.magic is None:
+            raise ConfigError("%s: the backing file %s of %s is missing or unreadable; restore it or "
+                              "rebase the image (qemu-img rebase)" % (what, below.path, above))
+        actual = "qcow2" if below.magic == QCOW2_MAGIC else "raw"
+        if below.declared_format is None:
+            raise ConfigError("%s: %s names its backing file %s without a format, so QEMU would probe it; "
+                              "set it: qemu-img rebase -u -b %s -F %s %s"
+                              % (what, above, below.path, below.path, actual, above))
+        if below.declared_format == "raw" and actual == "qcow2":
+            raise ConfigError("%s: the backing file %s of %s holds a qcow2 image but the header declares it "
+                              "raw; the guest would see qcow2 metadata. Fix it: qemu-img rebase -u -b %s -F "
+                              "qcow2 %s" % (what, below.path, above, below.path, above))
+        if below.declared_format == "qcow2" and actual != "qcow2":
+            raise ConfigError("%s: the backing file %s of %s is declared qcow2 in the header but has no qcow2 "
+                              "header; fix it with qemu-img rebase -u -F raw" % (what, below.path, above))
+        above = below.path
 
 
 def _controller(props: dict) -> Device:

@@ -11,9 +11,10 @@ of an attached disk, IDE and floppy devices) becomes restart-required with the r
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
+from ansible_collections.blocklayer.qemu.plugins.module_utils import ids
 from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import alternate_roles
 from ansible_collections.blocklayer.qemu.plugins.module_utils.layout import Device, Placer, medium_chain
 from ansible_collections.blocklayer.qemu.plugins.module_utils.spec import SCSI_DISK_TYPES
@@ -56,8 +57,8 @@ def _short(value) -> str:
 
 # Instance-level parts of a declaration: a change to any of them needs a new QEMU.
 MACHINE_KEYS = ("name", "uuid", "qemu_binary", "machine", "hvparams")
-ATTACH, DETACH, CHANGE_MEDIUM, FINISH_UNPLUG, RESTART = (
-    "attach", "detach", "change-medium", "finish-unplug", "restart-required")
+ATTACH, DETACH, CHANGE_MEDIUM, FINISH_UNPLUG, PURGE, RESTART = (
+    "attach", "detach", "change-medium", "finish-unplug", "purge", "restart-required")
 # Buses QEMU cannot hot-plug on (reference §2.5, §2.6).
 COLD_ONLY_DRIVERS = ("ide-hd", "ide-cd", "floppy", "isa-fdc")
 _GROUPS = {"disk": "disks", "cdrom": "cdroms", "floppy": "floppy", "nic": "nics", "controller": "controllers"}
@@ -131,16 +132,46 @@ def _record(device, state="attached") -> dict:
     return dict(device.to_dict(), state=state, origin="blockdev")
 
 
-def reconcile(data: dict, spec, facts: dict, live_pci_slots=(), present_ids=None) -> list:
-    """Runtime file ``data`` vs the desired ``spec`` -> ordered actions.
+def purge_orphans(layout, present_ids, live_nodes) -> list:
+    """What QEMU has in the collection's name space that no record explains -> purge actions.
 
-    ``present_ids`` are the device ids QOM shows (None when QEMU was not asked, e.g. in check
-    mode); they decide whether an unplug left pending by an earlier run can be finished.
+    Such leftovers come from a run killed mid-action by a collection without write-ahead
+    records (format 1), or from a hand-made change; they would make every later attach of the
+    same device fail with QEMU's "Duplicate ...". A device is unplugged first (its nodes go
+    with it, top-down); nodes without a device are deleted top-down.
+    """
+    known_ids = {r["id"] for r in layout.records()}
+    known_nodes = {n["node-name"] for r in layout.records() for n in r.get("nodes") or []}
+    orphan_nodes = [n for n in live_nodes if ids.own_node(n) and n not in known_nodes]
+    by_device = {}
+    for name in orphan_nodes:
+        by_device.setdefault(ids.own_node(name)[0], []).append(name)
+    actions = []
+    for dev_id in sorted(i for i in present_ids if ids.is_own_device_id(i) and i not in known_ids):
+        nodes = [{"node-name": n} for n in reversed(ids.top_down(by_device.pop(dev_id, [])))]
+        old = {"kind": dev_id.split("-")[0], "name": dev_id, "id": dev_id, "nodes": nodes, "origin": "blockdev"}
+        actions.append(Action(PURGE, old["kind"], dev_id, dev_id, reason="in QEMU but not in the runtime file",
+                              old=old, commands=tuple([_cmd("device_del", id=dev_id)] + release_commands(old))))
+    for dev_id, names in sorted(by_device.items()):
+        old = {"kind": dev_id.split("-")[0], "name": dev_id, "id": dev_id, "origin": "blockdev",
+               "nodes": [{"node-name": n} for n in reversed(ids.top_down(names))]}
+        actions.append(Action(PURGE, old["kind"], dev_id, "", reason="nodes in QEMU that no record explains",
+                              old=old, commands=tuple(release_commands(old))))
+    return actions
+
+
+def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, live_nodes=()) -> list:
+    """Guest layout of the runtime file vs the desired ``spec`` -> ordered actions.
+
+    ``present_ids`` are the device ids QOM shows and ``live_nodes`` the node names QEMU has
+    (None / empty when QEMU was not asked, e.g. in check mode); they decide whether an unplug
+    left pending by an earlier run can be finished, and what QEMU holds that no record explains.
     """
     desired = normalise(spec.to_dict())
     actions = [Action(RESTART, "controller", key, "", reason=change)
-               for key in MACHINE_KEYS for change in changes(data["declaration"].get(key), desired[key], key)]
-    records = {(d["kind"], d["name"]): d for d in data["devices"]}
+               for key in MACHINE_KEYS for change in changes(layout.declaration.get(key), desired[key], key)]
+    purge = purge_orphans(layout, present_ids, live_nodes) if present_ids is not None else []
+    records = {(d["kind"], d["name"]): d for d in layout.devices}
     wanted = [("disk", d) for d in spec.disks] + [(m.kind, m) for m in spec.media()] + [("nic", n) for n in spec.nics]
     wanted_keys = {(kind, item.name) for kind, item in wanted}
 
@@ -165,8 +196,8 @@ def reconcile(data: dict, spec, facts: dict, live_pci_slots=(), present_ids=None
         else:
             detach.append(action)
 
-    placer = Placer(spec, [Device.from_dict(c) for c in data["controllers"]],
-                    [Device.from_dict(d) for d in data["devices"]], live_pci_slots)
+    placer = Placer(spec, [Device.from_dict(c) for c in layout.controllers],
+                    [Device.from_dict(d) for d in layout.devices], live_pci_slots)
     media, attach = [], []
     for kind, item in wanted:
         record = records.get((kind, item.name))
@@ -202,7 +233,7 @@ def reconcile(data: dict, spec, facts: dict, live_pci_slots=(), present_ids=None
         record = _record(device)
         attach.append(Action(ATTACH, kind, item.name, device.id, reason="declared", record=record,
                              commands=tuple(attach_commands(record))))
-    return actions + finish + detach + media + attach
+    return actions + purge + finish + detach + media + attach
 
 
 def _with_drive(props: dict, nodes: list) -> dict:
@@ -212,13 +243,13 @@ def _with_drive(props: dict, nodes: list) -> dict:
     return props
 
 
-def expected_after(data: dict, actions: list, declaration: dict) -> dict:
-    """The runtime file once ``actions`` are applied (check mode's diff)."""
-    after = dict(data, declaration=declaration)
+def expected_after(layout, actions: list, declaration: dict):
+    """The guest layout once ``actions`` are applied (check mode's diff)."""
+    after = replace(layout, declaration=declaration, controllers=list(layout.controllers),
+                    devices=list(layout.devices))
     for action in actions:
-        group = "controllers" if action.kind == "controller" else "devices"
-        kept = [r for r in after[group] if r["id"] != action.id]
         if action.action in (ATTACH, CHANGE_MEDIUM):
-            kept.append(action.record)
-        after[group] = kept
+            after.put(action.record)
+        elif action.id and action.action != RESTART:
+            after.drop(action.id)
     return after

@@ -9,6 +9,7 @@ import os
 import select
 import signal
 import subprocess
+from typing import Optional
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import explain
@@ -29,24 +30,75 @@ def start(argv: list, env: dict, timeout: float) -> None:
         raise QemuError("QEMU refused to start: %s" % explain(text), desc=text)
 
 
+def parse_pid(text) -> Optional[int]:
+    """A pidfile's content as a pid, or None when it is empty or garbage."""
+    try:
+        pid = int((text or b"").decode("ascii").strip() or 0)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return pid if pid > 0 else None
+
+
 def read_pid(pidfile: str):
     try:
-        with open(pidfile, encoding="ascii") as handle:
-            return int(handle.read().strip() or 0) or None
-    except (OSError, ValueError):
+        with open(pidfile, "rb") as handle:
+            return parse_pid(handle.read(64))
+    except OSError:
         return None
 
 
-def is_instance_process(pid, instance_uuid: str) -> bool:
-    """True when ``pid`` is alive and is the QEMU started for this instance (not a reused pid)."""
-    if not pid or not instance_uuid:
-        return False
+def _cmdline(pid: int):
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as handle:
-            args = handle.read().split(b"\0")
+            return handle.read().split(b"\0")
     except OSError:
+        return None
+
+
+def _serves(args, qmp_socket: str) -> bool:
+    """Does this command line open ``qmp_socket`` as its QMP chardev? (cmdline._opt escaping)"""
+    needle = ("path=%s," % qmp_socket.replace(",", ",,")).encode()
+    return any(needle in arg for arg in args)
+
+
+def is_instance_process(pid, qmp_socket: str) -> bool:
+    """True when ``pid`` is alive and is a QEMU serving this state dir's QMP socket (not a reused pid)."""
+    if not pid:
         return False
-    return instance_uuid.encode() in args
+    args = _cmdline(pid)
+    return bool(args) and _serves(args, qmp_socket)
+
+
+def find_qemus(qmp_socket: str) -> list:
+    """Every live process whose command line serves this QMP socket, whatever its pidfile says.
+
+    The socket path is unique to one state dir, so this finds the instance's QEMU even when
+    its pidfile is lost or garbage, or its runtime file names another UUID.
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            args = _cmdline(int(entry))
+            if args and _serves(args, qmp_socket) and _state(int(entry)) not in ("Z", "X"):
+                found.append(int(entry))
+    return sorted(found)
+
+
+def _state(pid: int) -> str:
+    try:
+        with open("/proc/%d/stat" % pid, encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "X"
+
+
+def uuid_of(pid: int):
+    """The ``-uuid`` a QEMU was started with, or None."""
+    args = _cmdline(pid) or []
+    for index, arg in enumerate(args[:-1]):
+        if arg == b"-uuid":
+            return args[index + 1].decode("ascii", "replace")
+    return None
 
 
 def wait_exit(pid: int, timeout: float) -> bool:

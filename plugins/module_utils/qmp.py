@@ -11,12 +11,16 @@ event (§1.4); QEMU's errors become QemuError with its class and text and a tran
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import stat
+import struct
 import traceback
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError
 
 try:
-    from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError
+    from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError, Runstate
 except ImportError:
     HAS_QMP = False
     QMP_IMPORT_ERROR = traceback.format_exc()
@@ -59,10 +63,14 @@ class QmpSession:
 
     # -- connection ---------------------------------------------------------------------------
     def __enter__(self):
+        sock = self._open_socket()
         self._loop = asyncio.new_event_loop()
+        # Before Python 3.10 asyncio primitives bind to the current loop when they are made
+        # (QMPClient makes some in __init__): make ours current first.
+        asyncio.set_event_loop(self._loop)
         self._client = QMPClient("blocklayer.qemu")
         try:
-            self._run(self._client.connect(self.socket_path), self.connect_timeout)
+            self._run(self._client.connect(sock), self.connect_timeout)
         except asyncio.TimeoutError:
             self.close()
             raise QemuError(
@@ -73,6 +81,38 @@ class QmpSession:
             self.close()
             raise QemuError("cannot connect to QMP socket %s: %s" % (self.socket_path, exc)) from None
         return self
+
+    def _open_socket(self):
+        """Connect only to a socket of our own user, served by a process of our own user.
+
+        In a state dir nobody else can write this always holds; checking it means a socket
+        planted by someone else never receives the session (docs/faults.md).
+        """
+        try:
+            info = os.lstat(self.socket_path)
+        except OSError as exc:
+            raise QemuError("cannot connect to QMP socket %s: %s" % (self.socket_path, exc.strerror)) from None
+        if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.geteuid():
+            raise QemuError("refusing QMP socket %s: it is %s owned by uid %d, not a socket of uid %d"
+                            % (self.socket_path, "a socket" if stat.S_ISSOCK(info.st_mode) else "no socket",
+                               info.st_uid, os.geteuid()))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.connect_timeout)
+            sock.connect(self.socket_path)
+            _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                                  struct.calcsize("3i")))
+            if uid != os.geteuid():
+                raise QemuError("refusing QMP socket %s: it is served by uid %d, not uid %d"
+                                % (self.socket_path, uid, os.geteuid()))
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise QemuError("cannot connect to QMP socket %s: %s" % (self.socket_path, exc.strerror or exc)) from None
+        except QemuError:
+            sock.close()
+            raise
+        return sock
 
     def __exit__(self, *exc):
         self.close()
@@ -117,8 +157,30 @@ class QmpSession:
         return self._client.listener(names, event_filter)
 
     def wait_event(self, listener, timeout: float):
-        """The next event of ``listener``, or None when none arrives within ``timeout``."""
+        """The next event of ``listener``, or None when none arrives within ``timeout``.
+
+        A QEMU that exits (or closes the connection) ends the wait at once with QemuError,
+        rather than at the end of the timeout.
+        """
+        return self._loop.run_until_complete(self._next_event(listener, max(timeout, 0)))
+
+    async def _next_event(self, listener, timeout: float):
+        if not listener.empty():
+            return await listener.get()
+        get = asyncio.ensure_future(listener.get())
+        gone = asyncio.ensure_future(self._disconnected())
         try:
-            return self._run(listener.get(), timeout)
-        except asyncio.TimeoutError:
-            return None
+            done, _pending = await asyncio.wait({get, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (get, gone):
+                task.cancel()
+        if get in done:
+            return get.result()
+        if gone in done:
+            raise QemuError("QEMU closed its QMP connection (it exited or was killed) while the collection "
+                            "waited for an event")
+        return None
+
+    async def _disconnected(self) -> None:
+        while self._client.runstate == Runstate.RUNNING:
+            await self._client.runstate_changed()

@@ -1,34 +1,53 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) blocklayer.qemu contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The runtime file: the truth about a running instance (design-scsi-kvm).
+"""The runtime file: the truth about a running instance (design-scsi-kvm), typed.
 
-Versioned JSON, written with write-temp + fsync + rename, mode 0600 in a 0700 directory,
-under an exclusive per-instance lock. Older formats are upgraded on read.
+Format 2 keeps apart what moves with the guest and what belongs to this host
+(docs/runtime-file.md):
+
+* ``layout``: the guest layout, portable to another host: name, UUID, machine type, the
+  declaration, and per controller and device its record (spec, hvinfo, device props, node chain
+  bottom-up with its top, netdev, state, origin), plus instance-level throttle groups and
+  iothreads (empty until the block-graph work uses them);
+* ``host``: the binding to this host: QEMU binary, version, firmware and module dirs, the
+  accelerator, the argv and the pid;
+* ``status`` (``starting`` until every device is verified and the guest runs, then ``running``)
+  and ``journal``: write-ahead records of the actions in flight, each naming what it creates
+  and removes, so that a later run can finish or undo whatever a killed run left.
+
+Only this file turns those records into JSON and back. Older formats are upgraded on read by a
+chain of small migrators (0 -> 1 -> 2); a damaged file is refused naming the key.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+RUNTIME_FILE = "runtime.json"
+
 STATE_ATTACHED = "attached"
 STATE_UNPLUG_PENDING = "unplug-pending"
 ORIGIN_BLOCKDEV = "blockdev"
 # Started with -drive by an older tool: QEMU owns the nodes, device_del alone removes them.
 ORIGIN_DRIVE = "drive"
 
+STATUS_STARTING = "starting"
+STATUS_RUNNING = "running"
+
 _LEGACY_DRIVERS = {"disk": "virtio-blk-pci", "nic": "virtio-net-pci"}
 
 
 @dataclass(frozen=True)
 class RuntimePaths:
+    """The files of an instance's state dir (all created by the collection or by its QEMU)."""
+
     state_dir: str
 
     def _in(self, name: str) -> str:
@@ -36,132 +55,269 @@ class RuntimePaths:
 
     @property
     def runtime_file(self) -> str:
-        return self._in("runtime.json")
+        return self._in(RUNTIME_FILE)
 
     @property
     def qmp_socket(self) -> str:
-        return self._in("qmp.sock")
+        return self._in(QMP_SOCKET)
 
     @property
     def pidfile(self) -> str:
-        return self._in("qemu.pid")
+        return self._in(PIDFILE)
 
     @property
     def console_log(self) -> str:
-        return self._in("console.log")
+        return self._in(CONSOLE_LOG)
 
     @property
     def agent_socket(self) -> str:
-        return self._in("agent.sock")
+        return self._in(AGENT_SOCKET)
+
+
+QMP_SOCKET = "qmp.sock"
+PIDFILE = "qemu.pid"
+CONSOLE_LOG = "console.log"
+AGENT_SOCKET = "agent.sock"
+# Format 1 locked a file named "lock"; format 2 locks the directory itself (docs/faults.md).
+LEGACY_LOCK = "lock"
+# What QEMU creates when it starts: removed before a start so that QEMU makes them afresh.
+QEMU_FILES = (QMP_SOCKET, PIDFILE, CONSOLE_LOG, AGENT_SOCKET)
+# Everything the collection or its QEMU puts in a state dir (images are never among them).
+OWNED_FILES = (RUNTIME_FILE,) + QEMU_FILES + (LEGACY_LOCK,)
+
+
+@dataclass
+class HostBinding:
+    """What ties the instance to this host; re-resolved when it moves to another."""
+
+    binary: str
+    version: Optional[str] = None
+    firmware_dirs: List[str] = field(default_factory=list)
+    module_dir: Optional[str] = None
+    accel: str = "tcg"
+    argv: List[str] = field(default_factory=list)
+    pid: Optional[int] = None
+
+
+@dataclass
+class GuestLayout:
+    """What the guest sees, independent of the host: enough to build the same machine elsewhere."""
+
+    name: str
+    uuid: str
+    machine_type: str
+    declaration: dict
+    controllers: List[dict] = field(default_factory=list)
+    devices: List[dict] = field(default_factory=list)
+    throttle_groups: List[dict] = field(default_factory=list)
+    iothreads: List[dict] = field(default_factory=list)
+
+    def records(self) -> List[dict]:
+        return self.controllers + self.devices
+
+    def find(self, dev_id: str) -> Optional[dict]:
+        return next((r for r in self.records() if r["id"] == dev_id), None)
+
+    def put(self, record: dict) -> None:
+        """Add or replace a record (by id), keeping the order of the others."""
+        group = self.controllers if record["kind"] == "controller" else self.devices
+        for index, old in enumerate(group):
+            if old["id"] == record["id"]:
+                group[index] = record
+                return
+        group.append(record)
+
+    def drop(self, dev_id: str) -> None:
+        self.controllers[:] = [r for r in self.controllers if r["id"] != dev_id]
+        self.devices[:] = [r for r in self.devices if r["id"] != dev_id]
+
+
+@dataclass
+class Pending:
+    """A write-ahead record: an action begun and not yet known to be done.
+
+    ``creates`` and ``removes`` name what the action adds to or takes from QEMU
+    (``devices``, ``nodes``, ``netdevs``, ``objects``); ``record`` is the device record once the
+    action is done and ``old`` the one it replaces or removes.
+    """
+
+    action: str
+    id: str
+    creates: dict = field(default_factory=dict)
+    removes: dict = field(default_factory=dict)
+    record: Optional[dict] = None
+    old: Optional[dict] = None
+
+
+@dataclass
+class Runtime:
+    layout: GuestLayout
+    host: HostBinding
+    status: str = STATUS_RUNNING
+    journal: List[Pending] = field(default_factory=list)
 
     @property
-    def lock_file(self) -> str:
-        return self._in("lock")
-
-    def owned_files(self) -> tuple:
-        """Everything the collection puts in a state dir (images are never among them)."""
-        return (self.runtime_file, self.qmp_socket, self.pidfile, self.console_log,
-                self.agent_socket, self.lock_file)
+    def uuid(self) -> str:
+        return self.layout.uuid
 
 
-def upgrade(data: dict) -> dict:
-    """Bring an older runtime file to the current format.
+# -- serialisation ------------------------------------------------------------------------------
 
-    Version 0 (design-scsi-kvm's predecessor) kept only a PCI slot per device; it becomes
-    hvinfo ``{driver, id, bus: pci.0, addr}``. Those devices were started with -drive.
+def dumps(rt: Runtime) -> bytes:
+    """The file's text: sorted keys, one key a line, so a person can read and diff it."""
+    data = {"version": FORMAT_VERSION, "status": rt.status, "layout": asdict(rt.layout),
+            "host": asdict(rt.host), "journal": [asdict(p) for p in rt.journal]}
+    return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8")
+
+
+def loads(text: bytes, where: str) -> Runtime:
+    """A runtime file's content, upgraded to the current format and checked.
+
+    Anything that is not what this collection writes is refused naming the key and the file:
+    a module must never act on a guess about a running QEMU.
     """
+    try:
+        data = json.loads(text.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError("runtime file %s is not valid JSON (%s); state: stopped still stops its QEMU, "
+                          "or move the file away" % (where, exc)) from None
+    data = upgrade(data, where)
+    checker = _Checker(where)
+    layout = checker.get(data, "layout", dict)
+    host = checker.get(data, "host", dict)
+    return Runtime(
+        layout=GuestLayout(
+            name=checker.get(layout, "name", str, "layout."),
+            uuid=checker.get(layout, "uuid", str, "layout."),
+            machine_type=checker.get(layout, "machine_type", str, "layout."),
+            declaration=checker.get(layout, "declaration", dict, "layout."),
+            controllers=checker.records(layout, "controllers"),
+            devices=checker.records(layout, "devices"),
+            throttle_groups=checker.get(layout, "throttle_groups", list, "layout.", []),
+            iothreads=checker.get(layout, "iothreads", list, "layout.", []),
+        ),
+        host=HostBinding(
+            binary=checker.get(host, "binary", str, "host."),
+            version=checker.get(host, "version", (str, type(None)), "host.", None),
+            firmware_dirs=checker.get(host, "firmware_dirs", list, "host.", []),
+            module_dir=checker.get(host, "module_dir", (str, type(None)), "host.", None),
+            accel=checker.get(host, "accel", str, "host.", "tcg"),
+            argv=checker.get(host, "argv", list, "host.", []),
+            pid=checker.get(host, "pid", (int, type(None)), "host.", None),
+        ),
+        status=checker.get(data, "status", str, "", STATUS_RUNNING),
+        journal=[Pending(**checker.pending(entry, i)) for i, entry in enumerate(checker.get(data, "journal", list))],
+    )
+
+
+_MISSING = object()
+_RECORD_KEYS = (("kind", str), ("name", str), ("id", str), ("hvinfo", dict), ("props", dict), ("nodes", list))
+
+
+class _Checker:
+    def __init__(self, where: str):
+        self.where = where
+
+    def fail(self, key: str, problem: str):
+        raise ConfigError("runtime file %s is damaged: %s %s; state: stopped still stops its QEMU, or move "
+                          "the file away and stop that QEMU yourself" % (self.where, key, problem))
+
+    def get(self, obj: dict, key: str, kind, prefix: str = "", default=_MISSING):
+        if key not in obj:
+            if default is _MISSING:
+                self.fail(prefix + key, "is missing")
+            return default
+        value = obj[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            self.fail(prefix + key, "has the wrong type (%s)" % type(value).__name__)
+        return value
+
+    def records(self, layout: dict, group: str) -> list:
+        found = []
+        for index, record in enumerate(self.get(layout, group, list, "layout.")):
+            where = "layout.%s[%d]" % (group, index)
+            if not isinstance(record, dict):
+                self.fail(where, "is not an object")
+            for key, kind in _RECORD_KEYS:
+                self.get(record, key, kind, where + ".")
+            found.append(record)
+        return found
+
+    def pending(self, entry, index: int) -> dict:
+        where = "journal[%d]." % index
+        if not isinstance(entry, dict):
+            self.fail(where[:-1], "is not an object")
+        return {"action": self.get(entry, "action", str, where), "id": self.get(entry, "id", str, where),
+                "creates": self.get(entry, "creates", dict, where, {}),
+                "removes": self.get(entry, "removes", dict, where, {}),
+                "record": self.get(entry, "record", (dict, type(None)), where, None),
+                "old": self.get(entry, "old", (dict, type(None)), where, None)}
+
+
+# -- migrators ----------------------------------------------------------------------------------
+
+def upgrade(data, where: str = "runtime file") -> dict:
+    """Bring an older runtime file to the current format, one version at a time."""
+    if not isinstance(data, dict):
+        raise ConfigError("runtime file %s is damaged: it holds a JSON %s, not an object; state: stopped "
+                          "still stops its QEMU, or move the file away" % (where, type(data).__name__))
     version = data.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise ConfigError("runtime file %s is damaged: version %r is not a format number; state: stopped still "
+                          "stops its QEMU, or move the file away" % (where, version))
     if version > FORMAT_VERSION:
-        raise ConfigError(
-            "runtime file format %s is newer than this collection understands (%d); "
-            "upgrade the collection" % (version, FORMAT_VERSION)
-        )
-    if version == 0:
-        upgraded = []
-        for dev in data.get("devices", []):
-            dev = dict(dev)
-            if "hvinfo" not in dev and "pci" in dev:
-                dev["hvinfo"] = {
-                    "driver": _LEGACY_DRIVERS.get(dev.get("kind"), "virtio-blk-pci"),
-                    "id": dev["id"],
-                    "bus": "pci.0",
-                    "addr": "0x%x" % int(dev.pop("pci")),
-                }
-                dev.setdefault("origin", ORIGIN_DRIVE)
-            dev.setdefault("origin", ORIGIN_BLOCKDEV)
-            dev.setdefault("state", STATE_ATTACHED)
-            dev.setdefault("nodes", [])
-            upgraded.append(dev)
-        data = dict(data, devices=upgraded, version=FORMAT_VERSION)
+        raise ConfigError("runtime file %s has format %d, newer than this collection understands (%d); "
+                          "upgrade the collection" % (where, version, FORMAT_VERSION))
+    for step in _MIGRATORS[version:]:
+        data = step(data, where)
     return data
 
 
-def load(path: str):
-    """The runtime file's content, upgraded, or None when there is none."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return upgrade(json.load(handle))
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        raise ConfigError("runtime file %s is not valid JSON (%s); move it away to start afresh"
-                          % (path, exc)) from None
+def _v0_to_v1(data: dict, where: str) -> dict:
+    """Version 0 (design-scsi-kvm's predecessor) kept only a PCI slot per device; it becomes hvinfo
+    ``{driver, id, bus: pci.0, addr}``. Those devices were started with -drive."""
+    upgraded = []
+    for dev in data.get("devices", []):
+        if not isinstance(dev, dict):
+            raise ConfigError("runtime file %s is damaged: devices holds a %s, not an object; state: stopped "
+                              "still stops its QEMU, or move the file away" % (where, type(dev).__name__))
+        dev = dict(dev)
+        if "hvinfo" not in dev and "pci" in dev:
+            dev["hvinfo"] = {"driver": _LEGACY_DRIVERS.get(dev.get("kind"), "virtio-blk-pci"), "id": dev.get("id"),
+                             "bus": "pci.0", "addr": "0x%x" % int(dev.pop("pci"))}
+            dev.setdefault("origin", ORIGIN_DRIVE)
+        dev.setdefault("origin", ORIGIN_BLOCKDEV)
+        dev.setdefault("state", STATE_ATTACHED)
+        dev.setdefault("nodes", [])
+        dev.setdefault("props", dict(dev.get("hvinfo") or {}))
+        upgraded.append(dev)
+    return dict(data, devices=upgraded, version=1)
 
 
-def save(path: str, data: dict) -> None:
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
-    _fsync_dir(os.path.dirname(path))
+def _v1_to_v2(data: dict, where: str) -> dict:
+    """Format 1 was one flat object; format 2 splits guest layout and host binding and adds the
+    start status and the journal. A format-1 instance was fully started (it was written after
+    ``cont``), so it is ``running`` with nothing in flight."""
+    qemu = data.get("qemu") if isinstance(data.get("qemu"), dict) else {}
+    declaration = data.get("declaration") if isinstance(data.get("declaration"), dict) else {}
+    machine = declaration.get("machine") if isinstance(declaration.get("machine"), dict) else {}
+    return {
+        "version": 2,
+        "status": STATUS_RUNNING,
+        "layout": {
+            "name": data.get("name"), "uuid": data.get("uuid"),
+            "machine_type": machine.get("machine_type", "pc"),
+            "declaration": declaration,
+            "controllers": data.get("controllers", []), "devices": data.get("devices", []),
+            "throttle_groups": [], "iothreads": [],
+        },
+        "host": {
+            "binary": qemu.get("binary", "qemu-system-x86_64"), "version": qemu.get("version"),
+            "firmware_dirs": qemu.get("firmware_dirs") or [], "module_dir": qemu.get("module_dir"),
+            "accel": data.get("accel", "tcg"), "argv": data.get("argv", []), "pid": None,
+        },
+        "journal": [],
+    }
 
 
-def remove(path: str) -> None:
-    _unlink(path)
-    _fsync_dir(os.path.dirname(path))
-
-
-def ensure_state_dir(state_dir: str) -> None:
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    os.chmod(state_dir, 0o700)
-
-
-class InstanceLock:
-    """An exclusive lock on one instance, so two tasks never interleave on it."""
-
-    def __init__(self, paths: RuntimePaths):
-        self.path = paths.lock_file
-        self.fd = None
-
-    def __enter__(self):
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        os.close(self.fd)
-        self.fd = None
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            raise
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory or ".", os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_MIGRATORS = (_v0_to_v1, _v1_to_v2)

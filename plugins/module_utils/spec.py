@@ -184,6 +184,7 @@ def disk_from(raw: dict, instance_uuid: str, hv: HvParams, supported_aio=cache.A
     path = raw.get("path")
     if not path:
         raise ConfigError("%s: path is required: the image file or block device to attach" % what)
+    _absolute(path, what + ".path")
     disk_type = _choice(raw.get("disk_type") or hv.disk_type, DISK_TYPES, what + ".disk_type")
     fmt = _choice(raw.get("format") or "raw", FORMATS, what + ".format")
     if disk_type in ("scsi-block", "scsi-generic") and fmt != "raw":
@@ -217,6 +218,7 @@ def media_from(raw: dict, kind: str, instance_uuid: str, disk_type: str) -> Medi
     what = "%s[%s]" % (group, name) if kind == "cdrom" else "floppy"
     uuid = (ids.canonical_uuid(raw["uuid"], what + ".uuid") if raw.get("uuid")
             else ids.device_uuid(instance_uuid, kind, name))
+    _absolute(raw.get("path"), what + ".path")
     return MediaSpec(kind=kind, name=name, uuid=uuid, path=raw.get("path") or None, disk_type=disk_type)
 
 
@@ -259,8 +261,8 @@ def instance_from(params: dict, supported_aio=cache.AIO_MODES) -> InstanceSpec:
     uuid = ids.canonical_uuid(params["uuid"], "uuid") if params.get("uuid") else ids.instance_uuid(name)
     hv = hvparams_from(params)
     machine = MachineSpec(
-        memory=params.get("memory") or 256,
-        vcpus=params.get("vcpus") or 1,
+        memory=256 if params.get("memory") is None else params["memory"],
+        vcpus=1 if params.get("vcpus") is None else params["vcpus"],
         machine_type=_choice(params.get("machine_type") or "pc", MACHINE_TYPES, "machine_type"),
         accel=_choice(params.get("accel") or "auto", ACCELS, "accel"),
         kernel_path=params.get("kernel_path") or None,
@@ -272,6 +274,8 @@ def instance_from(params: dict, supported_aio=cache.AIO_MODES) -> InstanceSpec:
         raise ConfigError("memory: %r MiB is too small; give at least 16" % machine.memory)
     if machine.vcpus < 1:
         raise ConfigError("vcpus: %r must be at least 1" % machine.vcpus)
+    for option in ("kernel_path", "initrd_path"):
+        _absolute(getattr(machine, option), option)
     if (machine.initrd_path or machine.kernel_args) and not machine.kernel_path:
         raise ConfigError("initrd_path and kernel_args need kernel_path (direct kernel boot)")
 
@@ -289,6 +293,8 @@ def instance_from(params: dict, supported_aio=cache.AIO_MODES) -> InstanceSpec:
     nics = tuple(nic_from(n, uuid, hv) for n in params.get("nics") or ())
     _unique(nics, "nic")
     _unique_macs(nics)
+    _unique_ids([("disk", d) for d in disks] + [("cdrom", c) for c in cdroms] + [("nic", n) for n in nics]
+                + ([("floppy", floppy)] if floppy else []))
 
     if hv.boot_order == "cdrom" and not any(c.path for c in cdroms):
         raise ConfigError("boot_order: cdrom needs a CD-ROM with an image in cdroms")
@@ -308,6 +314,27 @@ def instance_from(params: dict, supported_aio=cache.AIO_MODES) -> InstanceSpec:
         floppy=floppy,
         nics=nics,
     )
+
+
+def _absolute(path, what: str) -> None:
+    """QEMU resolves a relative path against its own working directory (``/`` once daemonized),
+    not the task's, so a relative path would mean one file at start and another at hot-plug."""
+    if path and "://" not in path and not path.startswith("/"):
+        raise ConfigError("%s: %r is a relative path; give an absolute path (QEMU does not run in the "
+                          "task's working directory)" % (what, path))
+
+
+def _unique_ids(devices) -> None:
+    """Device ids use the first three UUID groups: two UUIDs sharing them would collide in QEMU."""
+    seen = {}
+    for kind, item in devices:
+        dev_id = ids.device_id(kind, item.uuid)
+        label = "%ss[%s]" % (kind, item.name) if kind != "floppy" else "floppy"
+        if dev_id in seen:
+            raise ConfigError("%s: its UUID %s gives device id %s, which %s already has (ids keep the first "
+                              "three UUID groups); give one of them another UUID" % (label, item.uuid, dev_id,
+                                                                                   seen[dev_id]))
+        seen[dev_id] = label
 
 
 def _unique_macs(nics) -> None:

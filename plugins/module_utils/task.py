@@ -1,26 +1,28 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) blocklayer.qemu contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""One module run on one instance: lock, work, and report (shared by the modules)."""
+"""One module run on one instance: check the state dir, lock, work, and report (shared by the modules)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import traceback
 
 from ansible.module_utils.basic import missing_required_lib
 
+from ansible_collections.blocklayer.qemu.plugins.module_utils import runtime
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.instance import Instance, Timeouts
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import HAS_QMP, QMP_IMPORT_ERROR
-from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import (
-    InstanceLock, RuntimePaths, ensure_state_dir)
+from ansible_collections.blocklayer.qemu.plugins.module_utils.statedir import StateDir
 
 
 class Task:
     def __init__(self, module):
         self.module = module
-        self.paths = RuntimePaths(module.params["state_dir"])
+        self.state_dir = module.params["state_dir"]
+        self.state = None
         self.instance = None
 
     def open_instance(self, uuid: str) -> Instance:
@@ -30,33 +32,57 @@ class Task:
         timeouts = Timeouts(start=params.get("start_timeout", defaults.start),
                             shutdown=params.get("shutdown_timeout", defaults.shutdown),
                             qmp_connect=params["qmp_timeout"], qmp_command=params["qmp_timeout"])
-        self.instance = Instance(params["name"], uuid, self.paths.state_dir, self.module.check_mode, timeouts,
-                                 params["unplug_timeout"])
+        self.instance = Instance(params["name"], uuid, self.state, self.state_dir, self.module.check_mode,
+                                 timeouts, params["unplug_timeout"])
         return self.instance
 
     def run(self, work, create_state_dir: bool = False) -> None:
         """Run ``work(task) -> result`` under the instance lock and exit the module with it.
 
-        Bad input and QEMU's refusals end in fail_json, with what was done so far.
+        Every failure ends in fail_json with what was done so far; bad input and QEMU's
+        refusals with their message, anything else as an internal error (never a traceback).
         """
         module = self.module
         if not HAS_QMP:
             module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QMP_IMPORT_ERROR)
         try:
-            if create_state_dir and not module.check_mode:
-                ensure_state_dir(self.paths.state_dir)
-            # No lock to take where there is no state dir (check mode, or nothing to stop).
-            exists = os.path.isdir(self.paths.state_dir)
-            with InstanceLock(self.paths) if exists else contextlib.nullcontext():
-                result = work(self)
+            result = self._locked(work, create_state_dir and not module.check_mode)
         except (ConfigError, QemuError) as exc:
-            done = {}
-            if self.instance:
-                done = dict(actions=self.instance.actions, qmp_commands=self.instance.qmp_commands)
             module.fail_json(msg=str(exc), qemu_error_class=getattr(exc, "error_class", ""),
-                             qemu_error=getattr(exc, "desc", ""), **done)
+                             qemu_error=getattr(exc, "desc", ""), **self._done())
+        except Exception as exc:  # pylint: disable=broad-except
+            module.fail_json(msg="internal error of the collection (%s: %s); what was done so far is listed in "
+                             "actions, and the next run finishes or undoes it" % (type(exc).__name__, exc),
+                             exception=traceback.format_exc(), **self._done())
         for warning in result.pop("warnings"):
             module.warn(warning)
         if not module._diff:
             result.pop("diff")
         module.exit_json(**result)
+
+    def _locked(self, work, create: bool) -> dict:
+        if not os.path.isabs(self.state_dir):
+            raise ConfigError("state_dir: %r is a relative path; give an absolute one" % self.state_dir)
+        self.state = StateDir.open(self.state_dir, create=create)
+        ok = False
+        try:
+            # No lock to take where there is no state dir (check mode, or nothing to stop).
+            lock = self.state.lock(self.module.params["lock_timeout"], "instance %s" % self.module.params["name"]) \
+                if self.state else contextlib.nullcontext()
+            with lock:
+                result = work(self)
+            ok = True
+            return result
+        finally:
+            if self.state:
+                if not ok and self.state.created and not (self.instance and self.instance.pid):
+                    # A failed first run leaves no state dir behind.
+                    self.state.remove_owned(runtime.OWNED_FILES)
+                    self.state.remove_dir_if_created()
+                self.state.close()
+
+    def _done(self) -> dict:
+        if not self.instance:
+            return {"changed": False}
+        return dict(changed=self.instance.changed, actions=self.instance.actions,
+                    qmp_commands=self.instance.qmp_commands)

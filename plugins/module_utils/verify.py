@@ -12,10 +12,47 @@ entry is the proof.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ansible_collections.blocklayer.qemu.plugins.module_utils.topology import pci_slot
 
-QUERIES = (("query-block", {}), ("query-pci", {}), ("qom-list", {"path": "/machine/peripheral"}))
+# query-named-block-nodes shows every node, so that nodes in the collection's name space that
+# no record explains (a killed run's leftovers) are found.
+QUERIES = (("query-block", {}), ("query-pci", {}), ("qom-list", {"path": "/machine/peripheral"}),
+           ("query-named-block-nodes", {"flat": True}))
 _PERIPHERAL = "/machine/peripheral/"
+
+
+@dataclass(frozen=True)
+class Live:
+    """What QEMU has now, from the answers to QUERIES."""
+
+    block: list
+    pci: list
+    qom: list
+    named: list
+
+    @classmethod
+    def from_answers(cls, block, pci, qom, named) -> "Live":
+        return cls(block, pci, qom, named)
+
+    @property
+    def types(self) -> dict:
+        return types_by_id(self.qom)
+
+    @property
+    def roots(self) -> dict:
+        """Device id -> the node its drive uses now (None for an empty drive)."""
+        return {dev_id: (b.get("inserted") or {}).get("node-name") for dev_id, b in block_by_id(self.block).items()}
+
+    @property
+    def nodes(self) -> set:
+        return {n["node-name"] for n in self.named if n.get("node-name")}
+
+    @property
+    def root_slots(self) -> list:
+        """Slots taken on the root PCI bus (a device added behind the collection's back is not clobbered)."""
+        return [d["slot"] for bus in self.pci if bus.get("bus") == 0 for d in bus.get("devices", [])]
 
 
 def qdev_id(qdev: str) -> str:

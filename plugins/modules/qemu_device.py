@@ -164,10 +164,13 @@ def converge(task: Task) -> dict:
     params = task.module.params
     device = declared_device(params["kind"], params["device"], params["state"])
     instance = task.open_instance("")
-    if not (instance.before and instance.pid):
+    if not (instance.rt and instance.pid):
+        if instance.damaged:
+            raise instance.damaged
         raise ConfigError("instance %s is not running (no live QEMU for %s); start it with "
                           "blocklayer.qemu.qemu_instance first" % (params["name"], instance.paths.runtime_file))
-    desired = spec.instance_from(with_device(instance.before["declaration"], params["kind"], device, params["state"]))
+    desired = spec.instance_from(with_device(instance.rt.layout.declaration, params["kind"], device,
+                                             params["state"]))
     result = instance.ensure_running(desired, allow_restart=False)
     name = device.get("name") or "floppy"
     record = next((d for d in result["diff"]["after"].get("devices", [])

@@ -15,15 +15,19 @@ description:
     in that state.
   - Device IDs, PCI slots and the SCSI controller follow Ganeti's KVM designs; option names
     follow Ganeti's hvparams. Per-disk options override the instance default.
-  - Everything is validated before QEMU is touched. The runtime file is written before QEMU
-    starts; QEMU starts paused, every device is verified over QMP (C(query-block) by qdev and
-    C(query-pci)), and only then does the guest run. On any failure that QEMU is stopped and no
-    runtime file is left.
+  - Everything is validated before QEMU is touched (paths, formats, qcow2 backing chains, kernel
+    and initrd). The runtime file is written before QEMU starts; QEMU starts paused, every device
+    is verified over QMP (C(query-block) by qdev, C(query-pci), C(qom-list)), and only then does
+    the guest run. On any failure that QEMU is stopped and no runtime file is left.
+  - Every change is recorded in the runtime file before the first QMP command and after the
+    last, so a run that is killed at any point is finished or undone by the next one; leftovers
+    in the collection's own name space (device ids and node names) that no record explains are
+    removed. See the collection's C(docs/faults.md).
   - A running instance follows its declaration live; disks and NICs are hot-plugged and
     hot-unplugged, CD-ROM and floppy media changed. What cannot change live (machine options,
     hvparams, the bus or cache of an attached disk, IDE and floppy drives) needs
     O(allow_restart).
-  - A second run with the same declaration changes nothing and sends only three read-only QMP
+  - A second run with the same declaration changes nothing and sends only four read-only QMP
     queries, however many disks there are.
   - Image files are never created, changed or deleted.
 author:
@@ -37,7 +41,9 @@ options:
       - C(stopped) asks the guest to power down (C(system_powerdown)), waits up to
         O(shutdown_timeout) seconds for it, then ends QEMU with C(quit) and removes the runtime file.
       - C(absent) is C(stopped) plus removal of the files the collection created in O(state_dir)
-        and of the directory itself when nothing else is left in it.
+        (only in a directory it marked as an instance's) and of the directory itself when the
+        collection created it and nothing else is left in it.
+      - C(stopped) and C(absent) also work when the runtime file is damaged.
     type: str
     choices: [running, stopped, absent]
     default: running
@@ -292,6 +298,8 @@ options:
     description:
       - When the running instance was started with a different declaration, restart it with the
         new one. Without it such a change fails and names what differs.
+      - The new declaration is checked completely before the instance is stopped; when its QEMU
+        does not start, the previous declaration is started again and the task fails saying so.
     type: bool
     default: false
   unplug_timeout:
@@ -314,7 +322,10 @@ options:
     default: 60
 notes:
   - QEMU is started with C(-daemonize) and keeps running after the task; its pid is in
-    C(qemu.pid) in O(state_dir).
+    C(qemu.pid) in O(state_dir) and in the runtime file.
+  - A QEMU of the instance is found by the QMP socket its command line serves, not only by its
+    pidfile; one that neither the pidfile nor the runtime file names is reported by pid, and
+    O(state=stopped) stops it.
 seealso:
   - name: Ganeti design "KVM + SCSI"
     description: Device IDs, hvinfo, PCI reservations and SCSI controller types.
@@ -373,7 +384,7 @@ actions:
   elements: dict
   sample: [{"action": "start", "devices": ["scsi", "disk-9e7c85f6-b6e5-4243"]}]
 qmp_commands:
-  description: Every QMP command sent, with its arguments. Empty in check mode.
+  description: Every QMP command sent, with its arguments; in check mode the ones that would be sent.
   returned: always
   type: list
   elements: dict

@@ -1,4 +1,4 @@
-from ansible_collections.blocklayer.qemu.plugins.module_utils import plan
+from ansible_collections.blocklayer.qemu.plugins.module_utils import plan, runtime
 from ansible_collections.blocklayer.qemu.plugins.module_utils import spec as spec_mod
 
 from .helpers import disk, facts_for, params, place_with_spec
@@ -29,13 +29,13 @@ def test_normalise_turns_tuples_into_lists():
 
 
 def running(**over):
-    """The runtime data of an instance started with this declaration."""
+    """The guest layout of an instance started with this declaration."""
     s, lay = place_with_spec(**over)
-    return {
-        "declaration": plan.normalise(s.to_dict()),
-        "controllers": [plan.normalise(c.to_dict()) for c in lay.controllers],
-        "devices": [dict(plan.normalise(d.to_dict()), state="attached", origin="blockdev") for d in lay.devices],
-    }
+    return runtime.GuestLayout(
+        name=s.name, uuid=s.uuid, machine_type=s.machine.machine_type,
+        declaration=plan.normalise(s.to_dict()),
+        controllers=[plan.normalise(c.to_dict()) for c in lay.controllers],
+        devices=[dict(plan.normalise(d.to_dict()), state="attached", origin="blockdev") for d in lay.devices])
 
 
 def reconcile(data, present_ids=None, live_pci_slots=(), **over):
@@ -81,7 +81,7 @@ def test_scsi_disk_brings_its_controller_first():
 def test_removed_disk_is_detached_top_down():
     data = running(disks=[disk("a"), disk("b")])
     (action,) = reconcile(data, disks=[disk("a")])
-    b = data["devices"][1]
+    b = data.devices[1]
     assert (action.action, action.name) == ("detach", "b")
     assert action.commands == (
         {"execute": "device_del", "arguments": {"id": b["id"]}},
@@ -98,7 +98,7 @@ def test_detaches_come_before_attaches_and_reuse_nothing_still_recorded():
 
 def test_drive_origin_devices_are_removed_with_device_del_alone():
     data = running(disks=[disk("a"), disk("b")])
-    data["devices"][1]["origin"] = "drive"
+    data.devices[1]["origin"] = "drive"
     (action,) = reconcile(data, disks=[disk("a")])
     assert [c["execute"] for c in action.commands] == ["device_del"]
 
@@ -114,7 +114,7 @@ def test_nic_attach_adds_netdev_then_device_and_detach_deletes_the_netdev():
 def test_cd_path_change_is_a_medium_change_with_alternating_node_names():
     data = running(cdroms=[dict(name="c", path="/one.iso")])
     (action,) = reconcile(data, cdroms=[dict(name="c", path="/two.iso")])
-    cd = data["devices"][0]["id"]
+    cd = data.devices[0]["id"]
     assert action.action == "change-medium"
     assert [c["execute"] for c in action.commands] == [
         "blockdev-add", "blockdev-add", "blockdev-open-tray", "blockdev-remove-medium", "blockdev-insert-medium",
@@ -151,19 +151,19 @@ def test_what_cannot_change_live_is_restart_required_with_the_reason():
 
 def test_pending_unplug_is_finished_once_qom_no_longer_has_the_device():
     data = running(disks=[disk("a"), disk("b")])
-    data["devices"][1]["state"] = "unplug-pending"
-    b = data["devices"][1]["id"]
-    assert reconcile(data, present_ids={data["devices"][0]["id"], b}, disks=[disk("a")]) == []
+    data.devices[1]["state"] = "unplug-pending"
+    b = data.devices[1]["id"]
+    assert reconcile(data, present_ids={data.devices[0]["id"], b}, disks=[disk("a")]) == []
     assert reconcile(data, present_ids=None, disks=[disk("a")]) == []
-    (action,) = reconcile(data, present_ids={data["devices"][0]["id"]}, disks=[disk("a")])
+    (action,) = reconcile(data, present_ids={data.devices[0]["id"]}, disks=[disk("a")])
     assert action.action == "finish-unplug"
     assert [c["execute"] for c in action.commands] == ["blockdev-del", "blockdev-del"]
 
 
 def test_redeclaring_a_device_still_being_unplugged_needs_a_restart():
     data = running(disks=[disk("a"), disk("b")])
-    data["devices"][1]["state"] = "unplug-pending"
-    actions = reconcile(data, present_ids={d["id"] for d in data["devices"]}, disks=[disk("a"), disk("b")])
+    data.devices[1]["state"] = "unplug-pending"
+    actions = reconcile(data, present_ids={d["id"] for d in data.devices}, disks=[disk("a"), disk("b")])
     assert summary(actions) == [("restart-required", "disk", "b")]
 
 
@@ -177,4 +177,4 @@ def test_expected_after_applies_records():
     data = running(disks=[disk("a"), disk("b")])
     actions = reconcile(data, disks=[disk("a"), disk("c")])
     after = plan.expected_after(data, actions, {"x": 1})
-    assert [d["name"] for d in after["devices"]] == ["a", "c"] and after["declaration"] == {"x": 1}
+    assert [d["name"] for d in after.devices] == ["a", "c"] and after.declaration == {"x": 1}

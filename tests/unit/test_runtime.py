@@ -1,46 +1,89 @@
 import json
 import os
-import stat
 
 import pytest
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import runtime
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 
-
-def test_save_is_atomic_0600_in_a_0700_dir(tmp_path):
-    state = tmp_path / "vm"
-    runtime.ensure_state_dir(str(state))
-    path = str(state / "runtime.json")
-    runtime.save(path, {"version": 1, "devices": []})
-    assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert os.listdir(state) == ["runtime.json"]  # no temp file left
-    assert runtime.load(path) == {"version": 1, "devices": []}
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 
 
-def test_missing_file_loads_as_none(tmp_path):
-    assert runtime.load(str(tmp_path / "nope.json")) is None
+def real_file(version):
+    """A runtime file as the collection wrote it at that format (paths made generic)."""
+    with open(os.path.join(DATA, "runtime-v%d.json" % version), "rb") as handle:
+        return handle.read()
 
 
-def test_corrupt_file_is_reported_not_overwritten(tmp_path):
-    path = tmp_path / "runtime.json"
-    path.write_text("{not json")
-    with pytest.raises(ConfigError, match="not valid JSON"):
-        runtime.load(str(path))
-    assert path.read_text() == "{not json"
+def test_format_1_file_becomes_layout_and_host_binding_running_with_nothing_in_flight():
+    rt = runtime.loads(real_file(1), "v1")
+    old = json.loads(real_file(1))
+    assert rt.layout.name == "web1" and rt.layout.uuid == old["uuid"]
+    assert rt.layout.machine_type == "pc"
+    assert rt.layout.declaration == old["declaration"]
+    assert [d["name"] for d in rt.layout.devices] == ["root", "data", "installer", "lan"]
+    assert [c["id"] for c in rt.layout.controllers] == ["scsi"]
+    assert rt.layout.devices[0]["nodes"] == old["devices"][0]["nodes"]
+    assert rt.host.binary == old["qemu"]["binary"] and rt.host.argv == old["argv"]
+    assert rt.host.accel == "tcg" and rt.host.version == old["qemu"]["version"]
+    assert rt.host.pid is None  # format 1 kept the pid only in the pidfile
+    assert rt.status == runtime.STATUS_RUNNING and rt.journal == []
 
 
-def test_version_0_pci_slot_becomes_hvinfo_and_drive_origin():
-    old = {"name": "vm", "devices": [{"kind": "disk", "id": "hotdisk-123456-pci-4", "pci": 4},
-                                     {"kind": "nic", "id": "hotnic-1-pci-5", "pci": 5}]}
-    new = runtime.upgrade(old)
-    assert new["version"] == runtime.FORMAT_VERSION
-    assert new["devices"][0]["hvinfo"] == {"driver": "virtio-blk-pci", "id": "hotdisk-123456-pci-4",
-                                           "bus": "pci.0", "addr": "0x4"}
-    assert new["devices"][1]["hvinfo"]["driver"] == "virtio-net-pci"
-    assert {d["origin"] for d in new["devices"]} == {runtime.ORIGIN_DRIVE}
-    assert {d["state"] for d in new["devices"]} == {runtime.STATE_ATTACHED}
+def test_format_0_pci_slots_become_hvinfo_of_drive_devices_through_format_1():
+    rt = runtime.loads(real_file(0), "v0")
+    root, lan = rt.layout.devices
+    assert root["hvinfo"] == {"driver": "virtio-blk-pci", "id": root["id"], "bus": "pci.0", "addr": "0xd"}
+    assert lan["hvinfo"] == {"driver": "virtio-net-pci", "id": lan["id"], "bus": "pci.0", "addr": "0xe"}
+    assert {d["origin"] for d in rt.layout.devices} == {runtime.ORIGIN_DRIVE}
+    assert {d["state"] for d in rt.layout.devices} == {runtime.STATE_ATTACHED}
+    assert rt.layout.devices[0]["nodes"] == []  # QEMU owns the nodes of -drive devices
+    # The chain goes through every step: 0 -> 1 gives a format-1 object, 1 -> 2 the split.
+    one = runtime._v0_to_v1(json.loads(real_file(0)), "v0")
+    assert one["version"] == 1 and runtime.upgrade(one) == runtime.upgrade(json.loads(real_file(0)))
+
+
+def test_a_saved_file_reads_back_the_same():
+    rt = runtime.loads(real_file(1), "v1")
+    rt.journal.append(runtime.Pending("attach", "disk-1", {"nodes": ["disk-1.stor"]}, {}, {"id": "disk-1"}, None))
+    rt.host.pid = 4242
+    again = runtime.loads(runtime.dumps(rt), "again")
+    assert again == rt
+    assert json.loads(runtime.dumps(rt))["version"] == 2
+
+
+def test_saved_text_has_sorted_keys_one_per_line():
+    rt = runtime.loads(real_file(1), "v1")
+    text = runtime.dumps(rt).decode()
+    key_lists = []
+    json.loads(text, object_pairs_hook=lambda pairs: key_lists.append([k for k, _ in pairs]) or dict(pairs))
+    assert key_lists and all(keys == sorted(keys) for keys in key_lists)
+    assert text.startswith('{\n "host": {\n') and text.endswith("}\n")
+
+
+@pytest.mark.parametrize("content, key", [
+    (b"[]", "a JSON list, not an object"),
+    (b"null", "a JSON NoneType, not an object"),
+    (b'"x"', "a JSON str, not an object"),
+    (b'{"version": "2"}', "version '2' is not a format number"),
+    (b'{"version": 2, "layout": {}, "host": {}, "journal": []}', "layout.name is missing"),
+    (b'{"version": 2, "layout": {"name": "a", "uuid": "u", "machine_type": "pc", "declaration": {}, '
+     b'"controllers": [], "devices": [{"kind": "disk"}]}, "host": {"binary": "q"}, "journal": []}',
+     "layout.devices[0].name is missing"),
+    (b'{"version": 2, "layout": {"name": "a", "uuid": "u", "machine_type": "pc", "declaration": {}, '
+     b'"controllers": [], "devices": []}, "host": {"binary": "q", "pid": "12"}, "journal": []}',
+     "host.pid has the wrong type (str)"),
+    (b'{"version": 2, "layout": {"name": "a", "uuid": "u", "machine_type": "pc", "declaration": {}, '
+     b'"controllers": [], "devices": []}, "host": {"binary": "q"}, "journal": [{"id": "x"}]}',
+     "journal[0].action is missing"),
+    (b'{"devices": [3]}', "devices holds a int, not an object"),
+    (b"{oops", "is not valid JSON"),
+])
+def test_damaged_file_is_refused_naming_the_key_and_the_file(content, key):
+    with pytest.raises(ConfigError) as failure:
+        runtime.loads(content, "/state/runtime.json")
+    assert key in str(failure.value) and "/state/runtime.json" in str(failure.value)
+    assert "state: stopped still stops its QEMU" in str(failure.value) or "version" in key
 
 
 def test_newer_format_is_refused():
@@ -48,7 +91,10 @@ def test_newer_format_is_refused():
         runtime.upgrade({"version": runtime.FORMAT_VERSION + 1})
 
 
-def test_saved_json_is_sorted_and_readable(tmp_path):
-    path = str(tmp_path / "r.json")
-    runtime.save(path, {"b": 1, "a": 2})
-    assert json.loads(open(path).read()) == {"a": 2, "b": 1}
+def test_layout_put_replaces_in_place_and_drop_removes():
+    lay = runtime.GuestLayout("a", "u", "pc", {}, [], [{"kind": "disk", "id": "d1"}, {"kind": "disk", "id": "d2"}])
+    lay.put({"kind": "disk", "id": "d1", "x": 1})
+    lay.put({"kind": "controller", "id": "scsi"})
+    assert [r["id"] for r in lay.devices] == ["d1", "d2"] and lay.devices[0]["x"] == 1
+    lay.drop("d1")
+    assert [r["id"] for r in lay.records()] == ["scsi", "d2"]

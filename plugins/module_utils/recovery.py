@@ -1,0 +1,109 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) blocklayer.qemu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Finishing or undoing what a killed run left begun (pure).
+
+Every action is written to the runtime file's journal before its first QMP command, naming
+what it creates and removes (docs/faults.md). A later run compares each begun entry with what
+QEMU has now and decides, like libvirt's reconnect (it re-reads QEMU rather than trusting its
+own notes): a hot-add whose device is in QEMU on the recorded top node is adopted, anything
+less is undone; a hot-remove whose device is gone is finished, else the device is kept; a media
+change ends on whichever chain the drive has, or on the old one.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.blocklayer.qemu.plugins.module_utils import ids
+from ansible_collections.blocklayer.qemu.plugins.module_utils.plan import (
+    ATTACH, CHANGE_MEDIUM, Action, _cmd, release_commands)
+
+RECOVER = "recover"
+
+
+def _top(record) -> str:
+    nodes = (record or {}).get("nodes") or []
+    return nodes[-1]["node-name"] if nodes else None
+
+
+def _delete_nodes(names, live_nodes) -> list:
+    return [_cmd("blockdev-del", **{"node-name": n}) for n in ids.top_down(names) if n in live_nodes]
+
+
+def _names(record) -> list:
+    return [n["node-name"] for n in (record or {}).get("nodes") or []]
+
+
+def _netdev_del(record) -> list:
+    netdev = (record or {}).get("netdev")
+    return [_cmd("netdev_del", id=netdev["id"])] if netdev else []
+
+
+def _action(entry, reason: str, commands, keep) -> Action:
+    """``keep`` is the record the layout holds afterwards, or None when the device is gone."""
+    record = keep or entry.old or entry.record or {}
+    return Action(RECOVER, record.get("kind", "disk"), record.get("name", entry.id), entry.id,
+                  reason=reason, record=keep, old=None if keep else record, commands=tuple(commands))
+
+
+def recover(journal, present_ids: set, roots: dict, live_nodes: set) -> list:
+    """One action per begun journal entry. ``roots`` maps a device id to the node its drive
+    uses now (query-block), ``live_nodes`` are the node names QEMU has."""
+    actions = []
+    for entry in journal:
+        if entry.action == ATTACH:
+            actions.append(_recover_attach(entry, present_ids, roots, live_nodes))
+        elif entry.action == CHANGE_MEDIUM:
+            actions.append(_recover_medium(entry, roots, live_nodes))
+        else:  # detach, finish-unplug, purge: the device was on its way out
+            actions.append(_recover_removal(entry, present_ids, live_nodes))
+    return actions
+
+
+def _recover_attach(entry, present_ids, roots, live_nodes) -> Action:
+    record = entry.record
+    complete = entry.id in present_ids and (record["kind"] in ("controller", "nic") or roots.get(entry.id) == _top(record))
+    if complete:
+        return _action(entry, "a killed run had attached it: adopted", (), record)
+    commands = []
+    if entry.id in present_ids:
+        commands.append(_cmd("device_del", id=entry.id))
+    commands += _delete_nodes(_names(record), live_nodes) + _netdev_del(record)
+    return _action(entry, "a killed run had begun attaching it: undone", commands, None)
+
+
+def _recover_removal(entry, present_ids, live_nodes) -> Action:
+    old = entry.old
+    if entry.id and entry.id in present_ids:
+        return _action(entry, "a killed run had begun removing it; it is still in QEMU", (), old)
+    if old.get("origin") == "drive":
+        commands = []
+    else:
+        commands = _delete_nodes(_names(old), live_nodes) + [c for c in release_commands(old)
+                                                              if c["execute"] == "netdev_del"]
+    return _action(entry, "a killed run had removed it: what it left is deleted", commands, None)
+
+
+def _recover_medium(entry, roots, live_nodes) -> Action:
+    old, new = entry.old, entry.record
+    dev_id = entry.id
+    root = roots.get(dev_id)
+    old_names, new_names = _names(old), _names(new)
+    if root == _top(new) and new_names:
+        keep, stale, insert = new, old_names, None
+    elif root == _top(old) and old_names:
+        keep, stale, insert = old, new_names, None
+    elif new_names and all(n in live_nodes for n in new_names):
+        keep, stale, insert = new, old_names, _top(new)
+    else:  # the old medium, or an empty drive when the old chain is gone too
+        complete = old_names and all(n in live_nodes for n in old_names)
+        keep = old if complete else dict(old, nodes=[])
+        stale, insert = new_names + ([] if complete else old_names), _top(old) if complete else None
+    commands = []
+    if insert:
+        commands += [_cmd("blockdev-open-tray", id=dev_id, force=True),
+                     _cmd("blockdev-insert-medium", id=dev_id, **{"node-name": insert})]
+    if old.get("kind") == "cdrom":
+        commands.append(_cmd("blockdev-close-tray", id=dev_id))
+    commands += _delete_nodes(stale, live_nodes)
+    return _action(entry, "a killed run had begun changing its medium: it keeps the %s one"
+                   % ("new" if keep is new else "old"), commands, keep)

@@ -1,0 +1,143 @@
+"""A module killed after any QMP command leaves a state the next run converges from.
+
+The module process really dies (SIGKILL) right after QEMU answered the chosen command; the
+hook that counts commands lives in this test, not in the collection. After the rerun, QEMU,
+the runtime file and the declaration must agree, with nothing leaked in the collection's own
+name space.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import COLLECTIONS
+
+# Runs a module and SIGKILLs it right after its Nth QMP command has been answered.
+KILLER = r"""
+import os, runpy, signal, sys
+from ansible_collections.blocklayer.qemu.plugins.module_utils import qmp
+limit, which = int(sys.argv[2]), sys.argv[3]
+seen = [0]
+real = qmp.QmpSession.execute
+
+def execute(self, command, arguments=None, timeout=None):
+    answer = real(self, command, arguments, timeout)
+    if which == "any" or not (command.startswith("query-") or command in ("qom-list", "qom-get")):
+        seen[0] += 1
+        if seen[0] == limit:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return answer
+
+qmp.QmpSession.execute = execute
+sys.argv = ["module", sys.argv[1]]
+runpy.run_module("ansible_collections.blocklayer.qemu.plugins.modules.qemu_instance", run_name="__main__")
+"""
+
+OWN_ID = re.compile(r"(disk|cdrom|floppy|nic)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}\Z")
+OWN_NODE = re.compile(r"(disk|cdrom|floppy)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}\.")
+
+
+def run_killed(vm, args, after, which="mutating"):
+    """Run qemu_instance with ``args``; returns True when it was killed (it had that many commands)."""
+    argsfile = vm.state_dir + ".kill.json"
+    with open(argsfile, "w", encoding="utf-8") as handle:
+        json.dump({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=False)}, handle)
+    proc = subprocess.run([sys.executable, "-c", KILLER, argsfile, str(after), which], capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=COLLECTIONS), timeout=120, check=False)
+    if proc.returncode == -9:
+        return True
+    result = json.loads(proc.stdout)
+    assert not result.get("failed"), result["msg"]
+    return False
+
+
+def runtime_of(vm):
+    with open(os.path.join(vm.state_dir, "runtime.json")) as handle:
+        return json.load(handle)
+
+
+def assert_converged(vm, declared_disks, cd_path):
+    """QEMU, the runtime file and the declaration agree, and nothing of ours is left over."""
+    data = runtime_of(vm)
+    assert data["journal"] == [] and data["status"] == "running"
+    records = data["layout"]["devices"]
+    assert sorted(r["name"] for r in records if r["kind"] == "disk") == sorted(declared_disks)
+    with vm.qmp() as qmp:
+        ids = {p["name"] for p in qmp("qom-list", path="/machine/peripheral")}
+        nodes = {n["node-name"] for n in qmp("query-named-block-nodes", flat=True)}
+        roots = {b["qdev"].split("/")[3] if b["qdev"].startswith("/machine") else b["qdev"]: b.get("inserted")
+                 for b in qmp("query-block")}
+    assert {i for i in ids if OWN_ID.match(i)} == {r["id"] for r in records}
+    assert {n for n in nodes if OWN_NODE.match(n)} == {n["node-name"] for r in records for n in r["nodes"]}
+    for record in records:
+        if record["nodes"]:
+            assert roots[record["id"]]["node-name"] == record["nodes"][-1]["node-name"], record["name"]
+    cd = next(r for r in records if r["kind"] == "cdrom")
+    assert cd["spec"]["path"] == cd_path
+    assert roots[cd["id"]]["file"] == cd_path
+
+
+def test_killed_after_each_command_of_a_multi_disk_plan_the_rerun_converges(vm):
+    iso1, iso2 = vm.image("one.iso", size="1M"), vm.image("two.iso", size="1M")
+    a = dict(name="a", path=vm.image("a.raw"))
+    b = dict(name="b", path=vm.image("b.raw"), disk_type="scsi-hd")
+    c = dict(name="c", path=vm.image("c.qcow2", fmt="qcow2"), format="qcow2", disk_type="scsi-hd")
+    d = dict(name="d", path=vm.image("d.raw"))
+    common = dict(scsi_controller_type="virtio-scsi-pci", unplug_timeout=5)
+    before = vm.args(disks=[a, b], cdroms=[dict(name="cd", path=iso1)], **common)
+    after = vm.args(disks=[a, c, d], cdroms=[dict(name="cd", path=iso2)], **common)
+
+    step = 1
+    while True:
+        start = vm.run(**before)
+        assert start["changed"] and not start.get("failed"), start.get("msg")
+        if not run_killed(vm, after, step):
+            break  # the plan has fewer commands than that: every point was tried
+        rerun = vm.run(**after)
+        assert not rerun.get("failed"), "killed after command %d: %s" % (step, rerun["msg"])
+        assert_converged(vm, ["a", "c", "d"], iso2)
+        assert vm.run(**after)["changed"] is False, "killed after command %d" % step
+        assert vm.run(state="absent")["changed"]
+        step += 1
+    assert step > 12  # detach b, change the medium, attach c and d: every command was a kill point
+
+
+def test_killed_while_qemu_is_paused_at_start_the_rerun_lets_it_run(vm):
+    args = vm.args(disks=[dict(name="a", path=vm.image("a.raw"))])
+    assert run_killed(vm, args, 1, which="any")  # after query-status: QEMU paused, not yet verified
+    pid = vm.pids()
+    with vm.qmp() as qmp:
+        assert qmp("query-status")["status"] == "prelaunch"
+    rerun = vm.run(**args)
+    assert rerun["changed"] and "finish-start" in [a["action"] for a in rerun["actions"]]
+    assert vm.pids() == pid  # the same QEMU, not a second one
+    with vm.qmp() as qmp:
+        assert qmp("query-status")["status"] == "running"
+    assert vm.run(**args)["changed"] is False
+
+
+@pytest.mark.parametrize("what", ["pidfile lost", "pidfile garbage"])
+def test_a_qemu_without_trustworthy_pidfile_is_named_never_duplicated(vm, what):
+    args = vm.args(disks=[dict(name="a", path=vm.image("a.raw"))])
+    first = vm.run(**args)
+    data = runtime_of(vm)
+    data.pop("version")  # as a format-1 file, whose only pid record was the pidfile
+    pidfile = os.path.join(vm.state_dir, "qemu.pid")
+    if what == "pidfile lost":
+        os.unlink(pidfile)
+    else:
+        with open(pidfile, "w") as handle:
+            handle.write("garbage\n")
+    with open(os.path.join(vm.state_dir, "runtime.json"), "w") as handle:
+        json.dump(dict(data["layout"], version=1, qemu={"binary": data["host"]["binary"]},
+                       argv=data["host"]["argv"], accel=data["host"]["accel"]), handle)
+    again = vm.run(**args)
+    assert again["failed"] and "runs as pid %d" % first["pid"] in again["msg"]
+    assert vm.pids() == [first["pid"]]
+    assert os.path.exists(os.path.join(vm.state_dir, "qmp.sock"))
+    stopped = vm.run(state="stopped")
+    assert stopped["changed"] and vm.pids() == []

@@ -1,0 +1,53 @@
+"""The Applier's bookkeeping when QEMU says no, with a scripted session (faults QEMU cannot be
+made to produce on purpose: an undo that fails)."""
+
+import pytest
+
+from ansible_collections.blocklayer.qemu.plugins.module_utils import hotplug
+from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError
+
+from .helpers import disk
+from .test_plan import reconcile, running
+
+
+class ScriptedQmp:
+    """Answers {} to everything except the commands listed in ``refuse`` (name -> QEMU's text)."""
+
+    def __init__(self, refuse):
+        self.refuse = refuse
+        self.sent = []
+
+    def execute(self, command, arguments=None, timeout=None):
+        self.sent.append((command, arguments))
+        if command in self.refuse:
+            raise QemuError("QEMU refused %s: %s" % (command, self.refuse[command]), "GenericError",
+                            self.refuse[command], command)
+        return {}
+
+
+def attach():
+    layout = running(disks=[disk("a")])
+    (action,) = reconcile(layout, disks=[disk("a"), disk("b")])
+    return layout, action
+
+
+def test_failed_attach_whose_undo_works_says_so_and_leaves_no_journal_entry():
+    layout, action = attach()
+    qmp = ScriptedQmp({"device_add": "Bus 'pci.0' not found"})
+    applier = hotplug.Applier(qmp, layout, 5)
+    with pytest.raises(QemuError, match=r"disks\[b\] .*failed, and what was added was removed"):
+        applier.apply([action])
+    assert [c for c, _ in qmp.sent] == ["blockdev-add", "blockdev-add", "device_add", "blockdev-del", "blockdev-del"]
+    assert applier.unfinished == [] and [d["name"] for d in layout.devices] == ["a"]
+
+
+def test_failed_attach_whose_undo_fails_says_so_and_keeps_the_journal_entry():
+    layout, action = attach()
+    qmp = ScriptedQmp({"device_add": "Bus 'pci.0' not found", "blockdev-del": "Node x is in use"})
+    applier = hotplug.Applier(qmp, layout, 5)
+    with pytest.raises(QemuError) as failure:
+        applier.apply([action])
+    assert "undoing it failed too" in str(failure.value) and "what was added was removed" not in str(failure.value)
+    assert "Node x is in use" in str(failure.value)
+    (entry,) = applier.unfinished
+    assert entry.action == "attach" and entry.id == action.id and entry.record == action.record
