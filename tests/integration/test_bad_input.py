@@ -54,7 +54,29 @@ CASES = {
                             r"qemu_binary: /nonexistent/qemu was not found"),
     "bad disk uuid": (lambda vm: dict(disks=[dict(name="a", path=vm.image("a.raw"), uuid="123")]),
                       r"disks\[a\].uuid: '123' is not a UUID"),
+    "relative image path": (lambda vm: dict(disks=[dict(name="a", path="images/a.raw")]),
+                            r"disks\[a\].path: 'images/a.raw' is a relative path; give an absolute path"),
+    "memory 0": (lambda vm: dict(memory=0), r"memory: 0 MiB is too small"),
+    "vcpus 0": (lambda vm: dict(vcpus=0), r"vcpus: 0 must be at least 1"),
+    "disk UUIDs sharing three groups": (
+        lambda vm: dict(disks=[dict(name="a", path=vm.image("a.raw"), uuid="9e7c85f6-b6e5-4243-b27d-680b78c6d203"),
+                               dict(name="b", path=vm.image("b.raw"), uuid="9e7c85f6-b6e5-4243-0000-000000000000")]),
+        r"disks\[b\]: its UUID .* gives device id disk-9e7c85f6-b6e5-4243, which disks\[a\] already has"),
+    "qcow2 backing declared raw": (lambda vm: dict(disks=[dict(name="a", path=overlay(vm, "raw"), format="qcow2")]),
+                                   r"disks\[a\]: the backing file .*base.qcow2 of .*top.qcow2 holds a qcow2 image but "
+                                   r"the header declares it raw"),
+    "kernel missing": (lambda vm: dict(kernel_path=str(vm.images / "vmlinux")),
+                       r"kernel_path: .*vmlinux does not exist"),
 }
+
+
+def overlay(vm, backing_format):
+    """A qcow2 overlay over a qcow2 base, whose header names the base's format as given."""
+    base = vm.image("base.qcow2", fmt="qcow2")
+    top = str(vm.images / "top.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", backing_format, top],
+                   check=True, capture_output=True)
+    return top
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -63,7 +85,7 @@ def test_bad_input_fails_clearly_and_leaves_nothing(vm, case):
     result = vm.run(**build(vm))
     assert result.get("failed") is True, result
     assert re.search(message, result["msg"]), result["msg"]
-    assert not os.path.exists(os.path.join(vm.state_dir, "runtime.json"))
+    assert not os.path.exists(vm.state_dir)  # a failed first run leaves no state dir behind
     assert vm.pids() == []
 
 
@@ -74,6 +96,7 @@ def test_image_locked_by_another_qemu_fails_and_leaves_the_owner_alone(vm, tmp_p
     second = vm.run(name="thief", state_dir=str(tmp_path / "thief"),
                     disks=[dict(name="a", path=shared, format="qcow2")])
     assert second["failed"] and 'Failed to get "write" lock' in second["msg"]
+    assert second["msg"].startswith("disks[a] (disk-")  # QEMU's -blockdev JSON is named as the declared disk
     assert "in use by another process" in second["msg"]
     assert not os.path.exists(str(tmp_path / "thief" / "runtime.json"))
     assert vm.pids() == [owner["pid"]]

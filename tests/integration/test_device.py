@@ -32,16 +32,16 @@ def test_disk_present_then_absent(running):
     assert added["changed"] and [a["action"] for a in added["actions"]] == ["attach", "attach"]
     assert added["device"]["driver"] == "scsi-hd" and added["device"]["bus"] == "scsi.0"
     assert device(vm, "disk", name="b", path=path, disk_type="scsi-hd")["changed"] is False
-    declared = runtime_of(vm)["declaration"]["disks"]
+    declared = runtime_of(vm)["layout"]["declaration"]["disks"]
     assert [d["name"] for d in declared] == ["a", "b"]
     # the full declaration of qemu_instance now includes b: the same run is a no-op there too
     full = dict(scsi_controller_type="virtio-scsi-pci",
                 disks=[dict(name="a", path=declared[0]["path"]), dict(name="b", path=path, disk_type="scsi-hd")],
-                cdroms=[dict(name="cd", path=runtime_of(vm)["declaration"]["cdroms"][0]["path"])])
+                cdroms=[dict(name="cd", path=runtime_of(vm)["layout"]["declaration"]["cdroms"][0]["path"])])
     assert vm.run(**full)["changed"] is False
     removed = device(vm, "disk", state="absent", name="b")
     assert [a["action"] for a in removed["actions"]] == ["detach"] and removed["device"] == {}
-    assert [d["name"] for d in runtime_of(vm)["devices"] if d["kind"] == "disk"] == ["a"]
+    assert [d["name"] for d in runtime_of(vm)["layout"]["devices"] if d["kind"] == "disk"] == ["a"]
     assert device(vm, "disk", state="absent", name="b")["changed"] is False
 
 

@@ -68,14 +68,12 @@ def test_guest_refusing_an_unplug_fails_naming_the_device_and_keeps_it(tmp_path)
     record = {"kind": "disk", "name": "a", "id": "disk-a", "state": "attached", "origin": "blockdev",
               "hvinfo": {"driver": "virtio-blk-pci", "id": "disk-a"}, "props": {},
               "nodes": [{"node-name": "disk-a.stor"}, {"node-name": "disk-a.fmt"}]}
-    data = {"version": 1, "controllers": [], "devices": [record]}
-    paths = runtime.RuntimePaths(str(tmp_path))
-    runtime.save(paths.runtime_file, data)
+    layout = runtime.GuestLayout("t", "u", "pc", {}, [], [dict(record)])
     action = plan.Action(plan.DETACH, "disk", "a", "disk-a", old=record)
     with FakeQemu(os.path.join(str(tmp_path), "qmp.sock")) as fake:
         with QmpSession(fake.path, 2, 2) as qmp:
-            applier = hotplug.Applier(qmp, paths, dict(data), unplug_timeout=5)
+            applier = hotplug.Applier(qmp, layout, unplug_timeout=5)
             with pytest.raises(QemuError, match=r"disks\[a\] \(disk-a\): the guest refused to release it"):
                 applier.detach([action])
     assert [m["execute"] for m in fake.received] == ["qmp_capabilities", "device_del"]  # no blockdev-del
-    assert runtime.load(paths.runtime_file)["devices"] == [record]
+    assert layout.devices == [record]  # the device stays recorded as it was

@@ -51,7 +51,7 @@ def test_devices_in_qemu_match_the_declaration(vm, machine_type, controller):
                     cdroms=[dict(name="cd", path=iso)])
     assert result["changed"] and not result.get("failed"), result.get("msg")
     devices = result["devices"]
-    by_name = {d["name"]: d for d in json.load(open(result["runtime_file"]))["devices"]}
+    by_name = {d["name"]: d for d in json.load(open(result["runtime_file"]))["layout"]["devices"]}
     root_id, data_id, cd_id = (by_name[n]["id"] for n in ("root", "data", "cd"))
 
     with vm.qmp() as qmp:
@@ -147,8 +147,8 @@ def test_qemu_version_is_reported_and_recorded(vm):
     runtime = json.load(open(result["runtime_file"]))
     with vm.qmp() as qmp:
         v = qmp("query-version")["qemu"]
-    assert result["qemu_version"] == runtime["qemu"]["version"] == "%d.%d.%d" % (v["major"], v["minor"], v["micro"])
-    assert runtime["qemu"]["binary"] == os.path.realpath(vm.binary) or runtime["qemu"]["binary"] == vm.binary
+    assert result["qemu_version"] == runtime["host"]["version"] == "%d.%d.%d" % (v["major"], v["minor"], v["micro"])
+    assert runtime["host"]["binary"] == os.path.realpath(vm.binary) or runtime["host"]["binary"] == vm.binary
     assert result["accel"] == "tcg"
 
 
@@ -157,9 +157,11 @@ def test_runtime_file_is_private_and_describes_every_device(vm):
     assert oct(os.stat(vm.state_dir).st_mode & 0o777) == "0o700"
     assert oct(os.stat(result["runtime_file"]).st_mode & 0o777) == "0o600"
     data = json.load(open(result["runtime_file"]))
-    assert data["version"] == 1 and data["argv"] == result["argv"]
-    assert {d["kind"] for d in data["devices"]} == {"disk", "floppy"}
-    assert all(d["state"] == "attached" and d["hvinfo"]["id"] == d["id"] for d in data["devices"])
+    assert data["version"] == 2 and data["host"]["argv"] == result["argv"]
+    assert data["host"]["pid"] == result["pid"] and data["status"] == "running" and data["journal"] == []
+    devices = data["layout"]["devices"]
+    assert {d["kind"] for d in devices} == {"disk", "floppy"}
+    assert all(d["state"] == "attached" and d["hvinfo"]["id"] == d["id"] for d in devices)
 
 
 def test_stopped_and_absent_leave_images_byte_identical(vm):

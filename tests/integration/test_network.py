@@ -139,7 +139,7 @@ def guest_nics(agent):
 def runtime_nic(result, name, netdev_type):
     """The runtime record of NIC ``name``, read from the runtime file the result names."""
     with open(result["runtime_file"]) as handle:
-        return next(d for d in json.load(handle)["devices"] if d["kind"] == "nic" and d["name"] == name
+        return next(d for d in json.load(handle)["layout"]["devices"] if d["kind"] == "nic" and d["name"] == name
                     and d["netdev"]["type"] == netdev_type)
 
 
