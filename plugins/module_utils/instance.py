@@ -76,6 +76,7 @@ class Instance:
         self.qmp_commands = []
         self.warnings = []
         self.changed = False  # something on the host changed, even if the run then failed
+        self.owner = plan.OWNER_INSTANCE
         self.damaged = None  # why the runtime file cannot be used, when it cannot
         self.rt = None
         text = state.read(runtime.RUNTIME_FILE) if state else None
@@ -147,7 +148,9 @@ class Instance:
         self.state.write_atomic(runtime.RUNTIME_FILE, runtime.dumps(rt))
 
     # -- running ------------------------------------------------------------------------------
-    def ensure_running(self, spec, allow_restart: bool, firmware_dirs=None, module_dir=None) -> dict:
+    def ensure_running(self, spec, allow_restart: bool, firmware_dirs=None, module_dir=None,
+                       owner: str = plan.OWNER_INSTANCE) -> dict:
+        self.owner = owner
         if self.pid:
             self._require_trusted()
         elif self.damaged:
@@ -173,7 +176,7 @@ class Instance:
             if rt.journal or rt.status != runtime.STATUS_RUNNING:
                 self.warnings.append("instance %s has %d action(s) a killed run left unfinished; a run outside "
                                      "check mode finishes them first" % (self.name, len(rt.journal)))
-            actions = plan.reconcile(rt.layout, spec, facts)
+            actions = plan.reconcile(rt.layout, spec, facts, owner=self.owner)
             if self._refuse_or_restart(actions, allow_restart):
                 return self._restart(spec, firmware_dirs, module_dir)
             self._report(actions)
@@ -189,7 +192,8 @@ class Instance:
                         self._recover(qmp, rt, live)
                         live = self._live(qmp)
                     self._warn_drift(rt, live)
-                    actions = plan.reconcile(rt.layout, spec, facts, live.root_slots, set(live.types), live.nodes)
+                    actions = plan.reconcile(rt.layout, spec, facts, live.root_slots, set(live.types), live.nodes,
+                                             self.owner)
                     restart = self._refuse_or_restart(actions, allow_restart)
                     if not restart and actions:
                         self._apply(qmp, rt, actions, declaration)
@@ -303,12 +307,14 @@ class Instance:
         accel = resolve_accel(spec.machine.accel, binary, env)
         argv = cmdline.build_argv(spec, placed, accel, self.paths, firmware_dirs)
         argv[0] = binary
+        # A restart keeps who attached each device (plan.kept_devices relies on it).
+        owners = {r["id"]: r.get("owner") for r in self.before.layout.devices} if self.before else {}
         rt = runtime.Runtime(
             layout=runtime.GuestLayout(
                 name=spec.name, uuid=spec.uuid, machine_type=spec.machine.machine_type, declaration=declaration,
                 controllers=[plan.normalise(d.to_dict()) for d in placed.controllers],
-                devices=[dict(plan.normalise(d.to_dict()), state=runtime.STATE_ATTACHED,
-                              origin=runtime.ORIGIN_BLOCKDEV) for d in placed.devices]),
+                devices=[dict(plan.normalise(d.to_dict()), state=runtime.STATE_ATTACHED, origin=runtime.ORIGIN_BLOCKDEV,
+                              owner=owners.get(d.id) or plan.OWNER_INSTANCE) for d in placed.devices]),
             host=runtime.HostBinding(binary=binary, firmware_dirs=firmware_dirs, module_dir=module_dir,
                                      accel=accel, argv=argv),
             status=runtime.STATUS_STARTING)
@@ -438,6 +444,7 @@ class Instance:
 
     def _forget(self) -> None:
         """Remove the runtime file and what QEMU left; never anything else."""
+        self.changed = True
         for name in (runtime.RUNTIME_FILE,) + runtime.QEMU_FILES:
             if name != runtime.CONSOLE_LOG:
                 self.state.remove(name)

@@ -128,8 +128,26 @@ def medium_commands(old: dict, new: dict) -> list:
     return cmds + release_commands(old)
 
 
-def _record(device, state="attached") -> dict:
-    return dict(device.to_dict(), state=state, origin="blockdev")
+# Which module attached a device (docs/design.md "Modules sharing an instance"): qemu_instance
+# keeps what qemu_device added unless it is told to purge undeclared devices.
+OWNER_INSTANCE, OWNER_DEVICE = "qemu_instance", "qemu_device"
+
+
+def _record(device, owner: str, state="attached") -> dict:
+    return dict(device.to_dict(), state=state, origin="blockdev", owner=owner)
+
+
+def kept_devices(layout, declared: dict) -> dict:
+    """Disks and NICs qemu_device attached that ``declared`` (qemu_instance's parameters) does not
+    name: their recorded specs, by group, so that the instance keeps them."""
+    kept = {"disks": [], "nics": []}
+    for record in layout.devices if layout else ():
+        group = {"disk": "disks", "nic": "nics"}.get(record["kind"])
+        names = {item.get("name") for item in declared.get(group) or []} if group else set()
+        if group and record.get("owner") == OWNER_DEVICE and record["name"] not in names \
+                and record.get("state") != "unplug-pending":
+            kept[group].append(dict(record["spec"]))
+    return kept
 
 
 def purge_orphans(layout, present_ids, live_nodes) -> list:
@@ -160,7 +178,8 @@ def purge_orphans(layout, present_ids, live_nodes) -> list:
     return actions
 
 
-def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, live_nodes=()) -> list:
+def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, live_nodes=(),
+              owner: str = OWNER_INSTANCE) -> list:
     """Guest layout of the runtime file vs the desired ``spec`` -> ordered actions.
 
     ``present_ids`` are the device ids QOM shows and ``live_nodes`` the node names QEMU has
@@ -225,12 +244,12 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
         if kind == "disk" and item.disk_type in SCSI_DISK_TYPES:
             controller = placer.scsi_controller()
             if controller:
-                record = _record(controller)
+                record = _record(controller, owner)
                 attach.append(Action(ATTACH, "controller", controller.name, controller.id,
                                      reason="a SCSI disk arrives", record=record,
                                      commands=tuple(attach_commands(record))))
         device = placer.disk(item, facts) if kind == "disk" else placer.nic(item)
-        record = _record(device)
+        record = _record(device, owner)
         attach.append(Action(ATTACH, kind, item.name, device.id, reason="declared", record=record,
                              commands=tuple(attach_commands(record))))
     return actions + purge + finish + detach + media + attach

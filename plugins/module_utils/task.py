@@ -33,7 +33,7 @@ class Task:
                             shutdown=params.get("shutdown_timeout", defaults.shutdown),
                             qmp_connect=params["qmp_timeout"], qmp_command=params["qmp_timeout"])
         self.instance = Instance(params["name"], uuid, self.state, self.state_dir, self.module.check_mode,
-                                 timeouts, params["unplug_timeout"])
+                                 timeouts, params.get("unplug_timeout", 5.0))
         return self.instance
 
     def run(self, work, create_state_dir: bool = False) -> None:

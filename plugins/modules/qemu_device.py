@@ -120,7 +120,7 @@ unplug_pending:
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # noqa: E402
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import args, spec  # noqa: E402
+from ansible_collections.blocklayer.qemu.plugins.module_utils import args, plan, spec  # noqa: E402
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError  # noqa: E402
 from ansible_collections.blocklayer.qemu.plugins.module_utils.task import Task  # noqa: E402
 
@@ -171,7 +171,7 @@ def converge(task: Task) -> dict:
                           "blocklayer.qemu.qemu_instance first" % (params["name"], instance.paths.runtime_file))
     desired = spec.instance_from(with_device(instance.rt.layout.declaration, params["kind"], device,
                                              params["state"]))
-    result = instance.ensure_running(desired, allow_restart=False)
+    result = instance.ensure_running(desired, allow_restart=False, owner=plan.OWNER_DEVICE)
     name = device.get("name") or "floppy"
     record = next((d for d in result["diff"]["after"].get("devices", [])
                    if d["kind"] == params["kind"] and d["name"] == name), None)

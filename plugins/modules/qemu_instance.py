@@ -302,6 +302,15 @@ options:
         does not start, the previous declaration is started again and the task fails saying so.
     type: bool
     default: false
+  purge_undeclared:
+    description:
+      - Disks and NICs that M(blocklayer.qemu.qemu_device) attached to the instance are kept when
+        this task does not declare them, so that both modules can share an instance and a second
+        run changes nothing. With O(purge_undeclared=true) they are removed like any other device
+        that is not declared.
+      - Devices this module declared are removed when they are no longer declared, either way.
+    type: bool
+    default: false
   unplug_timeout:
     description:
       - Seconds to wait for the guest to release unplugged devices (C(DEVICE_DELETED)). All
@@ -442,7 +451,7 @@ import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import args, cache, ids, spec  # noqa: E402
+from ansible_collections.blocklayer.qemu.plugins.module_utils import args, cache, ids, plan, spec  # noqa: E402
 from ansible_collections.blocklayer.qemu.plugins.module_utils.instance import resolve_binary  # noqa: E402
 from ansible_collections.blocklayer.qemu.plugins.module_utils.task import Task  # noqa: E402
 
@@ -477,6 +486,7 @@ ARGUMENT_SPEC = dict(
     pcie_root_ports=dict(type="int", default=4),
     nics=dict(type="list", elements="dict", default=[], options=args.NIC_OPTIONS),
     allow_restart=dict(type="bool", default=False),
+    purge_undeclared=dict(type="bool", default=False),
     **args.LIVE_OPTIONS,
     start_timeout=dict(type="float", default=30.0),
     shutdown_timeout=dict(type="float", default=60.0),
@@ -497,13 +507,17 @@ def _supported_aio(params):
 
 def converge(task: Task) -> dict:
     params = task.module.params
+    uuid = ids.canonical_uuid(params["uuid"], "uuid") if params["uuid"] else ids.instance_uuid(params["name"])
+    instance = task.open_instance(uuid)
     if params["state"] != "running":
-        uuid = ids.canonical_uuid(params["uuid"], "uuid") if params["uuid"] else ids.instance_uuid(params["name"])
-        instance = task.open_instance(uuid)
         return instance.ensure_stopped() if params["state"] == "stopped" else instance.ensure_absent()
+    if not params["purge_undeclared"]:
+        # What qemu_device attached stays unless the play asks to purge it (docs/design.md).
+        kept = plan.kept_devices(instance.rt.layout if instance.rt else None, params)
+        params = dict(params, disks=params["disks"] + kept["disks"], nics=params["nics"] + kept["nics"])
     instance_spec = spec.instance_from(params, _supported_aio(params))
-    return task.open_instance(instance_spec.uuid).ensure_running(
-        instance_spec, params["allow_restart"], params["qemu_firmware_dirs"], params["qemu_module_dir"])
+    return instance.ensure_running(instance_spec, params["allow_restart"], params["qemu_firmware_dirs"],
+                                   params["qemu_module_dir"])
 
 
 def main():

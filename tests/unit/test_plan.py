@@ -178,3 +178,22 @@ def test_expected_after_applies_records():
     actions = reconcile(data, disks=[disk("a"), disk("c")])
     after = plan.expected_after(data, actions, {"x": 1})
     assert [d["name"] for d in after.devices] == ["a", "c"] and after.declaration == {"x": 1}
+
+
+def test_devices_qemu_device_attached_are_kept_unless_declared_by_name():
+    layout = running(disks=[disk("a"), disk("b")], nics=[dict(name="n")])
+    layout.devices[1]["owner"] = plan.OWNER_DEVICE
+    layout.devices[2]["owner"] = plan.OWNER_DEVICE
+    kept = plan.kept_devices(layout, {"disks": [disk("a")], "nics": []})
+    assert [d["name"] for d in kept["disks"]] == ["b"] and [n["name"] for n in kept["nics"]] == ["n"]
+    assert kept["disks"][0] == layout.devices[1]["spec"]
+    assert plan.kept_devices(layout, {"disks": [disk("a"), disk("b")], "nics": [dict(name="n")]}) == {
+        "disks": [], "nics": []}
+    assert plan.kept_devices(None, {"disks": []}) == {"disks": [], "nics": []}
+
+
+def test_attached_records_name_the_module_that_attached_them():
+    data = running(disks=[disk("a")])
+    s = spec_mod.instance_from(params(disks=[disk("a"), disk("b")]))
+    (action,) = plan.reconcile(data, s, facts_for(s), owner=plan.OWNER_DEVICE)
+    assert action.record["owner"] == plan.OWNER_DEVICE

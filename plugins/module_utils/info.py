@@ -1,0 +1,60 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) blocklayer.qemu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What an instance has now, per device, from its runtime file checked against QEMU (pure).
+
+Used by qemu_instance_info: the runtime file says what each device should be, QEMU's own
+answers (verify.QUERIES plus query-jobs) say what it is; every difference is reported as drift.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.blocklayer.qemu.plugins.module_utils import runtime, verify
+
+_PLACEMENT_KEYS = ("bus", "addr", "channel", "scsi-id", "lun", "unit")
+
+
+def _chain(image: dict) -> list:
+    """Image filenames from the top down (query-block's image and its backing-image)."""
+    found = []
+    while image:
+        found.append(image.get("filename"))
+        image = image.get("backing-image")
+    return found
+
+
+def describe(rt: runtime.Runtime, live, jobs: list) -> dict:
+    """The instance as the user reads it: per device what QEMU has, plus drift."""
+    blocks = verify.block_by_id(live.block)
+    types = live.types
+    devices = []
+    for record in rt.layout.records():
+        info = record["hvinfo"]
+        entry = {"id": record["id"], "kind": record["kind"], "name": record["name"], "driver": info["driver"],
+                 "state": record.get("state", runtime.STATE_ATTACHED), "in_qemu": record["id"] in types}
+        entry.update({key: info[key] for key in _PLACEMENT_KEYS if key in info})
+        inserted = (blocks.get(record["id"]) or {}).get("inserted")
+        if record["kind"] in ("disk", "cdrom", "floppy"):
+            entry.update(image=None, format=None, node=None, read_only=None, cache=None, chain=[])
+            if inserted:
+                entry.update(image=inserted.get("file"), format=inserted.get("drv"), node=inserted.get("node-name"),
+                             read_only=bool(inserted.get("ro")), cache=inserted.get("cache"),
+                             chain=_chain(inserted.get("image")))
+            # Limits live on throttle groups (none yet): the legacy per-device fields are reported as QEMU has them.
+            entry["limits"] = {k: inserted[k] for k in ("bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr")
+                               if inserted and k in inserted}
+        if record.get("netdev"):
+            entry["netdev"] = record["netdev"]["id"]
+        devices.append(entry)
+    drift = verify.problems([r for r in rt.layout.records() if r.get("state") != runtime.STATE_UNPLUG_PENDING],
+                            live.block, live.pci, live.qom)
+    return {
+        "devices": devices,
+        "unplug_pending": sorted(r["id"] for r in rt.layout.records()
+                                 if r.get("state") == runtime.STATE_UNPLUG_PENDING),
+        "jobs": [{"id": j.get("id"), "type": j.get("type"), "status": j.get("status"),
+                  "current_progress": j.get("current-progress"), "total_progress": j.get("total-progress"),
+                  "error": j.get("error")} for j in jobs],
+        "unfinished": [{"action": p.action, "id": p.id} for p in rt.journal],
+        "drift": drift,
+    }
