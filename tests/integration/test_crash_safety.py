@@ -141,3 +141,75 @@ def test_a_qemu_without_trustworthy_pidfile_is_named_never_duplicated(vm, what):
     assert os.path.exists(os.path.join(vm.state_dir, "qmp.sock"))
     stopped = vm.run(state="stopped")
     assert stopped["changed"] and vm.pids() == []
+
+
+def test_a_kill_mid_hot_remove_then_the_old_declaration_puts_the_disk_back(vm):
+    a = dict(name="a", path=vm.image("a.raw"))
+    b = dict(name="b", path=vm.image("b.raw"), disk_type="scsi-hd")
+    iso = vm.image("one.iso", size="1M")
+    old = vm.args(scsi_controller_type="virtio-scsi-pci", disks=[a, b], cdroms=[dict(name="cd", path=iso)])
+    vm.run(**old)
+    assert run_killed(vm, vm.args(scsi_controller_type="virtio-scsi-pci", disks=[a],
+                                  cdroms=[dict(name="cd", path=iso)]), 1)  # right after device_del
+    back = vm.run(**old)
+    assert not back.get("failed"), back.get("msg")
+    assert_converged(vm, ["a", "b"], iso)
+    assert vm.run(**old)["changed"] is False
+
+
+def test_leftovers_of_a_run_without_journal_are_purged_so_the_disk_can_be_attached(vm):
+    """A format-1 run killed after device_add left a device and nodes no record explains."""
+    a = dict(name="a", path=vm.image("a.raw"), disk_type="scsi-hd")
+    b = dict(name="b", path=vm.image("b.raw"), disk_type="scsi-hd")
+    iso = vm.image("one.iso", size="1M")
+    common = dict(scsi_controller_type="virtio-scsi-pci", cdroms=[dict(name="cd", path=iso)])
+    vm.run(**common, disks=[a])
+    with vm.qmp() as qmp:  # play the killed run: b's nodes and device, never recorded
+        for command in run_killed_plan(vm, common, [a, b]):
+            qmp(command["execute"], **command["arguments"])
+    result = vm.run(**common, disks=[a, b])
+    assert not result.get("failed"), result["msg"]
+    assert [x["action"] for x in result["actions"]] == ["purge", "attach"]
+    assert_converged(vm, ["a", "b"], iso)
+
+
+def run_killed_plan(vm, common, disks):
+    """The QMP commands a check-mode run plans for ``disks`` (attaching what is new)."""
+    return [c for c in vm.run(check=True, **common, disks=disks)["qmp_commands"]
+            if c["execute"] in ("blockdev-add", "device_add")]
+
+
+# Counts the runtime-file saves of one module run.
+COUNT_SAVES = r"""
+import atexit, os, runpy, sys
+from ansible_collections.blocklayer.qemu.plugins.module_utils import statedir
+real = statedir.StateDir.write_atomic
+out = sys.argv[2]
+saves = []
+
+def write_atomic(self, name, data):
+    saves.append(name)
+    return real(self, name, data)
+
+statedir.StateDir.write_atomic = write_atomic
+atexit.register(lambda: open(out, "w").write("%d" % saves.count("runtime.json")))
+sys.argv = ["module", sys.argv[1]]
+runpy.run_module("ansible_collections.blocklayer.qemu.plugins.modules.qemu_instance", run_name="__main__")
+"""
+
+
+def test_a_task_saves_the_runtime_file_twice_however_many_disks(vm):
+    vm.run(scsi_controller_type="virtio-scsi-pci", disks=[])
+    counts = {}
+    for n in (1, 16):
+        disks = [dict(name="d%d" % i, path=vm.image("n%d-d%d.raw" % (n, i)), disk_type="scsi-hd") for i in range(n)]
+        argsfile, out = vm.state_dir + ".count.json", vm.state_dir + ".count"
+        for declared in (disks, []):  # attach n disks, then detach them
+            with open(argsfile, "w") as handle:
+                json.dump({"ANSIBLE_MODULE_ARGS": vm.args(scsi_controller_type="virtio-scsi-pci", disks=declared)},
+                          handle)
+            proc = subprocess.run([sys.executable, "-c", COUNT_SAVES, argsfile, out], capture_output=True, text=True,
+                                  env=dict(os.environ, PYTHONPATH=COLLECTIONS), timeout=120, check=False)
+            assert json.loads(proc.stdout)["changed"], proc.stdout
+            counts[(n, bool(declared))] = int(open(out).read())
+    assert set(counts.values()) == {2}, counts  # journal before, outcome after

@@ -4,6 +4,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -12,6 +13,7 @@ import time
 import pytest
 
 from .conftest import COLLECTIONS, qemu_pids
+from .test_crash_safety import assert_converged
 
 MODULE = "ansible_collections.blocklayer.qemu.plugins.modules.qemu_instance"
 
@@ -274,3 +276,47 @@ def test_another_user_running_the_module_on_roots_state_dir_gets_a_message(vm, r
     result = json.loads(proc.stdout)
     assert result["failed"] and "Traceback" not in proc.stderr
     assert "uid 0" in result["msg"] or "root" in result["msg"], result["msg"]
+
+
+# Freezes QEMU (SIGSTOP) right after the module's first blockdev-add has been answered.
+FREEZE_QEMU = r"""
+import os, runpy, signal, sys
+from ansible_collections.blocklayer.qemu.plugins.module_utils import qmp
+real = qmp.QmpSession.execute
+pidfile = sys.argv[2]
+
+def execute(self, command, arguments=None, timeout=None):
+    answer = real(self, command, arguments, timeout)
+    if command == "blockdev-add":
+        os.kill(int(open(pidfile).read()), signal.SIGSTOP)
+    return answer
+
+qmp.QmpSession.execute = execute
+sys.argv = ["module", sys.argv[1]]
+runpy.run_module("%s", run_name="__main__")
+""" % MODULE
+
+
+def test_a_frozen_qemu_fails_the_task_in_time_and_the_next_run_settles_it(vm):
+    iso = vm.image("one.iso", size="1M")
+    common = dict(scsi_controller_type="virtio-scsi-pci", cdroms=[dict(name="cd", path=iso)])
+    a, b = dict(name="a", path=vm.image("a.raw")), dict(name="b", path=vm.image("b.raw"), disk_type="scsi-hd")
+    first = vm.run(disks=[a], **common)
+    argsfile = vm.state_dir + ".freeze.json"
+    with open(argsfile, "w") as handle:
+        json.dump({"ANSIBLE_MODULE_ARGS": vm.args(disks=[a, b], qmp_timeout=2, **common)}, handle)
+    started = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, "-c", FREEZE_QEMU, argsfile, os.path.join(vm.state_dir, "qemu.pid")],
+                              capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=COLLECTIONS),
+                              timeout=100, check=False)
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(first["pid"], signal.SIGCONT)
+    result = json.loads(proc.stdout)
+    assert result["failed"] and "did not answer" in result["msg"] and result["changed"] is True, result["msg"]
+    assert elapsed < 30 and "Traceback" not in proc.stderr
+    again = vm.run(disks=[a, b], **common)
+    assert not again.get("failed"), again["msg"]
+    assert_converged(vm, ["a", "b"], iso)
+    assert vm.run(disks=[a, b], **common)["changed"] is False
