@@ -153,6 +153,7 @@ class Instance:
         self.owner = owner
         if self.pid:
             self._require_trusted()
+            self.rt.host.pid = self.pid  # format 1 kept it only in the pidfile; saved with the next change
         elif self.damaged:
             raise self.damaged  # never replaced: it may be the only record of what that instance had
         elif self.rt:

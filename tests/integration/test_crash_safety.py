@@ -213,3 +213,20 @@ def test_a_task_saves_the_runtime_file_twice_however_many_disks(vm):
             assert json.loads(proc.stdout)["changed"], proc.stdout
             counts[(n, bool(declared))] = int(open(out).read())
     assert set(counts.values()) == {2}, counts  # journal before, outcome after
+
+
+def test_a_start_left_paused_without_its_devices_is_redone(vm):
+    args = vm.args(scsi_controller_type="virtio-scsi-pci", disks=[dict(name="a", path=vm.image("a.raw"),
+                                                                        disk_type="scsi-hd")])
+    assert run_killed(vm, args, 1, which="any")  # killed paused at start, before the devices were verified
+    (paused,) = vm.pids()
+    disk_id = next(d["id"] for d in runtime_of(vm)["layout"]["devices"])
+    with vm.qmp() as qmp:
+        qmp("device_del", id=disk_id)  # QEMU no longer has what the runtime file says
+    rerun = vm.run(**args)
+    assert not rerun.get("failed"), rerun.get("msg")
+    assert [a["action"] for a in rerun["actions"]][:2] == ["redo-start", "start"]
+    assert vm.pids() == [rerun["pid"]] and rerun["pid"] != paused
+    with vm.qmp() as qmp:
+        assert qmp("query-status")["status"] == "running"
+        assert disk_id in {p["name"] for p in qmp("qom-list", path="/machine/peripheral")}
