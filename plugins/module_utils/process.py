@@ -92,15 +92,6 @@ def _state(pid: int) -> str:
         return "X"
 
 
-def uuid_of(pid: int):
-    """The ``-uuid`` a QEMU was started with, or None."""
-    args = _cmdline(pid) or []
-    for index, arg in enumerate(args[:-1]):
-        if arg == b"-uuid":
-            return args[index + 1].decode("ascii", "replace")
-    return None
-
-
 def wait_exit(pid: int, timeout: float) -> bool:
     """Wait for a process that is not our child to exit, without polling (pidfd)."""
     try:

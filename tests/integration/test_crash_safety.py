@@ -9,48 +9,22 @@ name space.
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from .conftest import COLLECTIONS
-
-# Runs a module and SIGKILLs it right after its Nth QMP command has been answered.
-KILLER = r"""
-import os, runpy, signal, sys
-from ansible_collections.blocklayer.qemu.plugins.module_utils import qmp
-limit, which = int(sys.argv[2]), sys.argv[3]
-seen = [0]
-real = qmp.QmpSession.execute
-
-def execute(self, command, arguments=None, timeout=None):
-    answer = real(self, command, arguments, timeout)
-    if which == "any" or not (command.startswith("query-") or command in ("qom-list", "qom-get")):
-        seen[0] += 1
-        if seen[0] == limit:
-            os.kill(os.getpid(), signal.SIGKILL)
-    return answer
-
-qmp.QmpSession.execute = execute
-sys.argv = ["module", sys.argv[1]]
-runpy.run_module("ansible_collections.blocklayer.qemu.plugins.modules.qemu_instance", run_name="__main__")
-"""
+from .faults import AFTER_QMP, AT_SAVE, result_of, run_hooked
 
 OWN_ID = re.compile(r"(disk|cdrom|floppy|nic)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}\Z")
 OWN_NODE = re.compile(r"(disk|cdrom|floppy)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}\.")
 
 
 def run_killed(vm, args, after, which="mutating"):
-    """Run qemu_instance with ``args``; returns True when it was killed (it had that many commands)."""
-    argsfile = vm.state_dir + ".kill.json"
-    with open(argsfile, "w", encoding="utf-8") as handle:
-        json.dump({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=False)}, handle)
-    proc = subprocess.run([sys.executable, "-c", KILLER, argsfile, str(after), which], capture_output=True,
-                          text=True, env=dict(os.environ, PYTHONPATH=COLLECTIONS), timeout=120, check=False)
+    """Run qemu_instance with ``args``, SIGKILLed right after its ``after``-th QMP command of kind
+    ``which`` was answered; returns True when it was killed (it had that many commands)."""
+    proc = run_hooked(args, vm.state_dir + ".kill.json", AFTER_QMP, after, which, "self", "SIGKILL")
     if proc.returncode == -9:
         return True
-    result = json.loads(proc.stdout)
+    result = result_of(proc)
     assert not result.get("failed"), result["msg"]
     return False
 
@@ -179,38 +153,16 @@ def run_killed_plan(vm, common, disks):
             if c["execute"] in ("blockdev-add", "device_add")]
 
 
-# Counts the runtime-file saves of one module run.
-COUNT_SAVES = r"""
-import atexit, os, runpy, sys
-from ansible_collections.blocklayer.qemu.plugins.module_utils import statedir
-real = statedir.StateDir.write_atomic
-out = sys.argv[2]
-saves = []
-
-def write_atomic(self, name, data):
-    saves.append(name)
-    return real(self, name, data)
-
-statedir.StateDir.write_atomic = write_atomic
-atexit.register(lambda: open(out, "w").write("%d" % saves.count("runtime.json")))
-sys.argv = ["module", sys.argv[1]]
-runpy.run_module("ansible_collections.blocklayer.qemu.plugins.modules.qemu_instance", run_name="__main__")
-"""
-
-
 def test_a_task_saves_the_runtime_file_twice_however_many_disks(vm):
     vm.run(scsi_controller_type="virtio-scsi-pci", disks=[])
     counts = {}
     for n in (1, 16):
         disks = [dict(name="d%d" % i, path=vm.image("n%d-d%d.raw" % (n, i)), disk_type="scsi-hd") for i in range(n)]
-        argsfile, out = vm.state_dir + ".count.json", vm.state_dir + ".count"
+        out = vm.state_dir + ".count"
         for declared in (disks, []):  # attach n disks, then detach them
-            with open(argsfile, "w") as handle:
-                json.dump({"ANSIBLE_MODULE_ARGS": vm.args(scsi_controller_type="virtio-scsi-pci", disks=declared)},
-                          handle)
-            proc = subprocess.run([sys.executable, "-c", COUNT_SAVES, argsfile, out], capture_output=True, text=True,
-                                  env=dict(os.environ, PYTHONPATH=COLLECTIONS), timeout=120, check=False)
-            assert json.loads(proc.stdout)["changed"], proc.stdout
+            proc = run_hooked(vm.args(scsi_controller_type="virtio-scsi-pci", disks=declared),
+                              vm.state_dir + ".count.json", AT_SAVE, out)
+            assert result_of(proc)["changed"], proc.stdout
             counts[(n, bool(declared))] = int(open(out).read())
     assert set(counts.values()) == {2}, counts  # journal before, outcome after
 

@@ -13,9 +13,9 @@ import time
 import pytest
 
 from .conftest import COLLECTIONS, qemu_pids
+from .faults import AFTER_QMP, AT_SAVE, MODULE, result_of, run_hooked
 from .test_crash_safety import assert_converged
 
-MODULE = "ansible_collections.blocklayer.qemu.plugins.modules.qemu_instance"
 
 
 def runtime_text(vm):
@@ -126,40 +126,17 @@ def test_a_restart_whose_new_declaration_cannot_start_brings_the_old_one_back(vm
     assert vm.run(memory=256, disks=[a])["changed"] is False
 
 
-# Kills QEMU (not the module) right after the module's first device_del has been answered.
-KILL_QEMU = r"""
-import os, runpy, signal, sys
-from ansible_collections.blocklayer.qemu.plugins.module_utils import qmp
-real = qmp.QmpSession.execute
-pidfile = sys.argv[2]
-
-def execute(self, command, arguments=None, timeout=None):
-    answer = real(self, command, arguments, timeout)
-    if command == "device_del":
-        os.kill(int(open(pidfile).read()), signal.SIGKILL)
-    return answer
-
-qmp.QmpSession.execute = execute
-sys.argv = ["module", sys.argv[1]]
-runpy.run_module("%s", run_name="__main__")
-""" % MODULE
-
-
 def test_a_qemu_that_dies_during_an_unplug_wait_ends_it_at_once(vm):
     a, b = dict(name="a", path=vm.image("a.raw")), dict(name="b", path=vm.image("b.raw"))
     vm.run(disks=[a, b])
-    argsfile = vm.state_dir + ".kill.json"
-    with open(argsfile, "w") as handle:
-        json.dump({"ANSIBLE_MODULE_ARGS": vm.args(disks=[a], unplug_timeout=120)}, handle)
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", KILL_QEMU, argsfile, os.path.join(vm.state_dir, "qemu.pid")],
-                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=COLLECTIONS),
-                          timeout=100, check=False)
+    # QEMU (not the module) is killed right after the module's device_del was answered.
+    proc = run_hooked(vm.args(disks=[a], unplug_timeout=120), vm.state_dir + ".kill.json", AFTER_QMP,
+                      1, "device_del", os.path.join(vm.state_dir, "qemu.pid"), "SIGKILL")
     elapsed = time.monotonic() - started
-    result = json.loads(proc.stdout)
+    result = result_of(proc)
     assert result["failed"] and "QEMU closed its QMP connection" in result["msg"], result.get("exception")
     assert elapsed < 30  # not the 120 s of unplug_timeout
-    assert "Traceback" not in proc.stderr
 
 
 def fill(directory):
@@ -203,44 +180,14 @@ def test_a_full_disk_when_the_record_is_saved_changes_nothing(vm, small_fs):
     vm.run(state_dir=state_dir, state="absent")
 
 
-# Fills the state dir's filesystem just before the module's second runtime-file save.
-FILL_AT_SECOND_SAVE = r"""
-import os, runpy, sys
-from ansible_collections.blocklayer.qemu.plugins.module_utils import statedir
-real = statedir.StateDir.write_atomic
-mount = sys.argv[2]
-calls = [0]
-
-def write_atomic(self, name, data):
-    if name == "runtime.json":
-        calls[0] += 1
-        if calls[0] == 2:
-            with open(os.path.join(mount, "filler"), "wb") as handle:
-                try:
-                    while True:
-                        handle.write(b"\0" * 65536)
-                        handle.flush()
-                except OSError:
-                    pass
-    return real(self, name, data)
-
-statedir.StateDir.write_atomic = write_atomic
-sys.argv = ["module", sys.argv[1]]
-runpy.run_module("%s", run_name="__main__")
-""" % MODULE
-
-
 def test_a_full_disk_after_the_commands_is_repaired_by_the_next_run(vm, small_fs):
     state_dir = os.path.join(small_fs, "state")
     a, b = dict(name="a", path=vm.image("a.raw")), dict(name="b", path=vm.image("b.raw"), disk_type="scsi-hd")
     vm.run(state_dir=state_dir, scsi_controller_type="virtio-scsi-pci", disks=[a])
-    argsfile = os.path.join(str(vm.images), "args.json")
-    with open(argsfile, "w") as handle:
-        json.dump({"ANSIBLE_MODULE_ARGS": vm.args(state_dir=state_dir, scsi_controller_type="virtio-scsi-pci",
-                                                  disks=[a, b])}, handle)
-    proc = subprocess.run([sys.executable, "-c", FILL_AT_SECOND_SAVE, argsfile, small_fs], capture_output=True,
-                          text=True, env=dict(os.environ, PYTHONPATH=COLLECTIONS), timeout=100, check=False)
-    result = json.loads(proc.stdout)
+    proc = run_hooked(vm.args(state_dir=state_dir, scsi_controller_type="virtio-scsi-pci", disks=[a, b]),
+                      os.path.join(str(vm.images), "args.json"), AT_SAVE, os.path.join(str(vm.images), "saves"),
+                      small_fs, 2)  # the filesystem fills up just before the second save
+    result = result_of(proc)
     assert result["failed"] and "No space left on device" in result["msg"] and result["changed"] is True
     journal = json.loads(open(os.path.join(state_dir, "runtime.json")).read())["journal"]
     assert [(e["action"], e["record"]["name"]) for e in journal] == [("attach", "scsi"), ("attach", "b")]
@@ -278,44 +225,21 @@ def test_another_user_running_the_module_on_roots_state_dir_gets_a_message(vm, r
     assert "uid 0" in result["msg"] or "root" in result["msg"], result["msg"]
 
 
-# Freezes QEMU (SIGSTOP) right after the module's first blockdev-add has been answered.
-FREEZE_QEMU = r"""
-import os, runpy, signal, sys
-from ansible_collections.blocklayer.qemu.plugins.module_utils import qmp
-real = qmp.QmpSession.execute
-pidfile = sys.argv[2]
-
-def execute(self, command, arguments=None, timeout=None):
-    answer = real(self, command, arguments, timeout)
-    if command == "blockdev-add":
-        os.kill(int(open(pidfile).read()), signal.SIGSTOP)
-    return answer
-
-qmp.QmpSession.execute = execute
-sys.argv = ["module", sys.argv[1]]
-runpy.run_module("%s", run_name="__main__")
-""" % MODULE
-
-
 def test_a_frozen_qemu_fails_the_task_in_time_and_the_next_run_settles_it(vm):
     iso = vm.image("one.iso", size="1M")
     common = dict(scsi_controller_type="virtio-scsi-pci", cdroms=[dict(name="cd", path=iso)])
     a, b = dict(name="a", path=vm.image("a.raw")), dict(name="b", path=vm.image("b.raw"), disk_type="scsi-hd")
     first = vm.run(disks=[a], **common)
-    argsfile = vm.state_dir + ".freeze.json"
-    with open(argsfile, "w") as handle:
-        json.dump({"ANSIBLE_MODULE_ARGS": vm.args(disks=[a, b], qmp_timeout=2, **common)}, handle)
     started = time.monotonic()
-    try:
-        proc = subprocess.run([sys.executable, "-c", FREEZE_QEMU, argsfile, os.path.join(vm.state_dir, "qemu.pid")],
-                              capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=COLLECTIONS),
-                              timeout=100, check=False)
+    try:  # QEMU is frozen (SIGSTOP) right after the first blockdev-add was answered
+        proc = run_hooked(vm.args(disks=[a, b], qmp_timeout=2, **common), vm.state_dir + ".freeze.json", AFTER_QMP,
+                          1, "blockdev-add", os.path.join(vm.state_dir, "qemu.pid"), "SIGSTOP")
         elapsed = time.monotonic() - started
     finally:
         os.kill(first["pid"], signal.SIGCONT)
-    result = json.loads(proc.stdout)
+    result = result_of(proc)
     assert result["failed"] and "did not answer" in result["msg"] and result["changed"] is True, result["msg"]
-    assert elapsed < 30 and "Traceback" not in proc.stderr
+    assert elapsed < 30
     again = vm.run(disks=[a, b], **common)
     assert not again.get("failed"), again["msg"]
     assert_converged(vm, ["a", "b"], iso)
