@@ -42,11 +42,13 @@ attributes:
   check_mode:
     support: full
     description:
-      - Returns the actions and the QMP commands they would send, and the runtime file they
-        would write as the diff; sends nothing and changes nothing.
+      - Returns the actions and the QMP commands they would send, and the instance they would
+        leave as the diff; sends nothing and changes nothing (QMP is not even connected).
   diff_mode:
     support: full
-    description: The runtime file before and after.
+    description:
+      - The instance before and after, as a person reads it - the machine options and, per
+        device by its declared name (C(disks[root])), where it sits and its image and options.
   platform:
     support: full
     platforms: posix

@@ -58,3 +58,30 @@ def describe(rt: runtime.Runtime, live, jobs: list) -> dict:
         "unfinished": [{"action": p.action, "id": p.id} for p in rt.journal],
         "drift": drift,
     }
+
+
+_SPEC_KEYS = ("path", "format", "mode", "cache", "aio", "discard", "detect_zeroes", "serial", "mac", "netdev",
+              "ifname", "bridge")
+
+
+def summary(layout) -> dict:
+    """A guest layout as a person reads a diff of it: the machine, then one line of facts per
+    device (where it sits, what image, which options), keyed by the declaration's names."""
+    if layout is None:
+        return {}
+    declaration = layout.declaration
+    devices = {}
+    for record in layout.records():
+        group = {"disk": "disks", "cdrom": "cdroms", "nic": "nics"}.get(record["kind"])
+        label = "%s[%s]" % (group, record["name"]) if group else record["kind"] if record["kind"] == "floppy" \
+            else "controller %s" % record["id"]
+        info = record["hvinfo"]
+        entry = {"id": record["id"], "driver": info["driver"]}
+        entry.update({key: info[key] for key in _PLACEMENT_KEYS if key in info})
+        entry.update({key: value for key, value in (record.get("spec") or {}).items()
+                      if key in _SPEC_KEYS and value is not None})
+        if record.get("state", runtime.STATE_ATTACHED) != runtime.STATE_ATTACHED:
+            entry["state"] = record["state"]
+        devices[label] = entry
+    return {"machine": dict(declaration.get("machine") or {}, machine_type=layout.machine_type),
+            "hvparams": declaration.get("hvparams") or {}, "devices": devices}

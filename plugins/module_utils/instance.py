@@ -14,10 +14,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import (
-    cmdline, host, hotplug, layout, plan, probe, process, recovery, runtime, spec as spec_mod, verify)
+    cmdline, host, hotplug, info, layout, plan, probe, process, recovery, runtime, spec as spec_mod, verify)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession, explain
 from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
@@ -127,8 +127,7 @@ class Instance:
             "changed": bool(self.actions),
             "actions": self.actions,
             "qmp_commands": self.qmp_commands,
-            "diff": {"before": asdict(self.before.layout) if self.before else {},
-                     "after": asdict(lay) if lay else {}},
+            "diff": {"before": info.summary(self.before.layout if self.before else None), "after": info.summary(lay)},
             "state": "running" if rt else "stopped",
             "pid": self.pid if rt else None,
             "qmp_socket": self.paths.qmp_socket if rt else None,

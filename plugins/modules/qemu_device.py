@@ -172,10 +172,9 @@ def converge(task: Task) -> dict:
     desired = spec.instance_from(with_device(instance.rt.layout.declaration, params["kind"], device,
                                              params["state"]))
     result = instance.ensure_running(desired, allow_restart=False, owner=plan.OWNER_DEVICE)
-    name = device.get("name") or "floppy"
-    record = next((d for d in result["diff"]["after"].get("devices", [])
-                   if d["kind"] == params["kind"] and d["name"] == name), None)
-    result["device"] = record["hvinfo"] if record else {}
+    label = "floppy" if params["kind"] == "floppy" else "%s[%s]" % (args.DEVICE_GROUPS[params["kind"]], device["name"])
+    entry = result["diff"]["after"].get("devices", {}).get(label)
+    result["device"] = result["devices"][entry["id"]] if entry else {}
     return result
 
 

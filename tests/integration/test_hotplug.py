@@ -215,7 +215,7 @@ def test_check_mode_returns_actions_and_commands_and_sends_none(vm):
     assert executed(planned) == ["device_del", "blockdev-del", "blockdev-del", "blockdev-add", "blockdev-add",
                                  "device_add"]
     assert runtime_of(vm) == before
-    assert [d["name"] for d in planned["diff"]["after"]["devices"]] == ["b"]
+    assert list(planned["diff"]["after"]["devices"]) == ["controller scsi", "disks[b]"]
     with vm.qmp() as qmp:
         assert record(vm, "a")["id"] in {p["name"] for p in qmp("qom-list", path="/machine/peripheral")}
 

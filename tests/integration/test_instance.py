@@ -193,7 +193,8 @@ def test_check_mode_plans_without_touching_anything(vm):
     assert planned["qmp_commands"] == [] and vm.pids() == []
     assert not os.path.exists(vm.state_dir)
     assert planned["diff"]["before"] == {}
-    assert planned["diff"]["after"]["devices"][0]["name"] == "a"
+    disk = planned["diff"]["after"]["devices"]["disks[a]"]
+    assert (disk["driver"], disk["bus"], disk["addr"], disk["path"]) == ("virtio-blk-pci", "pci.0", "0xc", disks[0]["path"])
 
     real = vm.run(diff=True, disks=disks)
     assert real["diff"]["after"]["devices"] == planned["diff"]["after"]["devices"]
