@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -92,10 +93,27 @@ def _state(pid: int) -> str:
         return "X"
 
 
+# pidfd_open(2) is Linux 5.3; os.pidfd_open only exists from Python 3.9, so older node Pythons
+# call the system call itself (its number is the same on every architecture since 5.3).
+_SYS_PIDFD_OPEN = 434
+
+
+def _pidfd_open(pid: int) -> int:
+    if hasattr(os, "pidfd_open"):
+        return os.pidfd_open(pid)
+    import ctypes  # only on Python 3.8
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(_SYS_PIDFD_OPEN, pid, 0)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise ProcessLookupError(err, os.strerror(err)) if err == errno.ESRCH else OSError(err, os.strerror(err))
+    return fd
+
+
 def wait_exit(pid: int, timeout: float) -> bool:
     """Wait for a process that is not our child to exit, without polling (pidfd)."""
     try:
-        fd = os.pidfd_open(pid)
+        fd = _pidfd_open(pid)
     except ProcessLookupError:
         return True
     try:
