@@ -127,6 +127,7 @@ class QmpSession:
         finally:
             self._loop.close()
             self._loop = None
+            asyncio.set_event_loop(None)  # leave no closed loop current for the next user
 
     @property
     def version(self) -> str:

@@ -107,6 +107,24 @@ def _open_dir_at(parent: int, name: str, st: os.stat_result) -> int:
     return fd
 
 
+def _stat_or_make(name: str, dir_fd: int, mode: int, create: bool):
+    """lstat ``name`` in ``dir_fd``, making it a directory first when it is missing and ``create``
+    says so; ``(stat, made)``, or None when it is missing and must not be made."""
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False), False
+    except FileNotFoundError:
+        if not create:
+            return None
+    made = False
+    try:
+        os.mkdir(name, mode, dir_fd=dir_fd)
+        made = True
+        os.fsync(dir_fd)
+    except FileExistsError:
+        pass  # another run made it meanwhile: checked like any existing directory
+    return os.stat(name, dir_fd=dir_fd, follow_symlinks=False), made
+
+
 def _open_parent(path: str, create: bool):
     """(fd of the parent of ``path``, last component), walking from / with every directory checked.
 
@@ -127,20 +145,11 @@ def _open_parent(path: str, create: bool):
             comp = todo.pop(0)
             if comp == ".":
                 continue
-            made = False
-            try:
-                st = os.stat(comp, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                if not create:
-                    os.close(fd)
-                    return None
-                try:
-                    os.mkdir(comp, 0o755, dir_fd=fd)
-                    made = True
-                    os.fsync(fd)
-                except FileExistsError:
-                    pass
-                st = os.stat(comp, dir_fd=fd, follow_symlinks=False)
+            found = _stat_or_make(comp, fd, 0o755, create)
+            if found is None:
+                os.close(fd)
+                return None
+            st, made = found
             shown = os.path.normpath(os.path.join(where, comp))
             if stat.S_ISLNK(st.st_mode):
                 if st.st_uid not in (0, os.geteuid()):
@@ -221,20 +230,11 @@ class StateDir:
         parent, base = found
         fd = None
         try:
-            created = False
-            try:
-                st = os.stat(base, dir_fd=parent, follow_symlinks=False)
-            except FileNotFoundError:
-                if not create:
-                    os.close(parent)
-                    return None
-                try:
-                    os.mkdir(base, 0o700, dir_fd=parent)
-                    created = True
-                    os.fsync(parent)
-                except FileExistsError:
-                    pass  # another run made it meanwhile: check it as any existing directory
-                st = os.stat(base, dir_fd=parent, follow_symlinks=False)
+            found = _stat_or_make(base, parent, 0o700, create)
+            if found is None:
+                os.close(parent)
+                return None
+            st, created = found
             _refuse_state_dir(path, st, created, follow=lambda: os.readlink(base, dir_fd=parent))
             fd = _open_dir_at(parent, base, st)
             fst = os.fstat(fd)
