@@ -168,8 +168,8 @@ def test_a_task_saves_the_runtime_file_twice_however_many_disks(vm):
 
 
 def test_a_start_left_paused_without_its_devices_is_redone(vm):
-    args = vm.args(scsi_controller_type="virtio-scsi-pci", disks=[dict(name="a", path=vm.image("a.raw"),
-                                                                        disk_type="scsi-hd")])
+    disk = dict(name="a", path=vm.image("a.raw"), disk_type="scsi-hd")
+    args = vm.args(scsi_controller_type="virtio-scsi-pci", disks=[disk])
     assert run_killed(vm, args, 1, which="any")  # killed paused at start, before the devices were verified
     (paused,) = vm.pids()
     disk_id = next(d["id"] for d in runtime_of(vm)["layout"]["devices"])

@@ -17,7 +17,6 @@ from .faults import AFTER_QMP, AT_SAVE, MODULE, result_of, run_hooked
 from .test_crash_safety import assert_converged
 
 
-
 def runtime_text(vm):
     with open(os.path.join(vm.state_dir, "runtime.json"), "rb") as handle:
         return handle.read()
