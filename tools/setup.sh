@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything the project needs on a Debian bookworm machine (run as root):
+# Installs everything the project needs on a Debian 12 (bookworm) or 13 (trixie) machine
+# (run as root):
 # apt packages, a .venv with the pinned Python packages, and a collection view so that
 # blocklayer.qemu resolves by FQCN without a Galaxy server. Safe to run again: each step
 # is skipped when it is already done.
