@@ -15,8 +15,9 @@ inputs (resolved package versions, init.sh, build.py) makes a second run a no-op
 Needs on the host: apt-get, apt-cache, dpkg, genisoimage, and zstd for a Debian
 kernel whose payload or modules are zstd-compressed.
 
-Debian 12's kernel (6.1) has an xz payload and plain .ko modules; Debian 13's
-(6.12) ships xz-compressed .ko.xz modules. The kernel payload may be xz, zstd or
+Debian 12's kernel (6.1) has an xz payload and plain .ko modules in
+/lib/modules; Debian 13's (6.12) has an xz payload and .ko.xz modules in
+/usr/lib/modules. The kernel payload may be xz, zstd or
 gzip; modules may be .ko, .ko.xz or .ko.zst. Modules go into the initramfs
 uncompressed, as .ko: busybox's insmod/modprobe/depmod read plain .ko files
 (busybox has no zstd support, and init.sh insmods .ko paths).
@@ -375,8 +376,16 @@ def busybox_applets(busybox: Path) -> list[str]:
     return run([str(busybox), "--list-full"]).stdout.split()
 
 
+def kernel_moddir(kroot: Path, kver: str) -> Path:
+    """/lib/modules/KVER of the kernel package: /usr/lib/modules on Debian 13 (merged /usr)."""
+    for moddir in (kroot / "usr" / "lib" / "modules" / kver, kroot / "lib" / "modules" / kver):
+        if moddir.is_dir():
+            return moddir
+    sys.exit(f"guest-build: the kernel package has no lib/modules/{kver} or usr/lib/modules/{kver}")
+
+
 def build_initramfs(busybox: Path, kroot: Path, kver: str, work: Path) -> tuple[bytes, list[str]]:
-    moddir = kroot / "lib" / "modules" / kver
+    moddir = kernel_moddir(kroot, kver)
     mods = module_closure(moddir, MODULES)
     # Lay the modules out in a scratch tree and let busybox's depmod write
     # modules.dep/alias/symbols in the format busybox's modprobe reads.
@@ -506,7 +515,11 @@ def main() -> int:
     if len(vmlinuzs) != 1:
         sys.exit(f"guest-build: expected one vmlinuz in {kpkg}, found {vmlinuzs}")
     kver = vmlinuzs[0].name.removeprefix("vmlinuz-")
-    busybox = bbroot / "bin" / "busybox"
+    # /bin/busybox on Debian 12, /usr/bin/busybox on Debian 13 (merged /usr).
+    busybox = next((p for p in (bbroot / "bin" / "busybox", bbroot / "usr" / "bin" / "busybox") if p.is_file()),
+                   None)
+    if busybox is None:
+        sys.exit(f"guest-build: no bin/busybox or usr/bin/busybox in {debs[BUSYBOX].name}")
 
     OUT.mkdir(parents=True, exist_ok=True)
     stamp.unlink(missing_ok=True)
