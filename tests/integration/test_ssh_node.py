@@ -35,6 +35,7 @@ GUEST = os.path.join(ROOT, "build", "guest")
 README_MARK = "<!-- example:fleet -->"
 PLAYBOOK_TIMEOUT = 300
 
+
 def _need(condition, why):
     if not condition:
         if os.environ.get("CI"):
