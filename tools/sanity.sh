@@ -9,12 +9,12 @@
 # ansible-test under ~/.ansible/test, so only the first run installs anything.
 #
 # Usage: tools/sanity.sh [extra ansible-test sanity options, e.g. --test pylint]
-# Environment: SANITY_PYTHON (default 3.11), SANITY_MODE (--local or --venv, default --local),
+# Environment: SANITY_PYTHON (default: the .venv's Python version, e.g. 3.11 on Debian 12 and
+#              3.13 on Debian 13), SANITY_MODE (--local or --venv, default --local),
 #              SANITY_KEEP=1 keeps the temporary tree (its path is printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-python_version=${SANITY_PYTHON:-3.11}
 mode=${SANITY_MODE:---local}
 bin=$root/.venv/bin
 
@@ -22,6 +22,8 @@ if [ ! -x "$bin/ansible-test" ]; then
   echo "sanity: $bin/ansible-test is missing; run tools/setup.sh (make setup) first" >&2
   exit 2
 fi
+# --local runs the tests with the venv's own Python: name that version, whatever the release.
+python_version=${SANITY_PYTHON:-$("$bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')}
 
 # ansible-test's shellcheck test passes silently when shellcheck is missing: insist on it.
 if ! command -v shellcheck >/dev/null; then

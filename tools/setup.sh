@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything the project needs on a Debian bookworm machine (run as root):
+# Installs everything the project needs on a Debian 12 (bookworm) or 13 (trixie) machine
+# (run as root):
 # apt packages, a .venv with the pinned Python packages, and a collection view so that
 # blocklayer.qemu resolves by FQCN without a Galaxy server. Safe to run again: each step
 # is skipped when it is already done.
@@ -8,7 +9,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 apt_packages=(make qemu-system-x86 qemu-utils qemu-block-extra ipxe-qemu genisoimage cpio busybox-static
-              shellcheck python3 python3-venv)
+              shellcheck python3 python3-venv python3-packaging openssh-server zstd)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -12,7 +12,15 @@ Outputs (relative to the repository root):
 The .debs come from `apt-get download` (cached in build/cache/debs) and are
 unpacked with `dpkg -x`. Nothing is installed on the host. A stamp over the
 inputs (resolved package versions, init.sh, build.py) makes a second run a no-op.
-Needs on the host: apt-get, apt-cache, dpkg, genisoimage.
+Needs on the host: apt-get, apt-cache, dpkg, genisoimage, and zstd for a Debian
+kernel whose payload or modules are zstd-compressed.
+
+Debian 12's kernel (6.1) has an xz payload and plain .ko modules in
+/lib/modules; Debian 13's (6.12) has an xz payload and .ko.xz modules in
+/usr/lib/modules. The kernel payload may be xz, zstd or
+gzip; modules may be .ko, .ko.xz or .ko.zst. Modules go into the initramfs
+uncompressed, as .ko: busybox's insmod/modprobe/depmod read plain .ko files
+(busybox has no zstd support, and init.sh insmods .ko paths).
 """
 
 from __future__ import annotations
@@ -196,18 +204,50 @@ def extract(deb: Path) -> Path:
 # --------------------------------------------------------------------------- kernel
 
 
+XZ_MAGIC = b"\xfd7zXZ\x00"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+GZIP_MAGIC = b"\x1f\x8b"
+MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst")
+
+
+def unzstd(data: bytes, what: str) -> bytes:
+    """Decompress zstd data with the zstd command (Python 3.11 has no zstd module)."""
+    try:
+        proc = subprocess.run(["zstd", "-d", "-q", "-c"], input=data, capture_output=True, check=False)
+    except FileNotFoundError:
+        sys.exit(f"guest-build: {what} is zstd-compressed and there is no zstd command "
+                 "(apt-get install zstd; tools/setup.sh installs it)")
+    if proc.returncode != 0:
+        sys.exit(f"guest-build: zstd -d failed on {what}: {proc.stderr.decode(errors='replace')}")
+    return proc.stdout
+
+
+def decompress_payload(payload: bytes) -> bytes:
+    """The kernel's payload, decompressed. The kernel build appends the decompressed size
+    as a 32-bit little-endian number after the compressed stream."""
+    size, = struct.unpack_from("<I", payload, len(payload) - 4)
+    if payload.startswith(XZ_MAGIC):
+        out = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(payload)
+    elif payload.startswith(ZSTD_MAGIC):
+        out = unzstd(payload[:-4], "the kernel payload")
+    elif payload.startswith(GZIP_MAGIC):
+        out = gzip.GzipFile(fileobj=io.BytesIO(payload[:-4])).read()
+    else:
+        raise ValueError(f"bzImage payload is neither xz, zstd nor gzip (starts {payload[:6].hex()})")
+    if len(out) != size:
+        raise ValueError(f"bzImage payload decompressed to {len(out)} bytes, the image says {size}")
+    return out
+
+
 def bzimage_payload(bz: bytes) -> bytes:
-    """The decompressed vmlinux ELF from a bzImage with an xz payload."""
+    """The decompressed vmlinux ELF from a bzImage with an xz, zstd or gzip payload."""
     if bz[0x202:0x206] != b"HdrS":
         raise ValueError("not a bzImage (no HdrS)")
     setup_sects = bz[0x1F1] or 4
     payload_offset, payload_length = struct.unpack_from("<II", bz, 0x248)
     start = (setup_sects + 1) * 512 + payload_offset
     payload = bz[start:start + payload_length]
-    if not payload.startswith(b"\xfd7zXZ\x00"):
-        raise ValueError("bzImage payload is not xz")
-    dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-    elf = dec.decompress(payload)
+    elf = decompress_payload(payload)
     if not elf.startswith(b"\x7fELF"):
         raise ValueError("bzImage payload is not an ELF image")
     # The payload is vmlinux.bin followed by relocation data: keep only the ELF file.
@@ -227,8 +267,32 @@ def bzimage_payload(bz: bytes) -> bytes:
 # --------------------------------------------------------------------------- modules
 
 
-def modinfo(path: Path) -> dict[str, list[str]]:
+def module_name(path: Path) -> str:
+    """``virtio_blk`` for .../virtio-blk.ko, .ko.xz or .ko.zst."""
+    name = path.name
+    for suffix in MODULE_SUFFIXES[::-1]:  # longest first
+        if name.endswith(suffix):
+            return name[:-len(suffix)].replace("-", "_")
+    raise ValueError(f"not a kernel module: {path}")
+
+
+def plain_name(path: Path) -> str:
+    """The file name the module gets in the initramfs: always the uncompressed .ko."""
+    return path.name.split(".ko")[0] + ".ko"
+
+
+def read_module(path: Path) -> bytes:
+    """The module's ELF bytes, decompressed from .ko.xz or .ko.zst."""
     data = path.read_bytes()
+    if path.name.endswith(".ko.xz"):
+        return lzma.decompress(data, format=lzma.FORMAT_XZ)
+    if path.name.endswith(".ko.zst"):
+        return unzstd(data, str(path))
+    return data
+
+
+def modinfo(path: Path) -> dict[str, list[str]]:
+    data = read_module(path)
     info: dict[str, list[str]] = {}
     for m in re.finditer(rb"(?:^|\x00)(depends|alias|softdep)=([^\x00]*)", data):
         info.setdefault(m.group(1).decode(), []).append(m.group(2).decode())
@@ -237,13 +301,14 @@ def modinfo(path: Path) -> dict[str, list[str]]:
 
 def module_closure(moddir: Path, wanted: list[str]) -> list[Path]:
     index = {}
-    for ko in (moddir / "kernel").rglob("*.ko"):
-        index[ko.name[:-3].replace("-", "_")] = ko
+    for suffix in MODULE_SUFFIXES:
+        for ko in (moddir / "kernel").rglob("*" + suffix):
+            index.setdefault(module_name(ko), ko)
     builtin = set()
     bfile = moddir / "modules.builtin"
     if bfile.exists():
         for line in bfile.read_text().split():
-            builtin.add(line.rsplit("/", 1)[-1].removesuffix(".ko").replace("-", "_"))
+            builtin.add(module_name(Path(line)) if ".ko" in line else line.rsplit("/", 1)[-1].replace("-", "_"))
     seen: dict[str, Path] = {}
     todo = list(wanted)
     while todo:
@@ -311,8 +376,16 @@ def busybox_applets(busybox: Path) -> list[str]:
     return run([str(busybox), "--list-full"]).stdout.split()
 
 
+def kernel_moddir(kroot: Path, kver: str) -> Path:
+    """/lib/modules/KVER of the kernel package: /usr/lib/modules on Debian 13 (merged /usr)."""
+    for moddir in (kroot / "usr" / "lib" / "modules" / kver, kroot / "lib" / "modules" / kver):
+        if moddir.is_dir():
+            return moddir
+    sys.exit(f"guest-build: the kernel package has no lib/modules/{kver} or usr/lib/modules/{kver}")
+
+
 def build_initramfs(busybox: Path, kroot: Path, kver: str, work: Path) -> tuple[bytes, list[str]]:
-    moddir = kroot / "lib" / "modules" / kver
+    moddir = kernel_moddir(kroot, kver)
     mods = module_closure(moddir, MODULES)
     # Lay the modules out in a scratch tree and let busybox's depmod write
     # modules.dep/alias/symbols in the format busybox's modprobe reads.
@@ -323,7 +396,7 @@ def build_initramfs(busybox: Path, kroot: Path, kver: str, work: Path) -> tuple[
     for ko in mods:
         rel = ko.relative_to(moddir)
         (sdir / rel.parent).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ko, sdir / rel)
+        (sdir / rel.parent / plain_name(ko)).write_bytes(read_module(ko))
     for f in ("modules.builtin", "modules.order", "modules.builtin.modinfo"):
         if (moddir / f).exists():
             shutil.copyfile(moddir / f, sdir / f)
@@ -344,7 +417,7 @@ def build_initramfs(busybox: Path, kroot: Path, kver: str, work: Path) -> tuple[
     c.file("etc/guest-release", f"kernel={kver}\n".encode())
     for path in sorted(p for p in stage.rglob("*") if p.is_file()):
         c.file(str(path.relative_to(stage)), path.read_bytes())
-    return c.finish(), [p.name[:-3] for p in mods]
+    return c.finish(), [plain_name(p)[:-3] for p in mods]
 
 
 # --------------------------------------------------------------------------- ISOs
@@ -442,7 +515,11 @@ def main() -> int:
     if len(vmlinuzs) != 1:
         sys.exit(f"guest-build: expected one vmlinuz in {kpkg}, found {vmlinuzs}")
     kver = vmlinuzs[0].name.removeprefix("vmlinuz-")
-    busybox = bbroot / "bin" / "busybox"
+    # /bin/busybox on Debian 12, /usr/bin/busybox on Debian 13 (merged /usr).
+    busybox = next((p for p in (bbroot / "bin" / "busybox", bbroot / "usr" / "bin" / "busybox") if p.is_file()),
+                   None)
+    if busybox is None:
+        sys.exit(f"guest-build: no bin/busybox or usr/bin/busybox in {debs[BUSYBOX].name}")
 
     OUT.mkdir(parents=True, exist_ok=True)
     stamp.unlink(missing_ok=True)
