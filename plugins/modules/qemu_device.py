@@ -60,7 +60,7 @@ EXAMPLES = r"""
 - name: Hot-plug a data disk on the instance's SCSI controller
   blocklayer.qemu.qemu_device:
     name: web1
-    state_dir: /var/lib/blocklayer/web1
+    state_dir: /var/lib/blocklayer-qemu/web1
     kind: disk
     device:
       name: scratch
@@ -72,7 +72,7 @@ EXAMPLES = r"""
 - name: Insert another ISO in the CD-ROM drive
   blocklayer.qemu.qemu_device:
     name: web1
-    state_dir: /var/lib/blocklayer/web1
+    state_dir: /var/lib/blocklayer-qemu/web1
     kind: cdrom
     device:
       name: installer
@@ -81,7 +81,7 @@ EXAMPLES = r"""
 - name: Unplug the disk again (the guest gets ten seconds)
   blocklayer.qemu.qemu_device:
     name: web1
-    state_dir: /var/lib/blocklayer/web1
+    state_dir: /var/lib/blocklayer-qemu/web1
     kind: disk
     device:
       name: scratch

@@ -345,7 +345,7 @@ EXAMPLES = r"""
 - name: Run a VM with a virtio disk, a SCSI disk on virtio-scsi and an installer CD
   blocklayer.qemu.qemu_instance:
     name: web1
-    state_dir: /var/lib/blocklayer/web1
+    state_dir: /var/lib/blocklayer-qemu/web1
     memory: 1024
     vcpus: 2
     machine_type: q35
@@ -369,14 +369,14 @@ EXAMPLES = r"""
 - name: Shut it down (the guest gets two minutes)
   blocklayer.qemu.qemu_instance:
     name: web1
-    state_dir: /var/lib/blocklayer/web1
+    state_dir: /var/lib/blocklayer-qemu/web1
     state: stopped
     shutdown_timeout: 120
 
 - name: Forget it; its images stay where they are
   blocklayer.qemu.qemu_instance:
     name: web1
-    state_dir: /var/lib/blocklayer/web1
+    state_dir: /var/lib/blocklayer-qemu/web1
     state: absent
 """
 
@@ -407,12 +407,12 @@ qmp_socket:
   description: Path of the instance's QMP unix socket.
   returned: when running
   type: str
-  sample: /var/lib/blocklayer/web1/qmp.sock
+  sample: /var/lib/blocklayer-qemu/web1/qmp.sock
 runtime_file:
   description: Path of the runtime file.
   returned: when running
   type: str
-  sample: /var/lib/blocklayer/web1/runtime.json
+  sample: /var/lib/blocklayer-qemu/web1/runtime.json
 devices:
   description: Device id -> hvinfo (driver, id, bus, addr or channel/scsi-id/lun or unit, drive).
   returned: always

@@ -16,21 +16,11 @@ import time
 import pytest
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from . import qemus
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLECTIONS = os.path.join(ROOT, "build", "collections")
-QEMU10 = os.path.join(ROOT, "build", "qemu-10.0", "root", "usr", "bin", "qemu-system-x86_64")
-
-
-def _binaries():
-    found = [pytest.param("/usr/bin/qemu-system-x86_64", id="qemu-7.2")]
-    if os.path.exists(QEMU10):
-        found.append(pytest.param(QEMU10, id="qemu-10.0"))
-    elif os.environ.get("CI"):
-        raise RuntimeError("QEMU 10.0 is missing from build/qemu-10.0; run make qemu10")
-    return found
-
-
-@pytest.fixture(params=_binaries())
+@pytest.fixture(params=qemus.binaries())
 def qemu_binary(request):
     """Every real-QEMU test runs on each QEMU generation the project provides."""
     return request.param
