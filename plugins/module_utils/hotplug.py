@@ -29,7 +29,7 @@ def journal_entry(action) -> runtime.Pending:
     """What an action creates and removes, by name: recorded before its first command."""
     def names(record):
         record = record or {}
-        return {"devices": [record["id"]] if record.get("id") and action.action != plan.FINISH_UNPLUG else [],
+        return {"devices": [action.id] if action.id and action.action != plan.FINISH_UNPLUG else [],
                 "nodes": [n["node-name"] for n in record.get("nodes") or []],
                 "netdevs": [record["netdev"]["id"]] if record.get("netdev") else []}
     creates = names(action.record) if action.action in (plan.ATTACH, plan.CHANGE_MEDIUM) else {}

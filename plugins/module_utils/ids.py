@@ -100,6 +100,11 @@ def is_own_device_id(dev_id: str) -> bool:
     return bool(_OWN_DEVICE_ID.match(dev_id))
 
 
+def is_own_netdev(name: str) -> bool:
+    """A NIC's host side is ``<nic id>.net`` (devices.netdev_props)."""
+    return name.endswith(".net") and name.startswith("nic-") and is_own_device_id(name[:-len(".net")])
+
+
 def own_node(name: str):
     """``(device id, role, generation)`` of a node name in the collection's name space, else None."""
     match = _OWN_NODE_NAME.match(name)

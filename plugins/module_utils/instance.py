@@ -167,7 +167,7 @@ class Instance:
     def _reconcile(self, spec, allow_restart, firmware_dirs, module_dir):
         """Make the running QEMU match the declaration live, or restart it when allowed.
 
-        A no-op costs four read-only queries, whatever the number of devices.
+        A no-op costs five read-only queries, whatever the number of devices.
         """
         declaration = plan.normalise(spec.to_dict())
         facts = {p: host.inspect_path(p) for p in layout.declared_paths(spec)}
@@ -193,7 +193,7 @@ class Instance:
                         live = self._live(qmp)
                     self._warn_drift(rt, live)
                     actions = plan.reconcile(rt.layout, spec, facts, live.root_slots, set(live.types), live.nodes,
-                                             self.owner)
+                                             self.owner, live.netdevs)
                     restart = self._refuse_or_restart(actions, allow_restart)
                     if not restart and actions:
                         self._apply(qmp, rt, actions, declaration)

@@ -150,7 +150,7 @@ def kept_devices(layout, declared: dict) -> dict:
     return kept
 
 
-def purge_orphans(layout, present_ids, live_nodes) -> list:
+def purge_orphans(layout, present_ids, live_nodes, live_netdevs=()) -> list:
     """What QEMU has in the collection's name space that no record explains -> purge actions.
 
     Such leftovers come from a run killed mid-action by a collection without write-ahead
@@ -160,6 +160,8 @@ def purge_orphans(layout, present_ids, live_nodes) -> list:
     """
     known_ids = {r["id"] for r in layout.records()}
     known_nodes = {n["node-name"] for r in layout.records() for n in r.get("nodes") or []}
+    known_netdevs = {r["netdev"]["id"] for r in layout.records() if r.get("netdev")}
+    orphan_netdevs = {n for n in live_netdevs if ids.is_own_netdev(n) and n not in known_netdevs}
     orphan_nodes = [n for n in live_nodes if ids.own_node(n) and n not in known_nodes]
     by_device = {}
     for name in orphan_nodes:
@@ -168,6 +170,9 @@ def purge_orphans(layout, present_ids, live_nodes) -> list:
     for dev_id in sorted(i for i in present_ids if ids.is_own_device_id(i) and i not in known_ids):
         nodes = [{"node-name": n} for n in reversed(ids.top_down(by_device.pop(dev_id, [])))]
         old = {"kind": dev_id.split("-")[0], "name": dev_id, "id": dev_id, "nodes": nodes, "origin": "blockdev"}
+        if dev_id + ".net" in orphan_netdevs:
+            orphan_netdevs.discard(dev_id + ".net")
+            old["netdev"] = {"id": dev_id + ".net"}
         actions.append(Action(PURGE, old["kind"], dev_id, dev_id, reason="in QEMU but not in the runtime file",
                               old=old, commands=tuple([_cmd("device_del", id=dev_id)] + release_commands(old))))
     for dev_id, names in sorted(by_device.items()):
@@ -175,11 +180,16 @@ def purge_orphans(layout, present_ids, live_nodes) -> list:
                "nodes": [{"node-name": n} for n in reversed(ids.top_down(names))]}
         actions.append(Action(PURGE, old["kind"], dev_id, "", reason="nodes in QEMU that no record explains",
                               old=old, commands=tuple(release_commands(old))))
+    for netdev in sorted(orphan_netdevs):
+        old = {"kind": "nic", "name": netdev, "id": netdev[:-len(".net")], "nodes": [], "origin": "blockdev",
+               "netdev": {"id": netdev}}
+        actions.append(Action(PURGE, "nic", netdev, "", reason="a netdev in QEMU that no record explains",
+                              old=old, commands=tuple(release_commands(old))))
     return actions
 
 
 def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, live_nodes=(),
-              owner: str = OWNER_INSTANCE) -> list:
+              owner: str = OWNER_INSTANCE, live_netdevs=()) -> list:
     """Guest layout of the runtime file vs the desired ``spec`` -> ordered actions.
 
     ``present_ids`` are the device ids QOM shows and ``live_nodes`` the node names QEMU has
@@ -189,7 +199,7 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
     desired = normalise(spec.to_dict())
     actions = [Action(RESTART, "controller", key, "", reason=change)
                for key in MACHINE_KEYS for change in changes(layout.declaration.get(key), desired[key], key)]
-    purge = purge_orphans(layout, present_ids, live_nodes) if present_ids is not None else []
+    purge = purge_orphans(layout, present_ids, live_nodes, live_netdevs) if present_ids is not None else []
     records = {(d["kind"], d["name"]): d for d in layout.devices}
     wanted = [("disk", d) for d in spec.disks] + [(m.kind, m) for m in spec.media()] + [("nic", n) for n in spec.nics]
     wanted_keys = {(kind, item.name) for kind, item in wanted}

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils.topology import pci_slot
 
-# query-named-block-nodes shows every node, so that nodes in the collection's name space that
-# no record explains (a killed run's leftovers) are found.
+# query-named-block-nodes shows every node and HMP "info network" every netdev (QMP has no query
+# for netdevs), so that what a killed run left in the collection's name space is found.
 QUERIES = (("query-block", {}), ("query-pci", {}), ("qom-list", {"path": "/machine/peripheral"}),
-           ("query-named-block-nodes", {"flat": True}))
+           ("query-named-block-nodes", {"flat": True}), ("human-monitor-command", {"command-line": "info network"}))
 _PERIPHERAL = "/machine/peripheral/"
 
 
@@ -31,10 +31,22 @@ class Live:
     pci: list
     qom: list
     named: list
+    network: str = ""
 
     @classmethod
-    def from_answers(cls, block, pci, qom, named) -> "Live":
-        return cls(block, pci, qom, named)
+    def from_answers(cls, block, pci, qom, named, network="") -> "Live":
+        return cls(block, pci, qom, named, network)
+
+    @property
+    def netdevs(self) -> set:
+        """Every NIC and netdev name of ``info network`` (net/net.c:print_net_client: one
+        ``<name>: index=...`` line each, a netdev under its NIC prefixed with ``\\``)."""
+        found = set()
+        for line in self.network.splitlines():
+            name, sep, rest = line.strip().lstrip("\\").strip().partition(": ")
+            if sep and rest.startswith("index="):
+                found.add(name)
+        return found
 
     @property
     def types(self) -> dict:

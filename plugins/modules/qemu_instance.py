@@ -27,7 +27,7 @@ description:
     hot-unplugged, CD-ROM and floppy media changed. What cannot change live (machine options,
     hvparams, the bus or cache of an attached disk, IDE and floppy drives) needs
     O(allow_restart).
-  - A second run with the same declaration changes nothing and sends only four read-only QMP
+  - A second run with the same declaration changes nothing and sends only five read-only QMP
     queries, however many disks there are.
   - Image files are never created, changed or deleted.
 author:

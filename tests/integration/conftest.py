@@ -208,6 +208,7 @@ class QmpRecorder:
         self.path = socket_path
         self.real = socket_path + ".real"
         self.sent = []  # the "execute" of every command the client sent
+        self.messages = []  # and the whole messages
         self.connections = 0
         self._stop = threading.Event()
 
@@ -258,6 +259,7 @@ class QmpRecorder:
                                 break  # an incomplete message: wait for the rest
                             pending = pending.lstrip()[end:]
                             self.sent.append(msg.get("execute") or msg.get("exec-oob"))
+                            self.messages.append(msg)
 
 
 class Qmp:

@@ -12,6 +12,7 @@ import re
 
 import pytest
 
+from .conftest import info_network
 from .faults import AFTER_QMP, AT_SAVE, result_of, run_hooked
 
 OWN_ID = re.compile(r"(disk|cdrom|floppy|nic)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}\Z")
@@ -182,3 +183,20 @@ def test_a_start_left_paused_without_its_devices_is_redone(vm):
     with vm.qmp() as qmp:
         assert qmp("query-status")["status"] == "running"
         assert disk_id in {p["name"] for p in qmp("qom-list", path="/machine/peripheral")}
+
+
+def test_a_netdev_left_without_its_nic_is_purged_so_the_nic_can_be_attached(vm):
+    a = dict(name="a", path=vm.image("a.raw"))
+    vm.run(disks=[a])
+    planned = [c for c in vm.run(check=True, disks=[a], nics=[dict(name="n")])["qmp_commands"]
+               if c["execute"] == "netdev_add"]
+    with vm.qmp() as qmp:  # a run without journal killed after netdev_add
+        qmp("netdev_add", **planned[0]["arguments"])
+    result = vm.run(disks=[a], nics=[dict(name="n")])
+    assert not result.get("failed"), result["msg"]
+    assert [x["action"] for x in result["actions"]] == ["purge", "attach"]
+    nic = next(d for d in runtime_of(vm)["layout"]["devices"] if d["kind"] == "nic")
+    with vm.qmp() as qmp:
+        network = info_network(qmp)
+    assert nic["netdev"]["id"] in network and nic["id"] in network
+    assert vm.run(disks=[a], nics=[dict(name="n")])["changed"] is False

@@ -1,6 +1,6 @@
 """What a later run decides for each begun journal entry, given what QEMU has (pure)."""
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import hotplug, plan, recovery
+from ansible_collections.blocklayer.qemu.plugins.module_utils import hotplug, plan, recovery, verify
 
 from .test_plan import reconcile, running
 from .helpers import disk
@@ -94,3 +94,23 @@ def test_orphans_in_the_collections_name_space_are_purged_device_first():
     assert [c["execute"] for c in actions[0].commands] == ["device_del", "blockdev-del", "blockdev-del"]
     assert [c["arguments"].get("node-name") for c in actions[0].commands[1:]] == [orphan + ".fmt", orphan + ".stor"]
     assert [c["arguments"]["node-name"] for c in actions[1].commands] == ["disk-99999999-0000-1111.fmt2"]
+
+
+def test_orphan_netdevs_are_purged_with_their_nic_or_alone():
+    data = running(nics=[dict(name="n")])
+    known = data.devices[0]["netdev"]["id"]
+    orphan_nic = "nic-0123abcd-0000-1111"
+    alone = "nic-99999999-0000-1111.net"
+    actions = plan.purge_orphans(data, {data.devices[0]["id"], orphan_nic}, set(),
+                                 {known, orphan_nic + ".net", alone, "hostnet0", data.devices[0]["id"]})
+    assert [(a.id, [c["execute"] for c in a.commands]) for a in actions] == [
+        (orphan_nic, ["device_del", "netdev_del"]), ("", ["netdev_del"])]
+    assert actions[1].commands[0]["arguments"] == {"id": alone}
+
+
+def test_info_network_names_every_nic_and_netdev():
+    text = ("nic-61771629-eb60-512b: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:f4:a2:00\r\n"
+            " \\ nic-61771629-eb60-512b.net: index=0,type=user,net=10.0.2.0,restrict=off\r\n"
+            "nic-00000000-0000-0000.net: index=0,type=user,net=10.0.2.0,restrict=off\r\n")
+    live = verify.Live([], [], [], [], text)
+    assert live.netdevs == {"nic-61771629-eb60-512b", "nic-61771629-eb60-512b.net", "nic-00000000-0000-0000.net"}
