@@ -20,6 +20,8 @@ from . import qemus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLECTIONS = os.path.join(ROOT, "build", "collections")
+
+
 @pytest.fixture(params=qemus.binaries())
 def qemu_binary(request):
     """Every real-QEMU test runs on each QEMU generation the project provides."""
