@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "tools" / "guest"))
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # noqa: E402
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import qmp as qmp_mod  # noqa: E402
-from ansible_collections.blocklayer.qemu.plugins.module_utils import runtime  # noqa: E402
+from ansible_collections.blocklayer.qemu.plugins.module_utils.statedir import StateDir  # noqa: E402
 from ansible_collections.blocklayer.qemu.plugins.module_utils.task import Task  # noqa: E402
 from ansible_collections.blocklayer.qemu.plugins.modules import qemu_instance  # noqa: E402
 from agent import AgentError, GuestAgent  # noqa: E402
@@ -93,16 +93,16 @@ class Recorder:
             return event
 
         session.execute, session.wait_event = timed_execute, timed_wait_event
-        save = runtime.save
+        write_atomic = StateDir.write_atomic
 
-        def timed_save(path, data):
+        def timed_write_atomic(self, name, data):
             start = time.monotonic()
             try:
-                return save(path, data)
+                return write_atomic(self, name, data)
             finally:
                 rec.saves.append((start, time.monotonic()))
 
-        runtime.save = timed_save  # hotplug and instance call it as runtime.save
+        StateDir.write_atomic = timed_write_atomic  # every runtime-file save goes through it
 
 
 RECORDER = Recorder()
@@ -158,16 +158,21 @@ class Bench:
         checked = ArgumentSpecValidator(qemu_instance.ARGUMENT_SPEC).validate(raw)
         if checked.error_messages:
             raise SystemExit("bad parameters: %s" % "; ".join(checked.error_messages))
-        task = Task(types.SimpleNamespace(params=checked.validated_parameters, check_mode=False))
+        params = checked.validated_parameters
+        task = Task(types.SimpleNamespace(params=params, check_mode=False))
         RECORDER.reset()
         start = time.monotonic()
-        if raw.get("state", "running") == "running":
-            runtime.ensure_state_dir(self.state_dir)
-        if os.path.isdir(self.state_dir):
-            with runtime.InstanceLock(task.paths):
+        # What Task.run does around the work, minus exit_json: open (create) the state dir, lock it.
+        task.state = StateDir.open(self.state_dir, create=raw.get("state", "running") == "running")
+        try:
+            if task.state:
+                with task.state.lock(params["lock_timeout"], "instance %s" % params["name"]):
+                    result = qemu_instance.converge(task)
+            else:
                 result = qemu_instance.converge(task)
-        else:
-            result = qemu_instance.converge(task)
+        finally:
+            if task.state:
+                task.state.close()
         run = Run(result, start, time.monotonic())
         for warning in result.get("warnings", []):
             print("warning: %s" % warning, file=sys.stderr)
@@ -376,7 +381,7 @@ def measure(bench, fig, sizes, repeat, module_runs):
             hot_add_figures(fig, run, disk_ids(run))
             fig.add("add N=%d: task wall" % n, run.wall)
             fig.add("add N=%d: task time outside QMP" % n, outside_qmp(run))
-            fig.add("add N=%d: of which runtime.save x%d" % (n, len(run.saves)), save_time(run))
+            fig.add("add N=%d: of which runtime-file saves x%d" % (n, len(run.saves)), save_time(run))
             fig.add("add N=%d: task start -> guest sees all" % n, bench.wait_added(names) - run.start)
             # no-op
             noop = bench.converge(decl)
@@ -393,7 +398,7 @@ def measure(bench, fig, sizes, repeat, module_runs):
             fig.add("unplug N=%d parallel: task start -> first device_del" % n,
                     min(c[2] for c in run.commands if c[0] == "device_del") - run.start)
             fig.add("unplug N=%d parallel: task time outside QMP" % n, outside_qmp(run))
-            fig.add("unplug N=%d parallel: of which runtime.save x%d" % (n, len(run.saves)), save_time(run))
+            fig.add("unplug N=%d parallel: of which runtime-file saves x%d" % (n, len(run.saves)), save_time(run))
             fig.count("unplug N=%d parallel: QMP commands" % n, _tally(run.names()))
             detach_figures(fig, run, "unplug N=%d parallel" % n)
             bench.wait_removed(names, guest)
