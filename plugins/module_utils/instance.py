@@ -450,7 +450,7 @@ class Instance:
         self.rt = None
 
 
-_ARG = re.compile(r"-(?:blockdev|device|netdev) (\{.*?\}): (.*)")
+_ARG = re.compile(r"-(?:blockdev|device|netdev|object) (\{.*?\}): (.*)")
 
 
 def _name_the_device(exc: QemuError, placed) -> QemuError:
@@ -460,7 +460,7 @@ def _name_the_device(exc: QemuError, placed) -> QemuError:
     if not match:
         return exc
     for device in placed.all_devices():
-        args = [cmdline.as_json(n) for n in device.nodes] + [cmdline.as_json(device.props)]
+        args = [cmdline.as_json(n) for n in device.nodes + device.objects] + [cmdline.as_json(device.props)]
         if device.netdev:
             args.append(cmdline.as_json(device.netdev))
         if match.group(1) in args:
