@@ -47,7 +47,8 @@ from agent import AgentError, GuestAgent  # noqa: E402
 PREFIX = "blbench-"
 BOOT_TIMEOUT = 180.0
 GUEST_TIMEOUT = 60  # a disk must appear/go in the guest within this (s)
-UNPLUG_TIMEOUT = 120.0  # generous: a pending unplug would spoil the figures, so it is an error
+UNPLUG_TIMEOUT = 5.0  # the module's default; a disk left pending stops the bench with an error
+PING_ARGS = {"ANSIBLE_MODULE_ARGS": {"data": "pong"}}
 IMAGE_SIZE = 8 << 20
 BUSES = {
     # bus -> (qemu_instance options, guest device-name prefix, what the README calls it)
@@ -199,6 +200,72 @@ class Bench:
             raise SystemExit("the no-op module run was not a no-op: %s" % proc.stdout)
         return wall
 
+    def module_ratios(self, disks, samples, workdir):
+        """Median wall of ``python -m ansible.modules.ping`` and of a no-op ``qemu_instance``,
+        alternated, in the same environment. ``warm``: bytecode cached (a private
+        PYTHONPYCACHEPREFIX, filled by one unmeasured run of each); ``cold``: nothing cached,
+        every imported file compiled, as a module run from Ansible's zip payload is."""
+        argsfile = self.state_dir + ".args.json"
+        with open(argsfile, "w", encoding="utf-8") as handle:
+            json.dump({"ANSIBLE_MODULE_ARGS": self.params(disks)}, handle)
+        ping_args = str(workdir / "ping.args.json")
+        with open(ping_args, "w", encoding="utf-8") as handle:
+            json.dump(PING_ARGS, handle)
+        module = "ansible_collections.blocklayer.qemu.plugins.modules.qemu_instance"
+        commands = {"ping": [sys.executable, "-m", "ansible.modules.ping", ping_args],
+                    "qemu_instance": [sys.executable, "-m", module, argsfile]}
+        found = {}
+        for mode in ("warm", "cold"):
+            env = dict(os.environ, PYTHONPATH=str(COLLECTIONS))
+            if mode == "warm":
+                env.pop("PYTHONDONTWRITEBYTECODE", None)
+                env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
+            else:
+                env["PYTHONDONTWRITEBYTECODE"] = "1"
+                env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache-empty")
+            walls = {name: [] for name in commands}
+            for index in range(samples + 1):
+                for name, argv in commands.items():
+                    start = time.monotonic()
+                    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=False)
+                    wall = time.monotonic() - start
+                    result = json.loads(proc.stdout)
+                    if result.get("failed") or result.get("changed"):
+                        raise SystemExit("%s was not a no-op: %s" % (name, proc.stdout))
+                    if index:  # the first of each fills the bytecode cache (warm) and is not counted
+                        walls[name].append(wall)
+            found[mode] = walls
+        return found
+
+    def playbook_tasks(self, disk, repeat, workdir):
+        """Per-task wall through ansible-playbook: a ping task, a one-disk hot-add task and its
+        unplug, ``repeat`` times, timed by bench/callback_plugins/bench_timing.py."""
+        play = [{"hosts": "localhost", "gather_facts": False, "tasks": []}]
+        for _ in range(repeat):
+            play[0]["tasks"] += [
+                {"name": "ping", "ansible.builtin.ping": {}},
+                {"name": "hot-add", "blocklayer.qemu.qemu_instance": self.params([disk])},
+                {"name": "unplug", "blocklayer.qemu.qemu_instance": self.params([])},
+            ]
+        playbook, timing = workdir / "play.yml", workdir / "timing.jsonl"
+        with open(playbook, "w", encoding="utf-8") as handle:
+            json.dump(play, handle)  # JSON is YAML
+        if timing.exists():
+            timing.unlink()
+        env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), BENCH_TIMING_FILE=str(timing),
+                   ANSIBLE_CALLBACK_PLUGINS=str(ROOT / "bench" / "callback_plugins"),
+                   ANSIBLE_CALLBACKS_ENABLED="bench_timing")
+        proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), str(playbook)], cwd=str(ROOT),
+                              capture_output=True, text=True, env=env, timeout=900, check=False)
+        if proc.returncode:
+            raise SystemExit("ansible-playbook failed:\n%s\n%s" % (proc.stdout[-3000:], proc.stderr[-3000:]))
+        walls = {}
+        with open(timing, encoding="utf-8") as handle:
+            for line in handle:
+                entry = json.loads(line)
+                walls.setdefault(entry["task"], []).append(entry["seconds"])
+        return walls
+
     def boot(self):
         run = self.converge([])
         self.info = dict(version=run.result["qemu_version"], accel=run.result["accel"])
@@ -289,6 +356,9 @@ class Figures:
             self.order.append(label)
         self.samples.setdefault(label, []).append(value)
 
+    def ratio(self, label, value):
+        self.count(label, "%.2f" % value)
+
     def count(self, label, value):
         if label not in self.samples and label not in self.counts:
             self.order.append(label)
@@ -298,11 +368,14 @@ class Figures:
         return statistics.median(self.samples[label]) * 1000
 
     def print_unplug_summary(self, sizes, out=sys.stdout):
-        print("\nunplug wall, median ms:   N   parallel   one at a time   ratio", file=out)
+        print("\nunplug, median ms:   N   parallel   one at a time   ratio   floor (device_del -> last "
+              "DEVICE_DELETED)   last DEVICE_DELETED -> task end", file=out)
         for n in sizes:
             par = self.median("unplug N=%d parallel: wall" % n)
             one = self.median("unplug N=%d one at a time: wall (sum of %d tasks)" % (n, n))
-            print("%27d %10.0f %15.0f %7.2f" % (n, par, one, one / par), file=out)
+            floor = self.median("unplug N=%d parallel: device_del -> last DEVICE_DELETED" % n)
+            after = self.median("unplug N=%d parallel: last DEVICE_DELETED -> task end" % n)
+            print("%22d %10.0f %15.0f %7.2f %42.0f %33.1f" % (n, par, one, one / par, floor, after), file=out)
 
     def print(self, out=sys.stdout):
         width = max(len(label) for label in self.order)
@@ -361,6 +434,33 @@ def _tally(names):
     for name in names:
         counts[name] = counts.get(name, 0) + 1
     return "%d: %s" % (len(names), ", ".join("%s x%d" % item for item in counts.items()))
+
+
+def qmp_time(run):
+    return sum(c[3] - c[2] for c in run.commands)
+
+
+def ratios(bench, fig, samples, workdir):
+    """Item 1 of the speed issue: module process vs ping, and a hot-add task vs a ping task."""
+    disk = bench.disks[0]
+    add = bench.converge([disk])  # in-process: the QMP time of exactly this hot-add task
+    bench.wait_added([disk["name"]])
+    before = bench.guest_disks()
+    bench.converge([])
+    bench.wait_removed([disk["name"]], before)
+    for mode, walls in bench.module_ratios([], samples, workdir).items():
+        for name, label in (("ping", "ansible.builtin.ping"), ("qemu_instance", "no-op qemu_instance")):
+            for wall in walls[name]:
+                fig.add("module process (%s bytecode): %s" % (mode, label), wall)
+        fig.ratio("no-op qemu_instance / ping, module process, %s bytecode (medians)" % mode,
+                  statistics.median(walls["qemu_instance"]) / statistics.median(walls["ping"]))
+    tasks = bench.playbook_tasks(disk, samples, workdir)
+    for name in ("ping", "hot-add", "unplug"):
+        for wall in tasks[name]:
+            fig.add("ansible-playbook task: %s" % name, wall)
+    fig.add("hot-add one disk: its QMP time (in-process)", qmp_time(add))
+    ping, hot_add = statistics.median(tasks["ping"]), statistics.median(tasks["hot-add"])
+    fig.ratio("hot-add task / (ping task + its QMP time) (medians)", hot_add / (ping + qmp_time(add)))
 
 
 def measure(bench, fig, sizes, repeat, module_runs):
@@ -423,6 +523,9 @@ def main(argv=None):
     parser.add_argument("--sizes", default="1,4,16", help="disk counts to unplug (default: %(default)s)")
     parser.add_argument("--bus", choices=["virtio-blk", "virtio-scsi", "both"], default="virtio-blk",
                         help="what the disks are (default: %(default)s)")
+    parser.add_argument("--ratio-samples", type=int, default=7,
+                        help="samples of each ping / qemu_instance / playbook-task figure, 0 skips them "
+                             "(default: %(default)s)")
     parser.add_argument("--module-runs", type=int, default=1,
                         help="no-op runs through a real module process: 0 none, 1 first repetition, "
                              "2 every repetition (default: %(default)s)")
@@ -459,6 +562,8 @@ def main(argv=None):
                                                opts.repeat, ",".join(map(str, sizes))))
                 fig = Figures()
                 fig.add("boot: start task -> guest agent ready", boot)
+                if opts.ratio_samples:
+                    ratios(bench, fig, opts.ratio_samples, workdir)
                 measure(bench, fig, sizes, opts.repeat, opts.module_runs)
                 fig.print()
                 fig.print_unplug_summary(sizes)
