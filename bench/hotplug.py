@@ -243,7 +243,7 @@ class Bench:
         """Per-task wall through ansible-playbook: a ping task, a one-disk hot-add task and its
         unplug, ``repeat`` times, timed by bench/callback_plugins/bench_timing.py."""
         play = [{"hosts": "localhost", "gather_facts": False, "tasks": []}]
-        for _ in range(repeat):
+        for _round in range(repeat):
             play[0]["tasks"] += [
                 {"name": "ping", "ansible.builtin.ping": {}},
                 {"name": "hot-add", "blocklayer.qemu.qemu_instance": self.params([disk])},

@@ -69,7 +69,7 @@ def _qcow2_backing(handle):
     ext_at = struct.unpack(">I", header[100:104])[0] if version >= 3 and len(header) >= 104 else 72
     fmt = None
     handle.seek(ext_at)
-    for _ in range(64):
+    for _attempt in range(64):
         head = handle.read(8)
         if len(head) < 8:
             break

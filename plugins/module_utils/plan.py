@@ -66,6 +66,8 @@ def _recorded(defaults_key: str, recorded):
     if not isinstance(recorded, dict):
         return recorded
     return dict(_ADDED_DEFAULTS.get(defaults_key, {}), **recorded)
+
+
 ATTACH, DETACH, CHANGE_MEDIUM, FINISH_UNPLUG, PURGE, RESTART = (
     "attach", "detach", "change-medium", "finish-unplug", "purge", "restart-required")
 # Buses QEMU cannot hot-plug on (reference §2.5, §2.6).

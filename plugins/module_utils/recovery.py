@@ -84,8 +84,8 @@ def _recover_removal(entry, present_ids, live_nodes) -> Action:
     if old.get("origin") == "drive":
         commands = []
     else:
-        commands = _delete_nodes(_names(old), live_nodes) + [c for c in release_commands(old)
-                                                              if c["execute"] in ("netdev_del", "object-del")]
+        leftovers = [c for c in release_commands(old) if c["execute"] in ("netdev_del", "object-del")]
+        commands = _delete_nodes(_names(old), live_nodes) + leftovers
     return _action(entry, "a killed run had removed it: what it left is deleted", commands, None)
 
 

@@ -347,8 +347,8 @@ def _unique_ids(devices) -> None:
         label = "%ss[%s]" % (kind, item.name) if kind != "floppy" else "floppy"
         if dev_id in seen:
             raise ConfigError("%s: its UUID %s gives device id %s, which %s already has (ids keep the first "
-                              "three UUID groups); give one of them another UUID" % (label, item.uuid, dev_id,
-                                                                                   seen[dev_id]))
+                              "three UUID groups); give one of them another UUID"
+                              % (label, item.uuid, dev_id, seen[dev_id]))
         seen[dev_id] = label
 
 

@@ -56,7 +56,7 @@ def test_saved_text_has_sorted_keys_one_per_line():
     rt = runtime.loads(real_file(1), "v1")
     text = runtime.dumps(rt).decode()
     key_lists = []
-    json.loads(text, object_pairs_hook=lambda pairs: key_lists.append([k for k, _ in pairs]) or dict(pairs))
+    json.loads(text, object_pairs_hook=lambda pairs: key_lists.append([k for k, _value in pairs]) or dict(pairs))
     assert key_lists and all(keys == sorted(keys) for keys in key_lists)
     assert text.startswith('{\n "host": {\n') and text.endswith("}\n")
 
