@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "tools" / "guest"))
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # noqa: E402
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import qmp as qmp_mod  # noqa: E402
-from ansible_collections.blocklayer.qemu.plugins.module_utils import runtime  # noqa: E402
+from ansible_collections.blocklayer.qemu.plugins.module_utils.statedir import StateDir  # noqa: E402
 from ansible_collections.blocklayer.qemu.plugins.module_utils.task import Task  # noqa: E402
 from ansible_collections.blocklayer.qemu.plugins.modules import qemu_instance  # noqa: E402
 from agent import AgentError, GuestAgent  # noqa: E402
@@ -47,7 +47,8 @@ from agent import AgentError, GuestAgent  # noqa: E402
 PREFIX = "blbench-"
 BOOT_TIMEOUT = 180.0
 GUEST_TIMEOUT = 60  # a disk must appear/go in the guest within this (s)
-UNPLUG_TIMEOUT = 120.0  # generous: a pending unplug would spoil the figures, so it is an error
+UNPLUG_TIMEOUT = 5.0  # the module's default; a disk left pending stops the bench with an error
+PING_ARGS = {"ANSIBLE_MODULE_ARGS": {"data": "pong"}}
 IMAGE_SIZE = 8 << 20
 BUSES = {
     # bus -> (qemu_instance options, guest device-name prefix, what the README calls it)
@@ -93,16 +94,16 @@ class Recorder:
             return event
 
         session.execute, session.wait_event = timed_execute, timed_wait_event
-        save = runtime.save
+        write_atomic = StateDir.write_atomic
 
-        def timed_save(path, data):
+        def timed_write_atomic(self, name, data):
             start = time.monotonic()
             try:
-                return save(path, data)
+                return write_atomic(self, name, data)
             finally:
                 rec.saves.append((start, time.monotonic()))
 
-        runtime.save = timed_save  # hotplug and instance call it as runtime.save
+        StateDir.write_atomic = timed_write_atomic  # every runtime-file save goes through it
 
 
 RECORDER = Recorder()
@@ -158,16 +159,21 @@ class Bench:
         checked = ArgumentSpecValidator(qemu_instance.ARGUMENT_SPEC).validate(raw)
         if checked.error_messages:
             raise SystemExit("bad parameters: %s" % "; ".join(checked.error_messages))
-        task = Task(types.SimpleNamespace(params=checked.validated_parameters, check_mode=False))
+        params = checked.validated_parameters
+        task = Task(types.SimpleNamespace(params=params, check_mode=False))
         RECORDER.reset()
         start = time.monotonic()
-        if raw.get("state", "running") == "running":
-            runtime.ensure_state_dir(self.state_dir)
-        if os.path.isdir(self.state_dir):
-            with runtime.InstanceLock(task.paths):
+        # What Task.run does around the work, minus exit_json: open (create) the state dir, lock it.
+        task.state = StateDir.open(self.state_dir, create=raw.get("state", "running") == "running")
+        try:
+            if task.state:
+                with task.state.lock(params["lock_timeout"], "instance %s" % params["name"]):
+                    result = qemu_instance.converge(task)
+            else:
                 result = qemu_instance.converge(task)
-        else:
-            result = qemu_instance.converge(task)
+        finally:
+            if task.state:
+                task.state.close()
         run = Run(result, start, time.monotonic())
         for warning in result.get("warnings", []):
             print("warning: %s" % warning, file=sys.stderr)
@@ -193,6 +199,74 @@ class Bench:
         if result.get("failed") or result.get("changed"):
             raise SystemExit("the no-op module run was not a no-op: %s" % proc.stdout)
         return wall
+
+    def module_ratios(self, disks, samples, workdir):
+        """Wall times of ``python -m ansible.modules.ping`` and of a no-op ``qemu_instance``,
+        alternated, in the same environment. ``warm``: bytecode cached (a private
+        PYTHONPYCACHEPREFIX, filled by one unmeasured run of each); ``zip``: both imported from
+        one zip of ``ansible/module_utils``, ``ansible/modules`` and the collection, as Ansible's
+        payload is, so their files are compiled on every run (zipimport caches no bytecode)
+        while the standard library and qemu.qmp keep theirs."""
+        argsfile = self.state_dir + ".args.json"
+        with open(argsfile, "w", encoding="utf-8") as handle:
+            json.dump({"ANSIBLE_MODULE_ARGS": self.params(disks)}, handle)
+        ping_args = str(workdir / "ping.args.json")
+        with open(ping_args, "w", encoding="utf-8") as handle:
+            json.dump(PING_ARGS, handle)
+        module = "ansible_collections.blocklayer.qemu.plugins.modules.qemu_instance"
+        commands = {"ping": [sys.executable, "-m", "ansible.modules.ping", ping_args],
+                    "qemu_instance": [sys.executable, "-m", module, argsfile]}
+        found = {}
+        payload = payload_zip(workdir / "payload.zip")
+        for mode in ("warm", "zip"):
+            env = dict(os.environ, PYTHONPATH=str(COLLECTIONS))
+            if mode == "warm":
+                env.pop("PYTHONDONTWRITEBYTECODE", None)
+                env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
+            else:
+                env["PYTHONPATH"] = payload
+            walls = {name: [] for name in commands}
+            for index in range(samples + 1):
+                for name, argv in commands.items():
+                    start = time.monotonic()
+                    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=False)
+                    wall = time.monotonic() - start
+                    result = json.loads(proc.stdout)
+                    if result.get("failed") or result.get("changed"):
+                        raise SystemExit("%s was not a no-op: %s" % (name, proc.stdout))
+                    if index:  # the first of each fills the bytecode cache (warm) and is not counted
+                        walls[name].append(wall)
+            found[mode] = walls
+        return found
+
+    def playbook_tasks(self, disk, repeat, workdir):
+        """Per-task wall through ansible-playbook: a ping task, a one-disk hot-add task and its
+        unplug, ``repeat`` times, timed by bench/callback_plugins/bench_timing.py."""
+        play = [{"hosts": "localhost", "gather_facts": False, "tasks": []}]
+        for _round in range(repeat):
+            play[0]["tasks"] += [
+                {"name": "ping", "ansible.builtin.ping": {}},
+                {"name": "hot-add", "blocklayer.qemu.qemu_instance": self.params([disk])},
+                {"name": "unplug", "blocklayer.qemu.qemu_instance": self.params([])},
+            ]
+        playbook, timing = workdir / "play.yml", workdir / "timing.jsonl"
+        with open(playbook, "w", encoding="utf-8") as handle:
+            json.dump(play, handle)  # JSON is YAML
+        if timing.exists():
+            timing.unlink()
+        env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), BENCH_TIMING_FILE=str(timing),
+                   ANSIBLE_CALLBACK_PLUGINS=str(ROOT / "bench" / "callback_plugins"),
+                   ANSIBLE_CALLBACKS_ENABLED="bench_timing")
+        proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), str(playbook)], cwd=str(ROOT),
+                              capture_output=True, text=True, env=env, timeout=900, check=False)
+        if proc.returncode:
+            raise SystemExit("ansible-playbook failed:\n%s\n%s" % (proc.stdout[-3000:], proc.stderr[-3000:]))
+        walls = {}
+        with open(timing, encoding="utf-8") as handle:
+            for line in handle:
+                entry = json.loads(line)
+                walls.setdefault(entry["task"], []).append(entry["seconds"])
+        return walls
 
     def boot(self):
         run = self.converge([])
@@ -284,6 +358,9 @@ class Figures:
             self.order.append(label)
         self.samples.setdefault(label, []).append(value)
 
+    def ratio(self, label, value):
+        self.count(label, "%.2f" % value)
+
     def count(self, label, value):
         if label not in self.samples and label not in self.counts:
             self.order.append(label)
@@ -293,11 +370,14 @@ class Figures:
         return statistics.median(self.samples[label]) * 1000
 
     def print_unplug_summary(self, sizes, out=sys.stdout):
-        print("\nunplug wall, median ms:   N   parallel   one at a time   ratio", file=out)
+        print("\nunplug, median ms:   N   parallel   one at a time   ratio   floor (device_del -> last "
+              "DEVICE_DELETED)   last DEVICE_DELETED -> task end", file=out)
         for n in sizes:
             par = self.median("unplug N=%d parallel: wall" % n)
             one = self.median("unplug N=%d one at a time: wall (sum of %d tasks)" % (n, n))
-            print("%27d %10.0f %15.0f %7.2f" % (n, par, one, one / par), file=out)
+            floor = self.median("unplug N=%d parallel: device_del -> last DEVICE_DELETED" % n)
+            after = self.median("unplug N=%d parallel: last DEVICE_DELETED -> task end" % n)
+            print("%22d %10.0f %15.0f %7.2f %42.0f %33.1f" % (n, par, one, one / par, floor, after), file=out)
 
     def print(self, out=sys.stdout):
         width = max(len(label) for label in self.order)
@@ -358,6 +438,57 @@ def _tally(names):
     return "%d: %s" % (len(names), ", ".join("%s x%d" % item for item in counts.items()))
 
 
+def payload_zip(path):
+    """A zip like the payload Ansible sends: ansible's module_utils and modules, and the
+    collection's plugins, sources only."""
+    import zipfile  # pylint: disable=import-outside-toplevel
+    import ansible  # pylint: disable=import-outside-toplevel
+    site = Path(ansible.__file__).parent.parent
+    own = COLLECTIONS / "ansible_collections" / "blocklayer" / "qemu"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("ansible/__init__.py", "")  # the payload's package stubs are empty too
+        for sub in ("module_utils", "modules"):
+            for source in sorted((site / "ansible" / sub).rglob("*.py")):
+                archive.write(source, str(source.relative_to(site)))
+        for name in ("ansible_collections/__init__.py", "ansible_collections/blocklayer/__init__.py",
+                     "ansible_collections/blocklayer/qemu/__init__.py"):
+            archive.writestr(name, "")
+        for sub in ("plugins", "plugins/modules", "plugins/module_utils"):
+            if not (own / sub / "__init__.py").exists():
+                archive.writestr("ansible_collections/blocklayer/qemu/%s/__init__.py" % sub, "")
+        for sub in ("modules", "module_utils"):
+            for source in sorted((own / "plugins" / sub).rglob("*.py")):
+                archive.write(source, "ansible_collections/blocklayer/qemu/" + str(source.relative_to(own)))
+    return str(path)
+
+
+def qmp_time(run):
+    return sum(c[3] - c[2] for c in run.commands)
+
+
+def ratios(bench, fig, samples, workdir):
+    """Item 1 of the speed issue: module process vs ping, and a hot-add task vs a ping task."""
+    disk = bench.disks[0]
+    add = bench.converge([disk])  # in-process: the QMP time of exactly this hot-add task
+    bench.wait_added([disk["name"]])
+    before = bench.guest_disks()
+    bench.converge([])
+    bench.wait_removed([disk["name"]], before)
+    for mode, walls in bench.module_ratios([], samples, workdir).items():
+        for name, label in (("ping", "ansible.builtin.ping"), ("qemu_instance", "no-op qemu_instance")):
+            for wall in walls[name]:
+                fig.add("module process (%s bytecode): %s" % (mode, label), wall)
+        fig.ratio("no-op qemu_instance / ping, module process, %s bytecode (medians)" % mode,
+                  statistics.median(walls["qemu_instance"]) / statistics.median(walls["ping"]))
+    tasks = bench.playbook_tasks(disk, samples, workdir)
+    for name in ("ping", "hot-add", "unplug"):
+        for wall in tasks[name]:
+            fig.add("ansible-playbook task: %s" % name, wall)
+    fig.add("hot-add one disk: its QMP time (in-process)", qmp_time(add))
+    ping, hot_add = statistics.median(tasks["ping"]), statistics.median(tasks["hot-add"])
+    fig.ratio("hot-add task / (ping task + its QMP time) (medians)", hot_add / (ping + qmp_time(add)))
+
+
 def measure(bench, fig, sizes, repeat, module_runs):
     disks = bench.disks
     # Warm-up (not counted): the first hot-plug loads guest drivers and, for SCSI, brings the controller.
@@ -376,7 +507,7 @@ def measure(bench, fig, sizes, repeat, module_runs):
             hot_add_figures(fig, run, disk_ids(run))
             fig.add("add N=%d: task wall" % n, run.wall)
             fig.add("add N=%d: task time outside QMP" % n, outside_qmp(run))
-            fig.add("add N=%d: of which runtime.save x%d" % (n, len(run.saves)), save_time(run))
+            fig.add("add N=%d: of which runtime-file saves x%d" % (n, len(run.saves)), save_time(run))
             fig.add("add N=%d: task start -> guest sees all" % n, bench.wait_added(names) - run.start)
             # no-op
             noop = bench.converge(decl)
@@ -393,7 +524,7 @@ def measure(bench, fig, sizes, repeat, module_runs):
             fig.add("unplug N=%d parallel: task start -> first device_del" % n,
                     min(c[2] for c in run.commands if c[0] == "device_del") - run.start)
             fig.add("unplug N=%d parallel: task time outside QMP" % n, outside_qmp(run))
-            fig.add("unplug N=%d parallel: of which runtime.save x%d" % (n, len(run.saves)), save_time(run))
+            fig.add("unplug N=%d parallel: of which runtime-file saves x%d" % (n, len(run.saves)), save_time(run))
             fig.count("unplug N=%d parallel: QMP commands" % n, _tally(run.names()))
             detach_figures(fig, run, "unplug N=%d parallel" % n)
             bench.wait_removed(names, guest)
@@ -418,6 +549,9 @@ def main(argv=None):
     parser.add_argument("--sizes", default="1,4,16", help="disk counts to unplug (default: %(default)s)")
     parser.add_argument("--bus", choices=["virtio-blk", "virtio-scsi", "both"], default="virtio-blk",
                         help="what the disks are (default: %(default)s)")
+    parser.add_argument("--ratio-samples", type=int, default=7,
+                        help="samples of each ping / qemu_instance / playbook-task figure, 0 skips them "
+                             "(default: %(default)s)")
     parser.add_argument("--module-runs", type=int, default=1,
                         help="no-op runs through a real module process: 0 none, 1 first repetition, "
                              "2 every repetition (default: %(default)s)")
@@ -454,6 +588,8 @@ def main(argv=None):
                                                opts.repeat, ",".join(map(str, sizes))))
                 fig = Figures()
                 fig.add("boot: start task -> guest agent ready", boot)
+                if opts.ratio_samples:
+                    ratios(bench, fig, opts.ratio_samples, workdir)
                 measure(bench, fig, sizes, opts.repeat, opts.module_runs)
                 fig.print()
                 fig.print_unplug_summary(sizes)

@@ -27,6 +27,7 @@ DISK_OPTIONS = dict(
     discard=dict(type="str", choices=list(cache.DISCARD_MODES)),
     detect_zeroes=dict(type="str", choices=list(cache.DETECT_ZEROES_MODES)),
     serial=dict(type="str"),
+    iothread=dict(type="bool", default=False),
 )
 CDROM_OPTIONS = dict(
     name=dict(type="str", required=True),

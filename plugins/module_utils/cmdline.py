@@ -56,6 +56,10 @@ def build_argv(spec: InstanceSpec, layout: Layout, accel: str, paths: RuntimePat
             argv += ["-append", m.kernel_args]
     for prop in layout.globals:
         argv += ["-global", prop]
+    # Objects (iothreads) first: a -device naming one needs it to exist (qdev link properties).
+    for device in layout.all_devices():
+        for obj in device.objects:
+            argv += ["-object", as_json(obj)]
     for controller in layout.controllers:
         argv += ["-device", as_json(controller.props)]
     for device in layout.devices:

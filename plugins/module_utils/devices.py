@@ -32,8 +32,10 @@ def hvinfo(driver: str, dev_id: str, placement: dict, drive=None) -> dict:
     return info
 
 
-def disk_props(info: dict, serial: str, write_cache: str, bootindex=None) -> dict:
+def disk_props(info: dict, serial: str, write_cache: str, bootindex=None, iothread=None) -> dict:
     props = dict(info)
+    if iothread:
+        props["iothread"] = iothread  # virtio-blk-pci's link<iothread>, by object id
     if info["driver"] not in PASSTHROUGH_DRIVERS:
         props["serial"] = serial
         props["write-cache"] = write_cache
@@ -44,6 +46,11 @@ def disk_props(info: dict, serial: str, write_cache: str, bootindex=None) -> dic
     if bootindex is not None:
         props["bootindex"] = bootindex
     return props
+
+
+def iothread_object(iothread: str) -> dict:
+    """The ``-object`` / ``object-add`` dict of a dedicated iothread."""
+    return {"qom-type": "iothread", "id": iothread}
 
 
 def media_props(info: dict, bootindex=None) -> dict:

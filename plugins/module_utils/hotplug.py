@@ -20,7 +20,8 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils import plan, runti
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.recovery import RECOVER
 
-# QEMU's texts for "that is not there (any more)" (qmp_blockdev_del, qmp_netdev_del, qmp_device_del).
+# QEMU's texts for "that is not there (any more)" (qmp_blockdev_del, qmp_netdev_del, qmp_device_del,
+# user_creatable_del).
 _GONE = ("Failed to find node", "not found", "No medium")
 UNPLUG_EVENTS = ("DEVICE_DELETED", "DEVICE_UNPLUG_GUEST_ERROR")
 
@@ -31,7 +32,8 @@ def journal_entry(action) -> runtime.Pending:
         record = record or {}
         return {"devices": [action.id] if action.id and action.action != plan.FINISH_UNPLUG else [],
                 "nodes": [n["node-name"] for n in record.get("nodes") or []],
-                "netdevs": [record["netdev"]["id"]] if record.get("netdev") else []}
+                "netdevs": [record["netdev"]["id"]] if record.get("netdev") else [],
+                "objects": [o["id"] for o in record.get("objects") or []]}
     creates = names(action.record) if action.action in (plan.ATTACH, plan.CHANGE_MEDIUM) else {}
     removes = names(action.old) if action.action != plan.ATTACH else {}
     if action.action == plan.CHANGE_MEDIUM:
@@ -209,6 +211,8 @@ def _undo_of(command: dict, old=None) -> dict:
         return {"execute": "blockdev-del", "arguments": {"node-name": args["node-name"]}}
     if name == "netdev_add":
         return {"execute": "netdev_del", "arguments": {"id": args["id"]}}
+    if name == "object-add":
+        return {"execute": "object-del", "arguments": {"id": args["id"]}}
     if name == "device_add":
         return {"execute": "device_del", "arguments": {"id": args["id"]}}
     if name == "blockdev-open-tray":

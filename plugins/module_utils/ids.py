@@ -59,6 +59,15 @@ def node_name(dev_id: str, role: str) -> str:
     return name
 
 
+def iothread_id(dev_id: str) -> str:
+    """The id of a device's own iothread object, ``<device id>.io`` (QEMU's object ids must pass
+    id_wellformed(), as device ids do), e.g. ``disk-9e7c85f6-b6e5-4243.io`` or ``scsi.io``."""
+    name = dev_id + ".io"
+    if not is_identifier(name):
+        raise ValueError("%r is not a QEMU identifier" % name)
+    return name
+
+
 def check_node_name(name: str) -> None:
     if len(name) > NODE_NAME_MAX:
         raise ConfigError(

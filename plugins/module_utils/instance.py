@@ -16,8 +16,10 @@ import re
 import shutil
 from dataclasses import dataclass, replace
 
+# cmdline, probe, hotplug and recovery are imported where they are used: a no-op run (the
+# common case) starts nothing and changes nothing, and need not load them (docs/design.md "Speed").
 from ansible_collections.blocklayer.qemu.plugins.module_utils import (
-    cmdline, host, hotplug, info, layout, plan, probe, process, recovery, runtime, spec as spec_mod, verify)
+    host, info, layout, plan, process, runtime, spec as spec_mod, verify)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession, explain
 from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
@@ -42,6 +44,7 @@ def resolve_binary(binary: str) -> str:
 def resolve_accel(accel: str, binary: str, env: dict) -> str:
     """``auto``: KVM when the host offers it and a guest really runs under it, else TCG."""
     if accel == "auto":
+        from ansible_collections.blocklayer.qemu.plugins.module_utils import probe  # only at start
         return "kvm" if host.kvm_usable() and probe.accel_works(binary, "kvm", env) else "tcg"
     return accel
 
@@ -217,6 +220,7 @@ class Instance:
 
     def _apply(self, qmp, rt, actions, declaration) -> None:
         """Journal every action, apply them, then record the outcome: two saves in all."""
+        from ansible_collections.blocklayer.qemu.plugins.module_utils import hotplug  # only when changing
         rt.journal = [hotplug.journal_entry(a) for a in actions]
         self._save(rt)
         self._report(actions)
@@ -232,6 +236,7 @@ class Instance:
 
     def _recover(self, qmp, rt, live) -> None:
         """Finish or undo what a killed run began, from what QEMU has now (docs/faults.md)."""
+        from ansible_collections.blocklayer.qemu.plugins.module_utils import hotplug, recovery  # after a crash only
         actions = recovery.recover(rt.journal, set(live.types), live.roots, live.nodes)
         self._report(actions)
         self.changed = True
@@ -294,6 +299,7 @@ class Instance:
     # -- start --------------------------------------------------------------------------------
     def _prepare_start(self, spec, firmware_dirs, module_dir, binary=None) -> StartPlan:
         """Validate the whole declaration and build the command line; changes nothing."""
+        from ansible_collections.blocklayer.qemu.plugins.module_utils import cmdline  # only at start
         declaration = plan.normalise(spec.to_dict())
         facts = {p: host.inspect_path(p) for p in layout.declared_paths(spec)}
         placed = layout.layout_instance(spec, facts)
@@ -451,16 +457,17 @@ class Instance:
         self.rt = None
 
 
-_ARG = re.compile(r"-(?:blockdev|device|netdev) (\{.*?\}): (.*)")
+_ARG = re.compile(r"-(?:blockdev|device|netdev|object) (\{.*?\}): (.*)")
 
 
 def _name_the_device(exc: QemuError, placed) -> QemuError:
     """QEMU echoes the -blockdev/-device JSON it refused; name the declared device instead."""
+    from ansible_collections.blocklayer.qemu.plugins.module_utils import cmdline  # a failed start only
     match = _ARG.search(exc.desc or "")
     if not match:
         return exc
     for device in placed.all_devices():
-        args = [cmdline.as_json(n) for n in device.nodes] + [cmdline.as_json(device.props)]
+        args = [cmdline.as_json(n) for n in device.nodes + device.objects] + [cmdline.as_json(device.props)]
         if device.netdev:
             args.append(cmdline.as_json(device.netdev))
         if match.group(1) in args:

@@ -9,7 +9,7 @@ from: per device its id, hvinfo, node chain and device properties.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, devices, ids
@@ -57,16 +57,19 @@ class Device:
     nodes: tuple = ()
     spec: dict = field(default_factory=dict)
     netdev: Optional[dict] = None
+    # QOM objects only this device uses (its own iothread), created before it, deleted after it.
+    objects: tuple = ()
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["nodes"] = list(self.nodes)
+        data["objects"] = list(self.objects)
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "Device":
         """A runtime-file record back as a Device (extra keys such as state are dropped)."""
-        return cls(**{k: (tuple(data[k]) if k == "nodes" else data[k])
+        return cls(**{k: (tuple(data[k]) if k in ("nodes", "objects") else data[k])
                       for k in cls.__dataclass_fields__ if k in data})
 
 
@@ -186,6 +189,10 @@ class Placer:
             return None
         driver = SCSI_CONTROLLERS[self.spec.hvparams.scsi_controller_type].driver
         ctrl = _controller(devices.hvinfo(driver, SCSI_CONTROLLER_ID, self.pci_placement("the SCSI controller")))
+        if self.spec.hvparams.scsi_iothread:  # virtio-scsi-pci only (spec.hvparams_from)
+            iothread = ids.iothread_id(ctrl.id)
+            ctrl = replace(ctrl, props=dict(ctrl.props, iothread=iothread),
+                           objects=(devices.iothread_object(iothread),))
         self.controllers.append(ctrl)
         return ctrl
 
@@ -203,8 +210,10 @@ class Placer:
         else:
             placement = self.scsi.take(what)
         info = devices.hvinfo(devices.DISK_DRIVERS[disk.disk_type], dev_id, placement, blockdev.top_node(nodes))
-        props = devices.disk_props(info, disk.serial, io.cache.write_cache(), bootindex)
-        return Device("disk", disk.name, disk.uuid, dev_id, info, props, tuple(nodes), asdict(disk))
+        iothread = ids.iothread_id(dev_id) if disk.iothread else None  # virtio-blk only (spec.disk_from)
+        props = devices.disk_props(info, disk.serial, io.cache.write_cache(), bootindex, iothread)
+        objects = (devices.iothread_object(iothread),) if iothread else ()
+        return Device("disk", disk.name, disk.uuid, dev_id, info, props, tuple(nodes), asdict(disk), None, objects)
 
     def media(self, media, facts: dict, bootindex=None) -> Device:
         what = "%s[%s]" % ("cdroms" if media.kind == "cdrom" else "floppy", media.name)

@@ -57,6 +57,17 @@ def _short(value) -> str:
 
 # Instance-level parts of a declaration: a change to any of them needs a new QEMU.
 MACHINE_KEYS = ("name", "uuid", "qemu_binary", "machine", "hvparams")
+# Options added after a runtime file may have been written, with the value that file's QEMU
+# has: a record without them is compared as if it had them, so an upgrade is no change.
+_ADDED_DEFAULTS = {"hvparams": {"scsi_iothread": False}, "disk": {"iothread": False}}
+
+
+def _recorded(defaults_key: str, recorded):
+    if not isinstance(recorded, dict):
+        return recorded
+    return dict(_ADDED_DEFAULTS.get(defaults_key, {}), **recorded)
+
+
 ATTACH, DETACH, CHANGE_MEDIUM, FINISH_UNPLUG, PURGE, RESTART = (
     "attach", "detach", "change-medium", "finish-unplug", "purge", "restart-required")
 # Buses QEMU cannot hot-plug on (reference §2.5, §2.6).
@@ -94,8 +105,9 @@ def _cmd(execute: str, **arguments) -> dict:
 
 
 def attach_commands(record: dict) -> list:
-    """Nodes bottom-up (or the netdev), then the device (ARCHITECTURE §5)."""
-    cmds = [_cmd("blockdev-add", **node) for node in record.get("nodes") or []]
+    """The device's own objects (its iothread), nodes bottom-up (or the netdev), then the device."""
+    cmds = [_cmd("object-add", **obj) for obj in record.get("objects") or []]
+    cmds += [_cmd("blockdev-add", **node) for node in record.get("nodes") or []]
     if record.get("netdev"):
         cmds.append(_cmd("netdev_add", **record["netdev"]))
     cmds.append(_cmd("device_add", **record["props"]))
@@ -103,12 +115,14 @@ def attach_commands(record: dict) -> list:
 
 
 def release_commands(record: dict) -> list:
-    """What a removed device leaves behind, top-down. -drive nodes belong to QEMU."""
+    """What a removed device leaves behind, top-down: nodes, netdev, then its objects (an
+    iothread goes once nothing runs in it). -drive nodes belong to QEMU."""
     if record.get("origin") == "drive":
         return []
     cmds = [_cmd("blockdev-del", **{"node-name": n["node-name"]}) for n in reversed(record.get("nodes") or [])]
     if record.get("netdev"):
         cmds.append(_cmd("netdev_del", id=record["netdev"]["id"]))
+    cmds += [_cmd("object-del", id=obj["id"]) for obj in record.get("objects") or []]
     return cmds
 
 
@@ -198,7 +212,8 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
     """
     desired = normalise(spec.to_dict())
     actions = [Action(RESTART, "controller", key, "", reason=change)
-               for key in MACHINE_KEYS for change in changes(layout.declaration.get(key), desired[key], key)]
+               for key in MACHINE_KEYS
+               for change in changes(_recorded(key, layout.declaration.get(key)), desired[key], key)]
     purge = purge_orphans(layout, present_ids, live_nodes, live_netdevs) if present_ids is not None else []
     records = {(d["kind"], d["name"]): d for d in layout.devices}
     wanted = [("disk", d) for d in spec.disks] + [(m.kind, m) for m in spec.media()] + [("nic", n) for n in spec.nics]
@@ -233,7 +248,7 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
         if record and record.get("state") == "unplug-pending":
             continue
         if record:
-            diff = changes(record["spec"], normalise(asdict(item)))
+            diff = changes(_recorded(kind, record["spec"]), normalise(asdict(item)))
             if not diff:
                 continue
             if kind in ("cdrom", "floppy") and all(d.startswith("path:") for d in diff):

@@ -38,6 +38,12 @@ def _netdev_del(record) -> list:
     return [_cmd("netdev_del", id=netdev["id"])] if netdev else []
 
 
+def _object_del(record) -> list:
+    """The device's own objects (iothreads), last. QOM objects are not listed on every run, so
+    these are sent whether or not the killed run got to create them ("not found" is fine)."""
+    return [_cmd("object-del", id=obj["id"]) for obj in (record or {}).get("objects") or []]
+
+
 def _action(entry, reason: str, commands, keep) -> Action:
     """``keep`` is the record the layout holds afterwards, or None when the device is gone."""
     record = keep or entry.old or entry.record or {}
@@ -67,7 +73,7 @@ def _recover_attach(entry, present_ids, roots, live_nodes) -> Action:
     commands = []
     if entry.id in present_ids:
         commands.append(_cmd("device_del", id=entry.id))
-    commands += _delete_nodes(_names(record), live_nodes) + _netdev_del(record)
+    commands += _delete_nodes(_names(record), live_nodes) + _netdev_del(record) + _object_del(record)
     return _action(entry, "a killed run had begun attaching it: undone", commands, None)
 
 
@@ -78,8 +84,8 @@ def _recover_removal(entry, present_ids, live_nodes) -> Action:
     if old.get("origin") == "drive":
         commands = []
     else:
-        netdevs = [c for c in release_commands(old) if c["execute"] == "netdev_del"]
-        commands = _delete_nodes(_names(old), live_nodes) + netdevs
+        leftovers = [c for c in release_commands(old) if c["execute"] in ("netdev_del", "object-del")]
+        commands = _delete_nodes(_names(old), live_nodes) + leftovers
     return _action(entry, "a killed run had removed it: what it left is deleted", commands, None)
 
 

@@ -48,6 +48,8 @@ class HvParams:
     # q35 only: pcie.0 cannot hot-plug, so PCI devices sit in root ports, and this many are
     # kept free for hot-plug beyond one per PCI device declared at start.
     pcie_root_ports: int = 4
+    # A dedicated iothread for the virtio-scsi-pci controller (and so for every SCSI disk on it).
+    scsi_iothread: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class DiskSpec:
     discard: str
     detect_zeroes: str
     serial: str
+    # A dedicated iothread (virtio-blk only): the disk's I/O runs off QEMU's main loop.
+    iothread: bool = False
 
     @property
     def read_only(self) -> bool:
@@ -166,6 +170,10 @@ def hvparams_from(params: dict) -> HvParams:
     _choice(hv.cdrom_disk_type, CDROM_DISK_TYPES, "cdrom_disk_type")
     _choice(hv.boot_order, BOOT_ORDERS, "boot_order")
     _choice(hv.nic_type, NIC_TYPES, "nic_type")
+    if hv.scsi_iothread and hv.scsi_controller_type != "virtio-scsi-pci":
+        raise ConfigError("scsi_iothread: the %s SCSI controller cannot run in an iothread, only virtio-scsi-pci "
+                          "can; set scsi_controller_type: virtio-scsi-pci or drop scsi_iothread"
+                          % hv.scsi_controller_type)
     if not isinstance(hv.pcie_root_ports, int) or not 0 <= hv.pcie_root_ports <= 64:
         raise ConfigError("pcie_root_ports: %r must be between 0 and 64" % (hv.pcie_root_ports,))
     if not isinstance(hv.kvm_pci_reservations, int) or not 1 <= hv.kvm_pci_reservations <= 31:
@@ -195,6 +203,12 @@ def disk_from(raw: dict, instance_uuid: str, hv: HvParams, supported_aio=cache.A
     mode = _choice(raw.get("mode") or "rw", MODES, what + ".mode")
     io = {key: raw.get(key) or getattr(hv, "disk_" + key) for key in ("cache", "aio", "discard", "detect_zeroes")}
     cache.io_settings(what, io["cache"], io["aio"], io["discard"], io["detect_zeroes"], supported_aio)
+    iothread = bool(raw.get("iothread"))
+    if iothread and disk_type != "paravirtual":
+        raise ConfigError(
+            "%s: iothread is for virtio-blk disks (disk_type paravirtual), and this one is %s; a SCSI disk runs "
+            "in its controller's iothread (scsi_iothread: true with scsi_controller_type: virtio-scsi-pci), an "
+            "IDE disk in none: drop iothread or use disk_type paravirtual" % (what, disk_type))
     if disk_type == "ide" and mode == "ro":
         raise ConfigError(
             "%s: QEMU's IDE disks cannot be read-only; use disk_type paravirtual or scsi-hd, "
@@ -208,6 +222,7 @@ def disk_from(raw: dict, instance_uuid: str, hv: HvParams, supported_aio=cache.A
         mode=mode,
         disk_type=disk_type,
         serial=_serial(raw.get("serial"), default_serial(uuid), what),
+        iothread=iothread,
         **io
     )
 

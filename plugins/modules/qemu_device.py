@@ -19,6 +19,8 @@ description:
     is a media change (left out, the drive is emptied). What cannot change live (an IDE disk,
     adding or removing a CD-ROM or floppy drive, options of an attached disk) fails and names
     why; use M(blocklayer.qemu.qemu_instance) with C(allow_restart) for those.
+  - A disk declared with C(iothread=true) (virtio-blk only) is hot-plugged with an iothread of its
+    own (C(object-add) before C(device_add)), which is deleted once the disk is gone.
 author:
   - blocklayer.qemu developers (@blocklayer)
 extends_documentation_fragment:

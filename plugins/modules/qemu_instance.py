@@ -122,6 +122,16 @@ options:
     type: str
     choices: [lsi, megasas, virtio-scsi-pci]
     default: lsi
+  scsi_iothread:
+    description:
+      - Runs the SCSI controller, and so every SCSI disk on it, in an iothread of its own
+        (C(-object iothread,id=scsi.io) and the controller's C(iothread) property), off QEMU's
+        main loop. This is Proxmox's C(iothread=1) on a C(virtio-scsi-single) controller and
+        libvirt's C(<driver iothread=...>) of a virtio-scsi controller.
+      - Needs O(scsi_controller_type=virtio-scsi-pci); lsi and megasas cannot use an iothread.
+      - Changing it on a running instance needs O(allow_restart).
+    type: bool
+    default: false
   kvm_pci_reservations:
     description:
       - PCI slots below this number are left to QEMU; disks, NICs and controllers get explicit
@@ -217,6 +227,17 @@ options:
           - Serial number the guest sees (up to 20 letters, digits, C(-), C(_), C(.)).
           - Defaults to the first 20 hex digits of the disk's UUID, so guest and declaration can be matched.
         type: str
+      iothread:
+        description:
+          - Gives the disk an iothread of its own (C(-object iothread) with id C(<device id>.io) and the
+            device's C(iothread) property), so its I/O runs off QEMU's main loop; at hot-plug the
+            iothread is added before the device (C(object-add)) and deleted after it is gone (C(object-del)).
+            This is Proxmox's C(iothread=1) on a virtio disk and libvirt's C(<driver iothread=...>).
+          - Only for virtio-blk disks (O(disks[].disk_type=paravirtual)); SCSI disks use their
+            controller's, see O(scsi_iothread).
+          - Changing it on an attached disk needs O(allow_restart), as any other option of an attached disk.
+        type: bool
+        default: false
   cdroms:
     description: Up to two read-only CD-ROM drives.
     type: list
@@ -472,6 +493,7 @@ ARGUMENT_SPEC = dict(
     agent_channel=dict(type="bool", default=False),
     disk_type=dict(type="str", choices=list(spec.DISK_TYPES), default="paravirtual"),
     scsi_controller_type=dict(type="str", choices=list(spec.SCSI_CONTROLLER_TYPES), default="lsi"),
+    scsi_iothread=dict(type="bool", default=False),
     kvm_pci_reservations=dict(type="int", default=12),
     disk_cache=dict(type="str", choices=list(cache.CACHE_MODES), default="default"),
     disk_aio=dict(type="str", choices=list(cache.AIO_MODES), default="threads"),

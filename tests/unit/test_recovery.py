@@ -22,7 +22,8 @@ def names(record):
 def test_journal_entry_names_what_an_attach_creates():
     action, entry = attach_entry()
     assert entry.action == "attach" and entry.id == action.id
-    assert entry.creates == {"devices": [action.id], "nodes": names(action.record), "netdevs": []}
+    assert entry.creates == {"devices": [action.id], "nodes": names(action.record), "netdevs": [],
+                             "objects": []}
     assert entry.removes == {} and entry.record == action.record
 
 
