@@ -53,8 +53,6 @@ def resolve_accel(accel: str, binary: str, env: dict) -> str:
 class StartPlan:
     """Everything a start needs, computed (and so validated) before anything is changed."""
 
-    spec: object
-    declaration: dict
     placed: layout.Layout
     env: dict
     runtime: runtime.Runtime
@@ -324,7 +322,7 @@ class Instance:
             host=runtime.HostBinding(binary=binary, firmware_dirs=firmware_dirs, module_dir=module_dir,
                                      accel=accel, argv=argv),
             status=runtime.STATUS_STARTING)
-        return StartPlan(spec, declaration, placed, env, rt)
+        return StartPlan(placed, env, rt)
 
     def _start(self, start: StartPlan, action: str = "start"):
         rt = start.runtime
