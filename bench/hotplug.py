@@ -180,8 +180,8 @@ class Bench:
         if result.get("unplug_pending"):
             raise SystemExit("unplug still pending after %s s: %s" % (UNPLUG_TIMEOUT, result["unplug_pending"]))
         if result.get("state") == "running":
-            for record in result["diff"]["after"]["devices"]:
-                self.serials[record["name"]] = record["spec"]["serial"]
+            for name, entry in disks_of(result).items():
+                self.serials[name] = entry["serial"]
         return run
 
     def module_run(self, disks):
@@ -391,8 +391,14 @@ class Figures:
             print("%-*s %9.1f %9.1f %9.1f %4d" % row, file=out)
 
 
+def disks_of(result):
+    """Disk name -> its entry in the result's diff (labels are ``disks[<name>]``)."""
+    return {label[len("disks["):-1]: entry for label, entry in result["diff"]["after"]["devices"].items()
+            if label.startswith("disks[")}
+
+
 def disk_ids(run):
-    return {r["id"]: r["name"] for r in run.result["diff"]["after"]["devices"]}
+    return {entry["id"]: name for name, entry in disks_of(run.result).items()}
 
 
 def hot_add_figures(fig, run, ids):

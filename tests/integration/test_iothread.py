@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from .conftest import ROOT
+from .faults import AFTER_QMP, run_hooked
 
 GUEST = os.path.join(ROOT, "build", "guest")
 sys.path.insert(0, os.path.join(ROOT, "tools", "guest"))
@@ -73,21 +74,15 @@ def test_an_iothread_a_killed_attach_left_is_deleted_by_the_next_run(vm):
     root = [dict(name="root", path=vm.image("root.raw"))]
     hot = dict(name="a", uuid=UUID_A, path=vm.image("a.raw"), iothread=True)
     vm.run(disks=root)
-    # What a run killed right after its object-add leaves: the journal entry, written before
-    # its first command, and the iothread in QEMU. The entry is taken from the module's own
-    # check-mode plan for that attach (the record it would make).
-    planned = vm.run(disks=root + [hot], check=True, diff=True)
-    record = next(d for d in planned["diff"]["after"]["devices"] if d["id"] == ID_A)
+    # The module is SIGKILLed right after its first change, the object-add, was answered.
+    killed = run_hooked(vm.args(disks=root + [hot]), vm.state_dir + ".kill.json", AFTER_QMP, 1, "object-add",
+                        "self", "SIGKILL")
+    assert killed.returncode == -9
     path = os.path.join(vm.state_dir, "runtime.json")
     with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
-    data["journal"] = [{"action": "attach", "id": ID_A, "record": record, "old": None,
-                        "creates": {"devices": [ID_A], "nodes": [n["node-name"] for n in record["nodes"]],
-                                    "netdevs": [], "objects": [IO_A]}, "removes": {}}]
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(data, handle)
+        assert [(e["action"], e["creates"]["objects"]) for e in json.load(handle)["journal"]] == [("attach", [IO_A])]
     with vm.qmp() as qmp:
-        qmp("object-add", **{"qom-type": "iothread", "id": IO_A})
+        assert IO_A in objects(qmp)
     settled = vm.run(disks=root)
     assert not settled.get("failed"), settled.get("msg")
     assert any(a["action"] == "recover" for a in settled["actions"])
