@@ -28,7 +28,8 @@ import time
 import pytest
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from .conftest import ROOT, qemu_pids
+
 BIN = os.path.join(ROOT, ".venv", "bin")
 SSHD = "/usr/sbin/sshd"
 GUEST = os.path.join(ROOT, "build", "guest")
@@ -47,20 +48,6 @@ def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _qemu_pids(marker):
-    """Pids of QEMU processes whose command line mentions ``marker``."""
-    pids = []
-    for path in glob.glob("/proc/[0-9]*/cmdline"):
-        try:
-            with open(path, "rb") as handle:
-                args = handle.read().split(b"\0")
-        except OSError:
-            continue
-        if args and b"qemu-system" in args[0] and any(marker.encode() in a for a in args[1:]):
-            pids.append(int(path.split("/")[2]))
-    return pids
 
 
 class Node:
@@ -142,7 +129,7 @@ class Node:
                 self.sshd.wait()
 
     def teardown(self):
-        for pid in _qemu_pids(self.base):
+        for pid in qemu_pids(self.base):
             os.kill(pid, signal.SIGKILL)
         # End the ssh control masters, then the server (the masters' sessions end with it too).
         for sock in glob.glob(os.path.join(self.control_dir, "*")):
@@ -224,7 +211,7 @@ def node(tmp_path_factory):
         yield the_node
     finally:
         the_node.teardown()
-    assert not _qemu_pids(the_node.base), "a QEMU of the test survived its teardown"
+    assert not qemu_pids(the_node.base), "a QEMU of the test survived its teardown"
 
 
 def readme_example():
@@ -311,7 +298,7 @@ def test_readme_example_on_the_node(node):
     first, output = node.playbook(playbook, inventory)
     assert first["failed"] == 0 and first["changed"] > 0, output
     web1 = os.path.join(state, "web1")
-    assert len(_qemu_pids(web1)) == 1, "no QEMU for web1 after the README example:\n" + output
+    assert len(qemu_pids(web1)) == 1, "no QEMU for web1 after the README example:\n" + output
     again, output = node.playbook(playbook, inventory)
     assert again["changed"] == 0, "second run of the README example changed something:\n" + output
 
@@ -320,7 +307,7 @@ def test_readme_example_on_the_node(node):
         "-a", '{"name": "web1", "state_dir": "%s", "state": "absent", "shutdown_timeout": 0}' % web1,
         "-e", "ansible_python_interpreter=%s/bin/python" % node.venv])
     assert '"changed": true' in output, output
-    assert not _qemu_pids(web1), "web1's QEMU is still running after state=absent"
+    assert not qemu_pids(web1), "web1's QEMU is still running after state=absent"
 
 
 def test_demo_on_the_node(node):
@@ -336,12 +323,12 @@ def test_demo_on_the_node(node):
     # The guest agent's client ran on the node and the guest saw the demo's disks.
     assert "DEMO-ROOT" in output and "DEMO-DATA" in output, output
     assert os.path.exists(os.path.join(demo_dir, "guest", "vmlinux")), "the guest was not copied to the node"
-    assert len(_qemu_pids(demo_state)) == 1
+    assert len(qemu_pids(demo_state)) == 1
     again, output = node.playbook(site, inventory)
     assert again["changed"] == 0, "second run of the demo changed something:\n" + output
 
     # The tiny guest ignores the ACPI power button: quit QEMU at once instead of waiting.
     gone, output = node.playbook(site, inventory, "-e", "demo_state=absent", "-e", "vm_shutdown_timeout=0")
     assert gone["failed"] == 0 and gone["changed"] > 0, output
-    assert not _qemu_pids(demo_state), "the demo's QEMU is still running after demo_state=absent"
+    assert not qemu_pids(demo_state), "the demo's QEMU is still running after demo_state=absent"
     assert not os.path.exists(demo_state), "state=absent left the demo's state directory"
