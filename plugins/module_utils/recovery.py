@@ -33,15 +33,12 @@ def _names(record) -> list:
     return [n["node-name"] for n in (record or {}).get("nodes") or []]
 
 
-def _netdev_del(record) -> list:
-    netdev = (record or {}).get("netdev")
-    return [_cmd("netdev_del", id=netdev["id"])] if netdev else []
-
-
-def _object_del(record) -> list:
-    """The device's own objects (iothreads), last. QOM objects are not listed on every run, so
-    these are sent whether or not the killed run got to create them ("not found" is fine)."""
-    return [_cmd("object-del", id=obj["id"]) for obj in (record or {}).get("objects") or []]
+def _cleanup(record, live_nodes) -> list:
+    """What a device leaves besides itself: its nodes that QEMU still has (top-down), then its
+    netdev and objects (plan.release_commands). Netdevs and objects are sent whether or not
+    the killed run got to create them ("not found" is fine)."""
+    others = [c for c in release_commands(record) if c["execute"] != "blockdev-del"]
+    return _delete_nodes(_names(record), live_nodes) + others
 
 
 def _action(entry, reason: str, commands, keep) -> Action:
@@ -73,7 +70,7 @@ def _recover_attach(entry, present_ids, roots, live_nodes) -> Action:
     commands = []
     if entry.id in present_ids:
         commands.append(_cmd("device_del", id=entry.id))
-    commands += _delete_nodes(_names(record), live_nodes) + _netdev_del(record) + _object_del(record)
+    commands += _cleanup(record, live_nodes)
     return _action(entry, "a killed run had begun attaching it: undone", commands, None)
 
 
@@ -81,11 +78,7 @@ def _recover_removal(entry, present_ids, live_nodes) -> Action:
     old = entry.old
     if entry.id and entry.id in present_ids:
         return _action(entry, "a killed run had begun removing it; it is still in QEMU", (), old)
-    if old.get("origin") == "drive":
-        commands = []
-    else:
-        leftovers = [c for c in release_commands(old) if c["execute"] in ("netdev_del", "object-del")]
-        commands = _delete_nodes(_names(old), live_nodes) + leftovers
+    commands = [] if old.get("origin") == "drive" else _cleanup(old, live_nodes)
     return _action(entry, "a killed run had removed it: what it left is deleted", commands, None)
 
 
