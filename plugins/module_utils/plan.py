@@ -242,25 +242,29 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
 
     placer = Placer(spec, [Device.from_dict(c) for c in layout.controllers],
                     [Device.from_dict(d) for d in layout.devices], live_pci_slots)
-    media, attach = [], []
+    media, live, attach = [], [], []
     for kind, item in wanted:
         record = records.get((kind, item.name))
         if record and record.get("state") == "unplug-pending":
             continue
         if record:
-            diff = changes(_recorded(kind, record["spec"]), normalise(asdict(item)))
+            declared = normalise(asdict(item))
+            diff = field_changes(_recorded(kind, record["spec"]), declared)
             if not diff:
                 continue
-            if kind in ("cdrom", "floppy") and all(d.startswith("path:") for d in diff):
-                new = dict(record, spec=normalise(asdict(item)), nodes=medium_chain(
-                    spec, item, facts, record["id"], alternate_roles(record["nodes"])))
-                new["hvinfo"] = _with_drive(record["hvinfo"], new["nodes"])
-                new["props"] = _with_drive(record["props"], new["nodes"])
-                media.append(Action(CHANGE_MEDIUM, kind, item.name, record["id"], reason="; ".join(diff),
-                                    record=new, old=record, commands=tuple(medium_commands(record, new))))
-            else:
+            cold = {f: c for f, c in diff.items() if f not in LIVE_FIELDS.get(kind, {})}
+            if cold:
                 actions.append(Action(RESTART, kind, item.name, record["id"],
-                                      reason="cannot change on a live device: %s" % "; ".join(diff)))
+                                      reason="cannot change on a live device: %s" % "; ".join(
+                                          c for f in sorted(cold) for c in cold[f])))
+                continue
+            # One action per kind of live change, each building on the record the previous leaves.
+            for how in sorted({LIVE_FIELDS[kind][f] for f in diff}):
+                fields = sorted(f for f in diff if LIVE_FIELDS[kind][f] == how)
+                action = _LIVE_PLANNERS[how](LiveChange(kind, item, spec, facts, record, declared, fields,
+                                                        [c for f in fields for c in diff[f]]))
+                (media if how == LIVE_MEDIUM else live).append(action)
+                record = action.record
             continue
         if kind in ("cdrom", "floppy") or getattr(item, "disk_type", "") == "ide":
             actions.append(Action(RESTART, kind, item.name, "", reason="cannot be hot-plugged (%s); declare it "
@@ -277,7 +281,57 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
         record = _record(device, owner)
         attach.append(Action(ATTACH, kind, item.name, device.id, reason="declared", record=record,
                              commands=tuple(attach_commands(record))))
-    return actions + purge + finish + detach + media + attach
+    return actions + purge + finish + detach + media + live + attach
+
+
+@dataclass(frozen=True)
+class LiveChange:
+    """A declared device whose changed fields can all change on the running device."""
+
+    kind: str
+    item: object  # the declared DiskSpec / MediaSpec / NicSpec
+    spec: object  # the InstanceSpec
+    facts: dict
+    record: dict  # the runtime record as it is before this change
+    declared: dict  # the declared spec, normalised
+    fields: list  # the top-level spec fields this change covers
+    reasons: list  # their "field: old -> new" lines
+
+    def updated(self, **record_keys) -> dict:
+        """The record once the change is done: these fields declared, ``record_keys`` replaced."""
+        spec = dict(self.record["spec"], **{f: self.declared.get(f) for f in self.fields})
+        return dict(self.record, spec=spec, **record_keys)
+
+
+def _medium_action(change: LiveChange) -> Action:
+    record, item = change.record, change.item
+    nodes = medium_chain(change.spec, item, change.facts, record["id"], alternate_roles(record["nodes"]))
+    new = change.updated(nodes=nodes, hvinfo=_with_drive(record["hvinfo"], nodes),
+                         props=_with_drive(record["props"], nodes))
+    return Action(CHANGE_MEDIUM, change.kind, item.name, record["id"], reason="; ".join(change.reasons),
+                  record=new, old=record, commands=tuple(medium_commands(record, new)))
+
+
+# Which fields of a running device change live, and how; every other field needs a restart
+# (docs/design.md "Live changes"). The diff a user sees lists the same fields.
+LIVE_MEDIUM = "medium"
+LIVE_FIELDS = {
+    "cdrom": {"path": LIVE_MEDIUM},
+    "floppy": {"path": LIVE_MEDIUM},
+}
+_LIVE_PLANNERS = {
+    LIVE_MEDIUM: _medium_action,
+}
+
+
+def field_changes(before: dict, after: dict) -> dict:
+    """The top-level fields of a device spec that differ -> their ``changes`` lines."""
+    found = {}
+    for key in sorted(set(before) | set(after)):
+        lines = changes(before.get(key), after.get(key), key)
+        if lines:
+            found[key] = lines
+    return found
 
 
 def _with_drive(props: dict, nodes: list) -> dict:
