@@ -10,6 +10,8 @@ node has an explicit name and carries the same ``cache`` (nodes do not inherit i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ansible_collections.blocklayer.qemu.plugins.module_utils import ids
 from ansible_collections.blocklayer.qemu.plugins.module_utils.cache import IoSettings
 
@@ -75,6 +77,65 @@ def node_chain(dev_id: str, path: str, path_kind: str, fmt: str, io: IoSettings,
     fmt_node.update(common)
     fmt_node["detect-zeroes"] = io.detect_zeroes
     return [protocol, fmt_node]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One image of a disk's chain (docs/block-graph.md): its generation (the suffix of its node
+    names; the image first declared has none, i.e. 1), path and format."""
+
+    gen: int
+    path: str
+    fmt: str
+
+
+def roles_of(gen: int) -> tuple:
+    return ROLES if gen == 1 else tuple("%s%d" % (role, gen) for role in ROLES)
+
+
+def layers(nodes: list) -> list:
+    """The images of a chain, bottom-up (filters such as a throttle node are not images)."""
+    paths = {n["node-name"]: n.get("filename") or n.get("url") for n in nodes if "filename" in n or "url" in n}
+    found = []
+    for node in nodes:
+        if isinstance(node.get("file"), str) and node["file"] in paths and node["driver"] != "throttle":
+            own = ids.own_node(node["node-name"])
+            found.append(Layer(own[2] if own else 1, paths[node["file"]], node["driver"]))
+    return found
+
+
+def image_nodes(nodes: list) -> list:
+    """The chain without its filters: protocol and format nodes, bottom-up."""
+    return [n for n in nodes if n["driver"] != "throttle"]
+
+
+def next_gen(nodes: list) -> int:
+    """The generation a new image of this chain takes: one above every name it has had."""
+    gens = [own[2] for own in (ids.own_node(n["node-name"]) for n in nodes) if own]
+    return max(gens + [1]) + 1
+
+
+def layer_nodes(dev_id: str, layer: Layer, path_kind: str, io: IoSettings, read_only: bool,
+                backing=None) -> list:
+    """``[protocol, format]`` of one image; an overlay's format node names its ``backing`` node
+    (None: no backing is opened, for an overlay added live before blockdev-snapshot)."""
+    nodes = node_chain(dev_id, layer.path, path_kind, layer.fmt, io, read_only, roles=roles_of(layer.gen))
+    if backing is not False:
+        nodes[1]["backing"] = backing
+    return nodes
+
+
+def chain_nodes(dev_id: str, chain: list, path_kind, io: IoSettings, read_only: bool) -> list:
+    """A whole chain as a start lists it, bottom-up: each overlay names the format node below
+    as its backing, and every image below the top is read-only (QEMU's block-core docs,
+    BlockdevOptionsGenericCOWFormat; a missing ``backing`` would open the base a second time
+    and ``null`` would hide its data)."""
+    nodes = []
+    for index, layer in enumerate(chain):
+        top = index == len(chain) - 1
+        backing = nodes[-1]["node-name"] if nodes else False
+        nodes += layer_nodes(dev_id, layer, path_kind(layer.path), io, read_only if top else True, backing)
+    return nodes
 
 
 def top_node(nodes: list):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 # cmdline, probe, hotplug and recovery are imported where they are used: a no-op run (the
 # common case) starts nothing and changes nothing, and need not load them (docs/design.md "Speed").
 from ansible_collections.blocklayer.qemu.plugins.module_utils import (
-    host, info, layout, plan, process, runtime, spec as spec_mod, verify)
+    graph, host, info, layout, plan, process, runtime, spec as spec_mod, verify)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession, explain
 from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
@@ -88,6 +88,8 @@ class Instance:
                 self.damaged = exc
         self.uuid = self.rt.uuid if self.rt else uuid
         self.before = self.rt
+        if self.rt and self.rt.status == runtime.STATUS_STOPPED:
+            self.rt = None  # no QEMU to manage; the next start reads the chains from ``before``
         self.pid, self.trusted = self._find_qemu()
 
     # -- liveness -----------------------------------------------------------------------------
@@ -191,14 +193,17 @@ class Instance:
                     live = self._live(qmp)
                     if rt.journal:
                         self._recover(qmp, rt, live)
+                        self.settle_graph(qmp, rt, live)
                         live = self._live(qmp)
-                    self._warn_drift(rt, live)
+                    busy = {e.id: e for e in self._graph_entries(rt)}
+                    self._warn_drift(rt, live, busy)
                     actions = plan.reconcile(rt.layout, spec, facts, live.root_slots, set(live.types), live.nodes,
-                                             self.owner, live.netdevs)
+                                             self.owner, live.netdevs, keep_nodes=graph.kept_nodes(rt))
+                    _refuse_busy(actions, busy)
                     restart = self._refuse_or_restart(actions, allow_restart)
                     if not restart and actions:
                         self._apply(qmp, rt, actions, declaration)
-                        self._warn_drift(rt, self._live(qmp))
+                        self._warn_drift(rt, self._live(qmp), busy)
             finally:
                 self.qmp_commands += qmp.sent
         if redo:
@@ -228,22 +233,60 @@ class Instance:
             applier.apply(actions)
             rt.layout.declaration = declaration
         finally:
-            rt.journal = applier.unfinished
+            rt.journal = self._graph_entries(rt) + applier.unfinished
             self.warnings += applier.warnings
             self._save(rt)
 
     def _recover(self, qmp, rt, live) -> None:
         """Finish or undo what a killed run began, from what QEMU has now (docs/faults.md)."""
         from ansible_collections.blocklayer.qemu.plugins.module_utils import hotplug, recovery  # after a crash only
-        actions = recovery.recover(rt.journal, set(live.types), live.roots, live.nodes)
+        device_entries = [e for e in rt.journal if e.action not in graph.GRAPH_ACTIONS]
+        if not device_entries:
+            return
+        actions = recovery.recover(device_entries, set(live.types), live.roots, live.nodes)
         self._report(actions)
         self.changed = True
         applier = hotplug.Applier(qmp, rt.layout, self.unplug_timeout)
         try:
             applier.apply(actions)
         finally:
-            rt.journal = applier.unfinished
+            rt.journal = self._graph_entries(rt) + applier.unfinished
             self._save(rt)
+
+    @staticmethod
+    def _graph_entries(rt) -> list:
+        """Journal entries of block-graph operations: a job may outlive its task (graphops)."""
+        return [e for e in rt.journal if e.action in graph.GRAPH_ACTIONS]
+
+    def settle_graph(self, qmp, rt, live, job_timeout: float = 600.0, delete_unused: bool = False):
+        """Settle the block-graph entries of the journal; returns the runner (its job, warnings)."""
+        from ansible_collections.blocklayer.qemu.plugins.module_utils import graphops  # block jobs only
+        runner = graphops.GraphRunner(qmp, rt, self._save, job_timeout, delete_unused)
+        if self._graph_entries(rt):
+            before = len(rt.journal), [r.get("nodes") for r in rt.layout.devices]
+            try:
+                runner.settle(live.nodes)
+            finally:
+                self.warnings += runner.warnings
+                runner.warnings = []
+            if before != (len(rt.journal), [r.get("nodes") for r in rt.layout.devices]):
+                self.changed = True
+                self.actions.append({"action": "settle-jobs", "reason": "block-graph operations an earlier run left"})
+        return runner
+
+    def operate(self, work):
+        """``work(qmp, rt, live)`` on this running instance after the journal of a killed run is
+        settled (qemu_blockdev); returns what ``work`` returns."""
+        rt = self.rt
+        with self._session() as qmp:
+            try:
+                live = self._live(qmp)
+                if any(e.action not in graph.GRAPH_ACTIONS for e in rt.journal):
+                    self._recover(qmp, rt, live)
+                    live = self._live(qmp)
+                return work(qmp, rt, live)
+            finally:
+                self.qmp_commands += qmp.sent
 
     def _refuse_or_restart(self, actions, allow_restart) -> bool:
         """True when the plan needs a new QEMU and the play allows one; fails otherwise."""
@@ -285,9 +328,10 @@ class Instance:
             raise QemuError("the new declaration did not start, so the previous one runs again: %s" % exc,
                             getattr(exc, "error_class", ""), getattr(exc, "desc", "")) from None
 
-    def _warn_drift(self, rt, live) -> None:
-        drift = verify.problems([d for d in rt.layout.records() if d.get("state") != runtime.STATE_UNPLUG_PENDING],
-                                live.block, live.pci, live.qom)
+    def _warn_drift(self, rt, live, busy=()) -> None:
+        # A device with a block job running sits on the job's filter node: not drift.
+        drift = verify.problems([d for d in rt.layout.records() if d.get("state") != runtime.STATE_UNPLUG_PENDING
+                                 and d["id"] not in busy], live.block, live.pci, live.qom)
         if drift:
             self.warnings.append("instance %s differs from its runtime file: %s" % (self.name, "; ".join(drift)))
 
@@ -300,7 +344,10 @@ class Instance:
         from ansible_collections.blocklayer.qemu.plugins.module_utils import cmdline  # only at start
         declaration = plan.normalise(spec.to_dict())
         facts = {p: host.inspect_path(p) for p in layout.declared_paths(spec)}
-        placed = layout.layout_instance(spec, facts)
+        chains = layout.recorded_chains(spec, self.before.layout.devices) if self.before else {}
+        facts.update({c.path: host.inspect_path(c.path) for chain in chains.values() for c in chain
+                      if c.path not in facts})
+        placed = layout.layout_instance(spec, facts, chains)
         host.check_boot_file("kernel_path", spec.machine.kernel_path)
         host.check_boot_file("initrd_path", spec.machine.initrd_path)
         binary = binary or resolve_binary(spec.qemu_binary)
@@ -447,12 +494,33 @@ class Instance:
         self.pid = None
 
     def _forget(self) -> None:
-        """Remove the runtime file and what QEMU left; never anything else."""
+        """Remove what QEMU left, never anything else, and keep the last layout as stopped: it
+        holds each disk's current chain, which the next start must rebuild (docs/block-graph.md)."""
         self.changed = True
-        for name in (runtime.RUNTIME_FILE,) + runtime.QEMU_FILES:
+        for name in runtime.QEMU_FILES:
             if name != runtime.CONSOLE_LOG:
                 self.state.remove(name)
+        last = self.rt or self.before
+        if last:
+            from ansible_collections.blocklayer.qemu.plugins.module_utils import graph  # QEMU is gone
+            self.before = replace(last, status=runtime.STATUS_STOPPED, journal=[],
+                                  layout=graph.settle_stopped(last.layout, last.journal),
+                                  host=replace(last.host, pid=None))
+            self._save(self.before)
+        else:
+            self.state.remove(runtime.RUNTIME_FILE)
         self.rt = None
+
+
+def _refuse_busy(actions, busy: dict) -> None:
+    """A device whose chain a block operation is changing cannot change otherwise, and the
+    instance cannot restart under it."""
+    blocked = [a for a in actions if (a.id in busy) or (a.action == plan.RESTART and busy)]
+    if blocked:
+        entry = busy.get(blocked[0].id) or next(iter(busy.values()))
+        raise ConfigError("disks[%s] has a block operation in progress (%s, job %s): wait for it with "
+                          "blocklayer.qemu.qemu_blockdev, or cancel it (cancel: true), then run again"
+                          % ((entry.old or {}).get("name"), entry.action, ", ".join(entry.creates.get("jobs") or [])))
 
 
 _ARG = re.compile(r"-(?:blockdev|device|netdev|object) (\{.*?\}): (.*)")

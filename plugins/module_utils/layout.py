@@ -158,8 +158,11 @@ class Placer:
     and ``live_pci_slots`` the slots query-pci shows taken on the root bus.
     """
 
-    def __init__(self, spec: InstanceSpec, controllers=(), placed=(), live_pci_slots=()):
+    def __init__(self, spec: InstanceSpec, controllers=(), placed=(), live_pci_slots=(), chains=None):
         self.spec = spec
+        # Per device id, the chain (blockdev.Layer list) a disk had when its QEMU last ran, when
+        # that is not just the declared image: a start rebuilds it (docs/block-graph.md).
+        self.chains = chains or {}
         hv = spec.hvparams
         self.machine_type = spec.machine.machine_type
         self.controllers = list(controllers)
@@ -202,7 +205,7 @@ class Placer:
         path_kind = check_path(what, disk.path, facts[disk.path], "disk", disk.format, disk.disk_type)
         dev_id = ids.device_id("disk", disk.uuid)
         io = disk.io()
-        nodes = blockdev.node_chain(dev_id, disk.path, path_kind, disk.format, io, disk.read_only)
+        nodes = self._disk_nodes(what, disk, dev_id, path_kind, facts, io)
         if disk.disk_type == "paravirtual":
             placement = self.pci_placement(what)
         elif disk.disk_type == "ide":
@@ -214,6 +217,20 @@ class Placer:
         props = devices.disk_props(info, disk.serial, io.cache.write_cache(), bootindex, iothread)
         objects = (devices.iothread_object(iothread),) if iothread else ()
         return Device("disk", disk.name, disk.uuid, dev_id, info, props, tuple(nodes), asdict(disk), None, objects)
+
+    def _disk_nodes(self, what, disk, dev_id, path_kind, facts, io) -> list:
+        chain = self.chains.get(dev_id)
+        if not chain:
+            return blockdev.node_chain(dev_id, disk.path, path_kind, disk.format, io, disk.read_only)
+        for layer in chain:
+            if layer.path != disk.path:
+                kind = facts[layer.path].kind if layer.path in facts else "missing"
+                if kind not in ("file", "block"):
+                    raise ConfigError("%s: the image %s of its current chain (recorded in the runtime file) is %s; "
+                                      "restore it: starting without it would hide the guest's writes"
+                                      % (what, layer.path, "missing" if kind == "missing" else "a " + kind))
+        return blockdev.chain_nodes(dev_id, chain, lambda p: path_kind if p == disk.path else facts[p].kind,
+                                    io, disk.read_only)
 
     def media(self, media, facts: dict, bootindex=None) -> Device:
         what = "%s[%s]" % ("cdroms" if media.kind == "cdrom" else "floppy", media.name)
@@ -256,10 +273,11 @@ def pci_device_count(spec: InstanceSpec) -> int:
     return int(needs_scsi_controller(spec)) + sum(d.disk_type == "paravirtual" for d in spec.disks) + len(spec.nics)
 
 
-def layout_instance(spec: InstanceSpec, facts: dict) -> Layout:
-    """Place every declared device for a start. ``facts`` maps each local path to PathFacts."""
+def layout_instance(spec: InstanceSpec, facts: dict, chains=None) -> Layout:
+    """Place every declared device for a start. ``facts`` maps each local path to PathFacts;
+    ``chains`` are the disks' recorded chains (Placer)."""
     hv = spec.hvparams
-    placer = Placer(spec)
+    placer = Placer(spec, chains=chains)
     if spec.machine.machine_type == "q35":
         placer.add_root_ports(pci_device_count(spec) + hv.pcie_root_ports)
     if needs_scsi_controller(spec):
@@ -278,6 +296,22 @@ def layout_instance(spec: InstanceSpec, facts: dict) -> Layout:
     # The floppy device has no bootindex; its controller does (bootindexA for unit 0).
     global_props = ("isa-fdc.bootindexA=1",) if hv.boot_order == "floppy" else ()
     return Layout(tuple(placer.controllers), tuple(placed), global_props)
+
+
+def recorded_chains(spec: InstanceSpec, devices) -> dict:
+    """The chains of ``devices`` (runtime records) a start must rebuild: per declared disk whose
+    record has the declared image in its chain (first declared, or the current top), when the
+    chain is more than that one image. Another declared path means another disk image: fresh."""
+    declared = {ids.device_id("disk", d.uuid): d for d in spec.disks}
+    chains = {}
+    for record in devices:
+        disk = declared.get(record["id"])
+        chain = blockdev.layers(record.get("nodes") or []) if disk and record["kind"] == "disk" else []
+        if not chain or chain == [blockdev.Layer(1, disk.path, disk.format)]:
+            continue
+        if disk.path in ((record.get("spec") or {}).get("path"), chain[-1].path):
+            chains[record["id"]] = chain
+    return chains
 
 
 def declared_paths(spec: InstanceSpec) -> list:

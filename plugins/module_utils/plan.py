@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import ids
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, ids
 from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import alternate_roles
 from ansible_collections.blocklayer.qemu.plugins.module_utils.layout import Device, Placer, medium_chain
 from ansible_collections.blocklayer.qemu.plugins.module_utils.spec import SCSI_DISK_TYPES
@@ -164,7 +164,7 @@ def kept_devices(layout, declared: dict) -> dict:
     return kept
 
 
-def purge_orphans(layout, present_ids, live_nodes, live_netdevs=()) -> list:
+def purge_orphans(layout, present_ids, live_nodes, live_netdevs=(), keep_nodes=()) -> list:
     """What QEMU has in the collection's name space that no record explains -> purge actions.
 
     Such leftovers come from a run killed mid-action by a collection without write-ahead
@@ -173,7 +173,7 @@ def purge_orphans(layout, present_ids, live_nodes, live_netdevs=()) -> list:
     with it, top-down); nodes without a device are deleted top-down.
     """
     known_ids = {r["id"] for r in layout.records()}
-    known_nodes = {n["node-name"] for r in layout.records() for n in r.get("nodes") or []}
+    known_nodes = {n["node-name"] for r in layout.records() for n in r.get("nodes") or []} | set(keep_nodes)
     known_netdevs = {r["netdev"]["id"] for r in layout.records() if r.get("netdev")}
     orphan_netdevs = {n for n in live_netdevs if ids.is_own_netdev(n) and n not in known_netdevs}
     orphan_nodes = [n for n in live_nodes if ids.own_node(n) and n not in known_nodes]
@@ -203,7 +203,7 @@ def purge_orphans(layout, present_ids, live_nodes, live_netdevs=()) -> list:
 
 
 def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, live_nodes=(),
-              owner: str = OWNER_INSTANCE, live_netdevs=()) -> list:
+              owner: str = OWNER_INSTANCE, live_netdevs=(), keep_nodes=()) -> list:
     """Guest layout of the runtime file vs the desired ``spec`` -> ordered actions.
 
     ``present_ids`` are the device ids QOM shows and ``live_nodes`` the node names QEMU has
@@ -214,7 +214,7 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
     actions = [Action(RESTART, "controller", key, "", reason=change)
                for key in MACHINE_KEYS
                for change in changes(_recorded(key, layout.declaration.get(key)), desired[key], key)]
-    purge = purge_orphans(layout, present_ids, live_nodes, live_netdevs) if present_ids is not None else []
+    purge = purge_orphans(layout, present_ids, live_nodes, live_netdevs, keep_nodes) if present_ids is not None else []
     records = {(d["kind"], d["name"]): d for d in layout.devices}
     wanted = [("disk", d) for d in spec.disks] + [(m.kind, m) for m in spec.media()] + [("nic", n) for n in spec.nics]
     wanted_keys = {(kind, item.name) for kind, item in wanted}
@@ -248,7 +248,7 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
         if record and record.get("state") == "unplug-pending":
             continue
         if record:
-            declared = normalise(asdict(item))
+            declared = _as_recorded_image(record, normalise(asdict(item)))
             diff = field_changes(_recorded(kind, record["spec"]), declared)
             if not diff:
                 continue
@@ -322,6 +322,15 @@ LIVE_FIELDS = {
 _LIVE_PLANNERS = {
     LIVE_MEDIUM: _medium_action,
 }
+
+
+def _as_recorded_image(record: dict, declared: dict) -> dict:
+    """A disk declared with the image it now runs on (the target of a mirror, the top overlay)
+    is the same disk: qemu_blockdev moved it there (docs/block-graph.md)."""
+    chain = blockdev.layers(record.get("nodes") or []) if record["kind"] == "disk" else []
+    if chain and declared.get("path") == chain[-1].path:
+        return dict(declared, path=record["spec"].get("path"))
+    return declared
 
 
 def field_changes(before: dict, after: dict) -> dict:

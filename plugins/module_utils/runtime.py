@@ -40,6 +40,9 @@ ORIGIN_DRIVE = "drive"
 
 STATUS_STARTING = "starting"
 STATUS_RUNNING = "running"
+# No QEMU runs: the layout is kept so that the next start rebuilds each disk's current chain
+# (its overlays, a mirror's new image), not the image first declared (docs/block-graph.md).
+STATUS_STOPPED = "stopped"
 
 _LEGACY_DRIVERS = {"disk": "virtio-blk-pci", "nic": "virtio-net-pci"}
 
@@ -147,6 +150,13 @@ class Pending:
     removes: dict = field(default_factory=dict)
     record: Optional[dict] = None
     old: Optional[dict] = None
+    # A block job's entry moves to PHASE_FINALIZING just before job-finalize, its commit point:
+    # from then on ``record`` (the new chain) is the truth, even if QEMU dies (docs/block-graph.md).
+    phase: str = "begun"
+
+
+PHASE_BEGUN = "begun"
+PHASE_FINALIZING = "finalizing"
 
 
 @dataclass
@@ -251,7 +261,8 @@ class _Checker:
                 "creates": self.get(entry, "creates", dict, where, {}),
                 "removes": self.get(entry, "removes", dict, where, {}),
                 "record": self.get(entry, "record", (dict, type(None)), where, None),
-                "old": self.get(entry, "old", (dict, type(None)), where, None)}
+                "old": self.get(entry, "old", (dict, type(None)), where, None),
+                "phase": self.get(entry, "phase", str, where, PHASE_BEGUN)}
 
 
 # -- migrators ----------------------------------------------------------------------------------

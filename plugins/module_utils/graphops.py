@@ -1,0 +1,278 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) blocklayer.qemu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Carrying out a planned graph operation (graph.GraphOp) on a running QEMU, and settling the
+ones a killed or timed-out run left (docs/block-graph.md).
+
+Saves of the runtime file per operation: the journal entry before the first command, the entry
+at its commit point (``phase: finalizing``, just before blockdev-snapshot or job-finalize), and
+the outcome. Before the commit point the old chain is the truth; from it on, the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from ansible_collections.blocklayer.qemu.plugins.module_utils import graph, jobs, runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
+
+# QEMU's texts for "this overlay is in place already" (bdrv_append / qmp_blockdev_snapshot).
+_SNAPSHOT_DONE = ("is busy: node is used as backing hd", "already has a backing", "The overlay already")
+_GONE = ("Failed to find node", "not found", "Cannot find device")
+
+
+def image_size(path: str) -> int:
+    """The virtual size of an image another process may hold (qemu-img info -U: advisory facts)."""
+    out = _qemu_img(["info", "-U", "--output=json", path], "reading the size of %s" % path)
+    return int(json.loads(out)["virtual-size"])
+
+
+def _qemu_img(args: list, what: str) -> str:
+    try:
+        done = subprocess.run(["qemu-img"] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, check=False, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise QemuError("%s failed: %s" % (what, exc)) from None
+    if done.returncode != 0:
+        raise QemuError("%s failed: qemu-img: %s" % (what, done.stderr.strip()))
+    return done.stdout
+
+
+def create_image(create: dict) -> None:
+    """A new image file, created exclusively (an existing file or a planted symlink is never
+    written) and then formatted through its descriptor, so the name cannot be swapped between."""
+    path = create["path"]
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise ConfigError("cannot create %s: %s; give a path in a directory this user can write, of a file "
+                          "that does not exist yet" % (path, exc.strerror)) from None
+    try:
+        args = ["create", "-q", "-f", create["format"]]
+        if create.get("backing"):
+            args += ["-b", create["backing"], "-F", create["backing_format"]]
+        args.append("/proc/self/fd/%d" % fd)
+        if create.get("size") is not None:
+            args.append(str(create["size"]))
+        try:
+            done = subprocess.run(["qemu-img"] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  universal_newlines=True, check=False, timeout=120, pass_fds=(fd,))
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise QemuError("creating %s failed: %s" % (path, exc)) from None
+        if done.returncode != 0:
+            os.unlink(path)
+            raise QemuError("creating %s failed: qemu-img: %s" % (path, done.stderr.strip()))
+    finally:
+        os.close(fd)
+
+
+class GraphRunner:
+    """Runs graph operations for one task; ``save`` writes the runtime file."""
+
+    def __init__(self, qmp, rt: runtime.Runtime, save, job_timeout: float, delete_unused: bool):
+        self.qmp = qmp
+        self.rt = rt
+        self.save = save
+        self.delete_unused = delete_unused
+        self.jobs = jobs.JobRunner(qmp, job_timeout)
+        self.warnings = []
+        self.job = None  # the last job's state or outcome, for the result
+
+    # -- one operation ------------------------------------------------------------------------
+    def run(self, op: graph.GraphOp, wait: bool = True) -> None:
+        entry = op.pending()
+        self.rt.journal.append(entry)
+        self.save(self.rt)
+        created, sent = False, []
+        try:
+            if op.create:
+                create_image(op.create)
+                created = True
+            for command in op.prepare:
+                self._send(command)
+                sent.append(command["arguments"]["node-name"])
+        except (ConfigError, QemuError):
+            self._undo(entry, list(reversed(sent)), op.create if created else None)
+            raise
+        if op.action == graph.SNAPSHOT:
+            self._commit_point(entry)
+            try:
+                self._send(op.change)
+            except QemuError:
+                self._undo(entry, list(op.dropped), op.create if created else None)
+                raise
+            self._done(entry, op.record, [])
+            return
+        try:
+            if not wait:
+                self._send(op.change)
+                self.job = {"id": op.job_id, "status": "running"}
+                self.warnings.append("%s: job %s runs on; a later qemu_blockdev run on this disk reports or finishes "
+                                     "it" % (op.label, op.job_id))
+                self.save(self.rt)
+                return
+            outcome = self.jobs.run(op.change, at_ready=op.at_ready,
+                                    before_finalize=lambda _state: self._commit_point(entry))
+        except jobs.JobTimeout as exc:
+            self.job = _state_report(exc.state)
+            self.warnings.append("%s: job %s made no progress for job_timeout; it is left running and a later run "
+                                 "reports or finishes it" % (op.label, op.job_id))
+            self.save(self.rt)
+            return
+        except QemuError:
+            self._undo(entry, list(op.dropped), op.create if created else None)
+            raise
+        self._outcome(entry, outcome, op.create if created else None)
+
+    # -- settling what an earlier run left ----------------------------------------------------
+    def settle(self, live_nodes, wait_for=()) -> None:
+        """Each graph entry of the journal: finished, undone, or (a job still running on a disk
+        not in ``wait_for``, the device ids this run waits for) kept and reported."""
+        for entry in [e for e in self.rt.journal if e.action in graph.GRAPH_ACTIONS]:
+            if entry.action == graph.SNAPSHOT:
+                self._settle_snapshot(entry, live_nodes)
+                continue
+            job_id = (entry.creates.get("jobs") or [None])[0]
+            state = next((s for s in self.jobs.query() if s.id == job_id), None)
+            if state is None:
+                # Dismissed (past the commit point) or never started (before it).
+                if entry.phase == runtime.PHASE_FINALIZING:
+                    self._done(entry, entry.record, [])
+                else:
+                    self._undo(entry, _present(_dropped(entry), live_nodes), None)
+                continue
+            if state.status == "concluded":
+                self._outcome(entry, self.jobs.dismiss_concluded(job_id), None)
+            elif entry.id in wait_for or state.status in ("pending", "waiting"):
+                at_ready = "complete" if entry.record != entry.old else "keep"  # pivot: false keeps the record
+                try:
+                    outcome = self.jobs.resume(job_id, at_ready=at_ready,
+                                               before_finalize=lambda _state, e=entry: self._commit_point(e))
+                except jobs.JobTimeout as exc:
+                    self.job = _state_report(exc.state)
+                    continue
+                self._outcome(entry, outcome, None)
+            else:
+                self.job = _state_report(state)
+                self.warnings.append("disks[%s]: block job %s is %s (%d/%d); qemu_blockdev on that disk waits for "
+                                     "it or cancels it" % ((entry.old or {}).get("name"), job_id, state.status,
+                                                           state.current, state.total))
+
+    def cancel(self, entry) -> None:
+        job_id = (entry.creates.get("jobs") or [None])[0]
+        state = next((s for s in self.jobs.query() if s.id == job_id), None)
+        if state is None:
+            return self.settle(set())
+        keep = entry.action == graph.MIRROR and state.status == "ready"
+        self._outcome(entry, self.jobs.cancel(job_id, keep_copy=keep), None)
+        return None
+
+    def _settle_snapshot(self, entry, live_nodes) -> None:
+        new_top, old_top = _top_format(entry.record), _top_format(entry.old)
+        if entry.phase != runtime.PHASE_FINALIZING or new_top not in live_nodes:
+            self._undo(entry, _present(_dropped(entry), live_nodes), None)
+            return
+        try:
+            self._send({"execute": "blockdev-snapshot", "arguments": {"node": old_top, "overlay": new_top}})
+        except QemuError as exc:
+            if not any(text in exc.desc for text in _SNAPSHOT_DONE):
+                self._undo(entry, _present(_dropped(entry), live_nodes), None)
+                raise
+        self._done(entry, entry.record, [])
+
+    # -- outcomes -----------------------------------------------------------------------------
+    def _commit_point(self, entry) -> None:
+        entry.phase = runtime.PHASE_FINALIZING
+        self.save(self.rt)
+
+    def _outcome(self, entry, outcome, created) -> None:
+        self.job = {"id": outcome.id, "type": outcome.type, "result": outcome.result, "error": outcome.error,
+                    "current": outcome.current, "total": outcome.total}
+        label = "disks[%s]" % (entry.old or {}).get("name")
+        if outcome.result == "completed":
+            self._done(entry, entry.record, list(entry.removes.get("nodes") or []))
+        elif outcome.result == "kept":
+            self._done(entry, entry.old, list(entry.removes.get("nodes") or []))
+        else:
+            self._undo(entry, _dropped(entry), created)
+            raise QemuError("%s: job %s %s; the disk stays on its chain: %s" % (
+                label, outcome.id, "was cancelled" if outcome.result == "cancelled" else "failed",
+                outcome.error or outcome.result), desc=outcome.error or "")
+
+    def _done(self, entry, record, unused: list) -> None:
+        """The disk keeps ``record``; ``unused`` nodes are deleted now when asked, else kept
+        (QEMU holds their images open and locked) and recorded for a later run."""
+        record = dict(record)
+        left = list(record.get("unused_nodes") or []) + [n for n in unused if n not in (record.get("unused_nodes") or [])]
+        if self.delete_unused:
+            left = self._delete(left)
+        record["unused_nodes"] = left
+        if not left:
+            record.pop("unused_nodes")
+        self.rt.layout.put(record)
+        self.rt.journal.remove(entry)
+        self.save(self.rt)
+
+    def release_unused(self, record: dict) -> bool:
+        """Delete the nodes a disk no longer uses (delete_unused on a run with no operation)."""
+        names = list(record.get("unused_nodes") or [])
+        if not names:
+            return False
+        left = self._delete(names)
+        record = dict(record, unused_nodes=left)
+        if not left:
+            record.pop("unused_nodes")
+        self.rt.layout.put(record)
+        self.save(self.rt)
+        return True
+
+    def _delete(self, names: list) -> list:
+        left = []
+        for name in names:
+            try:
+                self._send({"execute": "blockdev-del", "arguments": {"node-name": name}})
+            except QemuError as exc:
+                if not any(text in exc.desc for text in _GONE):
+                    self.warnings.append("node %s is kept: %s" % (name, exc))
+                    left.append(name)
+        return left
+
+    def _undo(self, entry, names: list, created) -> None:
+        self._delete(names)
+        if created:
+            try:
+                os.unlink(created["path"])  # only a file this run created
+            except OSError:
+                pass
+        elif entry.creates.get("files"):
+            self.warnings.append("%s may have been created by a killed run and is kept; remove it before using that "
+                                 "path again" % entry.creates["files"][0])
+        if entry in self.rt.journal:
+            self.rt.journal.remove(entry)
+        self.save(self.rt)
+
+    def _send(self, command: dict):
+        return self.qmp.execute(command["execute"], command["arguments"])
+
+
+def _top_format(record) -> str:
+    images = [n for n in (record or {}).get("nodes") or [] if n["driver"] != "throttle" and "file" in n
+              and isinstance(n["file"], str)]
+    return images[-1]["node-name"] if images else None
+
+
+def _dropped(entry) -> list:
+    """What an operation added that the disk does not keep when it does not happen, top-down."""
+    names = list(entry.creates.get("nodes") or [])
+    return list(reversed(names))
+
+
+def _present(names, live_nodes) -> list:
+    return [n for n in names if n in live_nodes]
+
+
+def _state_report(state) -> dict:
+    return {"id": state.id, "type": state.type, "status": state.status, "current": state.current,
+            "total": state.total, "error": state.error}

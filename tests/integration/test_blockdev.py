@@ -1,0 +1,232 @@
+"""qemu_blockdev on a real QEMU: snapshot, commit, stream and mirror change a running disk's
+chain, the chain survives a stop and a start, and every re-run is a no-op.
+
+Data is written through QEMU (HMP qemu-io on the device) and read back from the image files
+with qemu-io -U, so the expected bytes are constants of the test, never the module's account.
+"""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from .conftest import hmp, run_module
+
+
+def runtime_of(vm):
+    with open(os.path.join(vm.state_dir, "runtime.json")) as handle:
+        return json.load(handle)
+
+
+def disk_id(vm, name="data"):
+    return next(d["id"] for d in runtime_of(vm)["layout"]["devices"] if d["name"] == name)
+
+
+def backend(vm, name="data"):
+    return disk_id(vm, name) + "/virtio-backend"
+
+
+def write(vm, pattern, offset):
+    """64 KiB of ``pattern`` at ``offset`` written by QEMU through the guest's device, flushed."""
+    with vm.qmp() as qmp:
+        hmp(qmp, 'qemu-io -d %s "write -P 0x%02x %d 64k"' % (backend(vm), pattern, offset))
+        hmp(qmp, 'qemu-io -d %s "flush"' % backend(vm))
+
+
+def flush(vm):
+    """QEMU's caches (qcow2 metadata of a job's copy) written out, so the files can be read."""
+    with vm.qmp() as qmp:
+        hmp(qmp, 'qemu-io -d %s "flush"' % backend(vm))
+
+
+def holds(path, pattern, offset):
+    """Whether the image (read with -U, as another process may hold it) has 64 KiB of ``pattern``
+    at ``offset``, through its own backing chain."""
+    done = subprocess.run(["qemu-io", "-r", "-U", "-c", "read -P 0x%02x %d 64k" % (pattern, offset), path],
+                          capture_output=True, text=True, check=False)
+    if "Pattern verification failed" in done.stdout:
+        return False
+    assert done.returncode == 0 and "read 65536/65536" in done.stdout, done.stdout + done.stderr
+    return True
+
+
+def backing_of(path):
+    info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", path], capture_output=True,
+                                     text=True, check=True).stdout)
+    return info.get("backing-filename")
+
+
+def device_node(vm, name="data"):
+    """The node the device's drive uses, and the file names of its chain, as QEMU reports them."""
+    with vm.qmp() as qmp:
+        block = next(b for b in qmp("query-block") if b.get("qdev", "").startswith("/machine/peripheral/%s/" % disk_id(vm, name)))
+    inserted = block["inserted"]
+    files, image = [], inserted["image"]
+    while image:
+        files.append(image["filename"])
+        image = image.get("backing-image")
+    return inserted["node-name"], files
+
+
+def nodes_in_qemu(vm):
+    with vm.qmp() as qmp:
+        return {n["node-name"] for n in qmp("query-named-block-nodes", flat=True)}
+
+
+@pytest.fixture
+def data_vm(vm):
+    """A running instance with one qcow2 disk ``data`` holding 0x11 at 0."""
+    base = vm.image("base.qcow2", fmt="qcow2")
+    subprocess.run(["qemu-io", "-c", "write -P 0x11 0 64k", base], check=True, capture_output=True)
+    vm.disks = [dict(name="data", path=base, format="qcow2")]
+    vm.base = base
+    vm.run(disks=vm.disks)
+    return vm
+
+
+def blockdev(vm, check=False, **args):
+    args.setdefault("disk", "data")
+    return run_module("qemu_blockdev", dict(args, name="t", state_dir=vm.state_dir), check=check)
+
+
+def test_snapshot_puts_an_overlay_on_top_and_a_restart_keeps_it(data_vm):
+    vm = data_vm
+    overlay = str(vm.images / "ov1.qcow2")
+    planned = blockdev(vm, check=True, snapshot=dict(path=overlay))
+    assert planned["changed"] and not os.path.exists(overlay)
+    assert [c["execute"] for c in planned["qmp_commands"]] == ["blockdev-add", "blockdev-add", "blockdev-snapshot"]
+
+    done = blockdev(vm, snapshot=dict(path=overlay))
+    assert done["changed"], done
+    assert [c["path"] for c in done["chain"]] == [vm.base, overlay]
+    node, files = device_node(vm)
+    assert files == [overlay, vm.base]
+    assert node == done["chain"][-1]["node"]
+    assert backing_of(overlay) == vm.base
+    again = blockdev(vm, snapshot=dict(path=overlay))
+    assert again["changed"] is False and again["chain"] == done["chain"]
+    assert vm.run(disks=vm.disks)["changed"] is False  # qemu_instance sees the same disk
+
+    write(vm, 0x22, 1 << 20)
+    assert holds(overlay, 0x22, 1 << 20) and not holds(vm.base, 0x22, 1 << 20)
+
+    vm.run(state="stopped", disks=vm.disks)
+    started = vm.run(disks=vm.disks)
+    assert any(overlay in a for a in started["argv"]), started["argv"]
+    assert device_node(vm)[1] == [overlay, vm.base]
+    assert holds(overlay, 0x11, 0) and holds(overlay, 0x22, 1 << 20)
+    assert vm.run(disks=vm.disks)["changed"] is False
+
+
+def test_snapshot_refuses_an_existing_file(data_vm):
+    vm = data_vm
+    existing = vm.image("exists.qcow2", fmt="qcow2")
+    before = open(existing, "rb").read()
+    failed = blockdev(vm, snapshot=dict(path=existing))
+    assert failed.get("failed") and "exists" in failed["msg"] and "never changes an existing file" in failed["msg"]
+    assert open(existing, "rb").read() == before
+    assert device_node(vm)[1] == [vm.base]
+
+
+def test_active_commit_folds_the_overlay_into_the_base(data_vm):
+    vm = data_vm
+    overlay = str(vm.images / "ov1.qcow2")
+    blockdev(vm, snapshot=dict(path=overlay))
+    write(vm, 0x22, 1 << 20)
+
+    done = blockdev(vm, commit={})
+    assert done["changed"] and done["job"]["result"] == "completed", done
+    assert [c["path"] for c in done["chain"]] == [vm.base]
+    assert device_node(vm) == (done["chain"][0]["node"], [vm.base])
+    assert done["unused_nodes"] and set(done["unused_nodes"]) <= nodes_in_qemu(vm)
+    assert blockdev(vm, commit={})["changed"] is False
+
+    released = blockdev(vm, commit={}, delete_unused=True)
+    assert released["changed"] and released["unused_nodes"] == []
+    assert not set(done["unused_nodes"]) & nodes_in_qemu(vm)
+    write(vm, 0x33, 2 << 20)
+    assert holds(vm.base, 0x22, 1 << 20) and holds(vm.base, 0x33, 2 << 20)
+    assert vm.run(disks=vm.disks)["changed"] is False
+
+
+def test_intermediate_commit_and_stream(data_vm):
+    vm = data_vm
+    ov1, ov2, ov3 = (str(vm.images / n) for n in ("ov1.qcow2", "ov2.qcow2", "ov3.qcow2"))
+    blockdev(vm, snapshot=dict(path=ov1))
+    write(vm, 0x22, 1 << 20)
+    blockdev(vm, snapshot=dict(path=ov2))
+    write(vm, 0x33, 2 << 20)
+
+    committed = blockdev(vm, commit=dict(top=ov1), delete_unused=True)
+    assert committed["job"]["result"] == "completed", committed
+    assert [c["path"] for c in committed["chain"]] == [vm.base, ov2]
+    assert device_node(vm)[1] == [ov2, vm.base]
+    assert holds(vm.base, 0x22, 1 << 20)
+    assert blockdev(vm, commit=dict(top=ov1))["changed"] is False
+
+    blockdev(vm, snapshot=dict(path=ov3))
+    streamed = blockdev(vm, stream={}, delete_unused=True)
+    assert streamed["job"]["result"] == "completed", streamed
+    assert [c["path"] for c in streamed["chain"]] == [ov3]
+    assert device_node(vm)[1] == [ov3]
+    assert backing_of(ov3) is None
+    flush(vm)
+    assert all(holds(ov3, p, o) for p, o in ((0x11, 0), (0x22, 1 << 20), (0x33, 2 << 20)))
+    assert blockdev(vm, stream={})["changed"] is False
+
+    vm.run(state="stopped", disks=vm.disks)
+    vm.run(disks=vm.disks)
+    assert device_node(vm)[1] == [ov3]
+
+
+def test_mirror_moves_the_disk_and_keeps_its_id(data_vm):
+    vm = data_vm
+    dev = disk_id(vm)
+    target = str(vm.images / "moved.qcow2")
+    write(vm, 0x22, 1 << 20)
+    done = blockdev(vm, mirror=dict(path=target))
+    assert done["changed"] and done["job"]["result"] == "completed", done
+    assert [c["path"] for c in done["chain"]] == [target]
+    assert disk_id(vm) == dev and device_node(vm)[1] == [target]
+    assert blockdev(vm, mirror=dict(path=target))["changed"] is False
+    blockdev(vm, mirror=dict(path=target), delete_unused=True)
+    flush(vm)
+    assert holds(target, 0x11, 0) and holds(target, 0x22, 1 << 20)
+    # The source is closed: another process may write it again.
+    subprocess.run(["qemu-io", "-c", "write -P 0x44 0 4k", vm.base], check=True, capture_output=True)
+    # The playbook may keep the old path or name the new one: the same disk either way.
+    assert vm.run(disks=vm.disks)["changed"] is False
+    assert vm.run(disks=[dict(vm.disks[0], path=target)])["changed"] is False
+
+    vm.run(state="stopped", disks=vm.disks)
+    vm.run(disks=vm.disks)
+    assert device_node(vm)[1] == [target]
+
+
+def test_mirror_without_pivot_keeps_a_copy(data_vm):
+    vm = data_vm
+    copy = str(vm.images / "copy.qcow2")
+    write(vm, 0x22, 1 << 20)
+    done = blockdev(vm, mirror=dict(path=copy, pivot=False), delete_unused=True)
+    assert done["job"]["result"] == "kept", done
+    assert device_node(vm)[1] == [vm.base]
+    assert done["unused_nodes"] == []
+    flush(vm)
+    same = subprocess.run(["qemu-img", "compare", "-U", vm.base, copy], capture_output=True, text=True)
+    assert same.returncode == 0, same.stdout + same.stderr
+
+
+def test_mirror_to_an_image_of_another_size_is_refused_before_qemu(data_vm):
+    vm = data_vm
+    small = vm.image("small.qcow2", size="8M", fmt="qcow2")
+    failed = blockdev(vm, mirror=dict(path=small, create=False))
+    assert failed.get("failed") and "8388608 bytes" in failed["msg"], failed
+    assert not [c for c in failed.get("qmp_commands", []) if c["execute"] == "blockdev-mirror"]
+    assert device_node(vm)[1] == [vm.base]
+    assert not runtime_of(vm)["journal"]
+
+
+def test_unknown_disk_names_the_disks(data_vm):
+    failed = blockdev(data_vm, disk="nope", commit={})
+    assert failed.get("failed") and "no disk 'nope'" in failed["msg"] and "data" in failed["msg"]
