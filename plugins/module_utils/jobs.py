@@ -160,6 +160,8 @@ class JobRunner:
     EVENTS = ("JOB_STATUS_CHANGE",)
 
     def __init__(self, qmp, timeout: float, on_progress: Optional[Callable[[JobState], None]] = None):
+        """``timeout``: seconds without a status change or progress before JobTimeout.
+        ``on_progress(JobState)``: called at each new status and when the progress moves."""
         self.qmp = qmp
         self.timeout = timeout
         self.on_progress = on_progress
@@ -262,7 +264,7 @@ class JobRunner:
             if state is None:
                 raise QemuError("block job %s reported %s but query-jobs does not list it"
                                 % (drive.job_id, status))
-        self._note_progress(drive, state)
+        self._note_progress(drive, state, new_status=True)
         if status == "concluded":
             self.qmp.execute("job-dismiss", {"id": drive.job_id})
             return _outcome(state, drive)
@@ -286,11 +288,12 @@ class JobRunner:
             self.qmp.execute("job-complete", {"id": drive.job_id})
         return None
 
-    def _note_progress(self, drive: _Drive, state: JobState) -> bool:
-        """Record the progress; True when it moved since the last look."""
+    def _note_progress(self, drive: _Drive, state: JobState, new_status: bool = False) -> bool:
+        """Record the progress and tell on_progress of a new status or progress; True when the
+        progress moved since the last look."""
         progress = (state.current, state.total)
         moved = drive.progress is not None and progress != drive.progress
-        if progress != drive.progress and self.on_progress is not None:
+        if (new_status or progress != drive.progress) and self.on_progress is not None:
             self.on_progress(state)
         drive.progress = progress
         return moved

@@ -327,7 +327,7 @@ def test_enospc_with_duplicated_events_fails_with_qemus_text_and_one_dismiss():
     outcome = runner(fake, on_progress=seen.append).run(cmd)
     assert (outcome.result, outcome.error) == ("failed", "No space left on device")
     assert [n for n, _ in fake.commands()] == ["blockdev-mirror", "job-dismiss"]
-    assert all(isinstance(s, jobs.JobState) for s in seen) and seen
+    assert len(seen) == 4 and all(isinstance(s, jobs.JobState) for s in seen)  # created, running, aborting, concluded
 
 
 def test_size_mismatch_concludes_at_once_as_failed():
