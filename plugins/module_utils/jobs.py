@@ -32,6 +32,11 @@ and what the runner sends (in brackets):
 
 Events may arrive more than once (a failing mirror repeats them): a status equal to the last one
 is dropped, and each action (the ready action, finalize, dismiss) is sent at most once.
+
+``before_finalize`` runs at ``pending``, before ``job-finalize``: if it raises, the job stays
+pending in QEMU and ``resume`` finalizes it later. A job that stops moving (paused by an
+``on-*-error: stop`` policy, or throttled by ``speed``) ends the wait with JobTimeout, the job
+left as it is.
 """
 
 from __future__ import annotations
@@ -308,8 +313,8 @@ class JobRunner:
             return time.monotonic() + self.timeout
         raise JobTimeout(
             "block job %s (%s) made no progress for %s s: status %s, %d of %d; it is left running in "
-            "QEMU; run again to resume it, or cancel it" % (state.id, state.type, self.timeout, state.status,
-                                                             state.current, state.total), state)
+            "QEMU; run again to resume it, or cancel it"
+            % (state.id, state.type, self.timeout, state.status, state.current, state.total), state)
 
 
 def _outcome(state: JobState, drive: _Drive) -> JobOutcome:

@@ -108,7 +108,7 @@ def disk(vm):
     write(base, "0x44", "3M")
     vm.run(disks=[dict(name="d", path=base, format="qcow2")])
     with open(os.path.join(vm.state_dir, "runtime.json")) as handle:
-        dev_id = next(d for d in json.load(handle)["layout"]["devices"] if d["name"] == "d")["id"]
+        [dev_id] = [d["id"] for d in json.load(handle)["layout"]["devices"] if d["name"] == "d"]
     with qmp.QmpSession(os.path.join(vm.state_dir, "qmp.sock"), 5, 30) as session:
         yield Disk(vm, session, dev_id, base)
 

@@ -92,6 +92,9 @@ class FakeQemu:
         """What was sent that changes QEMU, in order (query-jobs left out)."""
         return [(name, args) for name, args in self.sent if name != "query-jobs"]
 
+    def names(self):
+        return [name for name, _args in self.commands()]
+
 
 def runner(fake, **kw):
     return jobs.JobRunner(fake, timeout=kw.pop("timeout", 5.0), **kw)
@@ -105,7 +108,7 @@ class Commit:
         self.calls = []
 
     def __call__(self, state):
-        self.calls.append((state, [name for name, _ in self.fake.commands()]))
+        self.calls.append((state, self.fake.names()))
 
 
 # -- job_command ----------------------------------------------------------------------------------
@@ -163,7 +166,7 @@ def test_intermediate_commit_finalizes_after_the_commit_point_then_dismisses():
     commit = Commit(fake)
     outcome = runner(fake).run(INTERMEDIATE, before_finalize=commit)
     assert outcome == jobs.JobOutcome("commit1", "commit", "completed", None, 67108864, 67108864)
-    assert [n for n, _ in fake.commands()] == ["block-commit", "job-finalize", "job-dismiss"]
+    assert fake.names() == ["block-commit", "job-finalize", "job-dismiss"]
     assert len(commit.calls) == 1
     state, sent_before = commit.calls[0]
     assert sent_before == ["block-commit"] and state.status == "pending"
@@ -182,8 +185,8 @@ def test_active_commit_completes_at_ready_then_finalizes():
     ])
     commit = Commit(fake)
     assert runner(fake).run(cmd, before_finalize=commit).result == "completed"
-    assert [n for n, _ in fake.commands()] == ["block-commit", "job-complete", "job-finalize", "job-dismiss"]
-    assert [sent for _, sent in commit.calls] == [["block-commit", "job-complete"]]
+    assert fake.names() == ["block-commit", "job-complete", "job-finalize", "job-dismiss"]
+    assert [sent for _state, sent in commit.calls] == [["block-commit", "job-complete"]]
 
 
 def test_stream_finalizes_and_dismisses():
@@ -197,19 +200,19 @@ def test_stream_finalizes_and_dismisses():
     ])
     outcome = runner(fake).run(cmd)
     assert (outcome.type, outcome.result, outcome.error) == ("stream", "completed", None)
-    assert [n for n, _ in fake.commands()] == ["block-stream", "job-finalize", "job-dismiss"]
+    assert fake.names() == ["block-stream", "job-finalize", "job-dismiss"]
 
 
 def test_create_job_finalizes_by_itself_and_is_dismissed():
     cmd = jobs.job_command("create", "cr-ov1", options={"driver": "qcow2", "file": "ov1-file", "size": 1 << 26})
     fake = FakeQemu([
-        step("blockdev-create", cmd["arguments"], status("cr-ov1", "created", "running", "waiting", "pending",
-                                                          "concluded"),
+        step("blockdev-create", cmd["arguments"],
+             status("cr-ov1", "created", "running", "waiting", "pending", "concluded"),
              update={"cr-ov1": {"current-progress": 1, "total-progress": 1}}),
         step("job-dismiss", {"id": "cr-ov1"}, status("cr-ov1", "null")),
     ])
     assert runner(fake).run(cmd) == jobs.JobOutcome("cr-ov1", "create", "completed", None, 1, 1)
-    assert [n for n, _ in fake.commands()] == ["blockdev-create", "job-dismiss"]
+    assert fake.names() == ["blockdev-create", "job-dismiss"]
     with pytest.raises(ValueError, match="finalizes by itself"):
         runner(FakeQemu([])).run(cmd, before_finalize=lambda s: None)
 
@@ -230,7 +233,7 @@ def test_mirror_pivots_with_job_complete():
     ])
     outcome = runner(fake).run(MIRROR)
     assert outcome == jobs.JobOutcome("mA", "mirror", "completed", None, 88932352, 88932352)
-    assert [n for n, _ in fake.commands()] == ["blockdev-mirror", "job-complete", "job-finalize", "job-dismiss"]
+    assert fake.names() == ["blockdev-mirror", "job-complete", "job-finalize", "job-dismiss"]
 
 
 def test_ready_mirror_kept_is_block_job_cancel_without_force():
@@ -257,7 +260,7 @@ def test_wait_at_ready_returns_then_resume_completes():
         step("job-dismiss", {"id": "mA"}),
     ])
     assert runner(fake).resume("mA").result == "completed"
-    assert [n for n, _ in fake.commands()] == ["blockdev-mirror", "job-complete", "job-finalize", "job-dismiss"]
+    assert fake.names() == ["blockdev-mirror", "job-complete", "job-finalize", "job-dismiss"]
 
 
 def _job(job_id, job_status, job_type="mirror", **over):
@@ -277,7 +280,7 @@ def test_job_cancel_running_or_ready_mirror_is_cancelled(at):
     ], jobs_=[_job("mB", at)])
     outcome = runner(fake).cancel("mB", keep_copy=False)
     assert (outcome.result, outcome.error) == ("cancelled", "Operation canceled")
-    assert [n for n, _ in fake.commands()] == ["job-cancel", "job-dismiss"]
+    assert fake.names() == ["job-cancel", "job-dismiss"]
 
 
 def test_keep_copy_of_a_ready_mirror_is_kept():
@@ -306,7 +309,7 @@ def test_cancel_of_a_pending_job_does_not_finalize_it():
         step("job-dismiss", {"id": "c1"}),
     ], jobs_=[_job("c1", "pending", "commit")])
     assert runner(fake).cancel("c1", keep_copy=False).result == "cancelled"
-    assert [n for n, _ in fake.commands()] == ["job-cancel", "job-dismiss"]
+    assert fake.names() == ["job-cancel", "job-dismiss"]
 
 
 # -- failures ---------------------------------------------------------------------------------------
@@ -326,7 +329,7 @@ def test_enospc_with_duplicated_events_fails_with_qemus_text_and_one_dismiss():
     seen = []
     outcome = runner(fake, on_progress=seen.append).run(cmd)
     assert (outcome.result, outcome.error) == ("failed", "No space left on device")
-    assert [n for n, _ in fake.commands()] == ["blockdev-mirror", "job-dismiss"]
+    assert fake.names() == ["blockdev-mirror", "job-dismiss"]
     assert len(seen) == 4 and all(isinstance(s, jobs.JobState) for s in seen)  # created, running, aborting, concluded
 
 
@@ -348,7 +351,7 @@ def test_a_refused_command_raises_qemus_text_and_sends_nothing_more():
     with pytest.raises(QemuError, match="Block node is read-only") as caught:
         runner(fake).run(cmd)
     assert caught.value.desc == "Block node is read-only"
-    assert [n for n, _ in fake.commands()] == ["blockdev-mirror"]
+    assert fake.names() == ["blockdev-mirror"]
 
 
 def test_repeated_ready_and_pending_act_once():
@@ -360,7 +363,7 @@ def test_repeated_ready_and_pending_act_once():
     ])
     commit = Commit(fake)
     assert runner(fake).run(MIRROR, before_finalize=commit).result == "completed"
-    assert [n for n, _ in fake.commands()] == ["blockdev-mirror", "job-complete", "job-finalize", "job-dismiss"]
+    assert fake.names() == ["blockdev-mirror", "job-complete", "job-finalize", "job-dismiss"]
     assert len(commit.calls) == 1
 
 
@@ -382,7 +385,7 @@ def test_no_progress_for_the_timeout_leaves_the_job_and_raises_job_timeout():
     assert "left running" in str(caught.value)
     assert len(fake.waits) == 2 + 3  # two events; then progress twice reset the deadline, the third look saw none
     assert all(0 <= w <= 3.0 for w in fake.waits)
-    assert [n for n, _ in fake.commands()] == ["blockdev-mirror"]  # not cancelled
+    assert fake.names() == ["blockdev-mirror"]  # not cancelled
     assert fake.jobs["mA"]["status"] == "running"
 
 
@@ -394,7 +397,7 @@ def test_resume_at_pending_calls_before_finalize_once_despite_stale_events():
     commit = Commit(fake)
     assert runner(fake).resume("commit1", before_finalize=commit).result == "completed"
     assert len(commit.calls) == 1
-    assert [n for n, _ in fake.commands()] == ["job-finalize", "job-dismiss"]
+    assert fake.names() == ["job-finalize", "job-dismiss"]
 
 
 def test_resume_of_a_kept_mirror_past_ready_says_kept():
@@ -423,7 +426,7 @@ def test_dismiss_concluded_only_touches_concluded_jobs():
     assert r.dismiss_concluded("mR") is None and r.dismiss_concluded("nosuch") is None
     outcome = r.dismiss_concluded("mF")
     assert (outcome.result, outcome.error) == ("failed", "No space left on device")
-    assert [n for n, _ in fake.commands()] == ["job-dismiss"]
+    assert fake.names() == ["job-dismiss"]
 
 
 def test_query_reads_query_jobs():
@@ -431,3 +434,18 @@ def test_query_reads_query_jobs():
     r = runner(fake)
     assert [s.id for s in r.query()] == ["a", "b"]
     assert r.query("b") == [jobs.JobState("b", "mirror", "ready", 16777216, 67108864, None)]
+
+
+def test_a_failing_commit_point_leaves_the_job_pending_for_resume():
+    fake = FakeQemu([step("block-commit", INTERMEDIATE["arguments"],
+                          status("commit1", "created", "running", "waiting", "pending"))])
+
+    def journal_full(state):
+        raise OSError("No space left on device")
+    with pytest.raises(OSError):
+        runner(fake).run(INTERMEDIATE, before_finalize=journal_full)
+    assert fake.names() == ["block-commit"] and fake.jobs["commit1"]["status"] == "pending"
+    fake.steps.extend([step("job-finalize", {"id": "commit1"}, status("commit1", "concluded")),
+                       step("job-dismiss", {"id": "commit1"})])
+    assert runner(fake).resume("commit1", before_finalize=lambda state: None).result == "completed"
+    assert fake.names() == ["block-commit", "job-finalize", "job-dismiss"]
