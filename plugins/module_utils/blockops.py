@@ -71,8 +71,10 @@ def converge(task) -> dict:
     job = {}
 
     def work(qmp, rt, live):
+        # This disk's job from an earlier run is waited for first (or cancelled).
         runner = instance.settle_graph(qmp, rt, live, job_timeout=params["job_timeout"],
-                                       delete_unused=params["delete_unused"])
+                                       delete_unused=params["delete_unused"],
+                                       wait_for=() if params["cancel"] else {record["id"]})
         entry = next((e for e in rt.journal if e.action in graph.GRAPH_ACTIONS and e.id == record["id"]), None)
         if params["cancel"]:
             if entry:
@@ -80,11 +82,8 @@ def converge(task) -> dict:
                 instance.changed = True
                 runner.cancel(entry)
             return runner
-        if entry:  # this disk's job from an earlier run: wait for it first
-            runner.settle(live.nodes, wait_for={record["id"]})
-            instance.changed = True
-            if entry in rt.journal:
-                return runner
+        if entry:  # still running after job_timeout without progress
+            return runner
         current = _disk_record(rt, params["disk"])
         op = plan_operation(params, current)
         if op:

@@ -146,9 +146,9 @@ def plan_snapshot(record: dict, path: str, create: bool, facts) -> Optional[Grap
     label = "disks[%s]" % record["name"]
     if chain and chain[-1].path == path:
         return None
-    if any(layer.path == path for layer in chain) or path in _former(record):
-        raise ConfigError("snapshot.path: %s is already used by %s (below its top, or an image it left); "
-                          "give a new file for the overlay" % (path, label))
+    if any(layer.path == path for layer in chain):
+        raise ConfigError("snapshot.path: %s is already an image of %s, below its top; give a new file for "
+                          "the overlay" % (path, label))
     _require_writable_disk(record, "snapshot")
     top = chain[-1]
     if create:
@@ -168,6 +168,9 @@ def plan_snapshot(record: dict, path: str, create: bool, facts) -> Optional[Grap
     read_only = (record.get("spec") or {}).get("mode") == "ro"
     added = blockdev.layer_nodes(record["id"], layer, blockdev.PATH_FILE, _io(record), read_only, backing=None)
     new = with_chain(record, chain + [layer])
+    new["former_images"] = [p for p in _former(record) if p != path]
+    if not new["former_images"]:
+        new.pop("former_images")
     change = _cmd("blockdev-snapshot", node=_fmt_name(record["id"], top), overlay=added[1]["node-name"])
     return GraphOp(SNAPSHOT, label, record["id"], record, new, "an overlay %s on %s" % (path, top.path),
                    prepare=tuple(_cmd("blockdev-add", **n) for n in added), change=change,
@@ -181,8 +184,9 @@ def plan_commit(record: dict, top: Optional[str], base: Optional[str]) -> Option
     bottom); None when there is nothing above the base, or ``top`` already left the chain."""
     chain = chain_of(record)
     label = "disks[%s]" % record["name"]
-    if top and top in _former(record) and (not base or any(layer.path == base for layer in chain)):
-        return None
+    in_chain = {layer.path for layer in chain}
+    if top and top not in in_chain and top in _former(record) and (not base or base in in_chain):
+        return None  # a re-run: that image was folded already
     top_index = _find(chain, top, "commit.top", record) if top else len(chain) - 1
     base_index = _find(chain, base, "commit.base", record) if base else 0
     if top_index <= base_index:

@@ -40,9 +40,10 @@ def _qemu_img(args: list, what: str) -> str:
     return done.stdout
 
 
-def create_image(create: dict) -> None:
+def create_image(create: dict) -> str:
     """A new image file, created exclusively (an existing file or a planted symlink is never
-    written) and then formatted through its descriptor, so the name cannot be swapped between."""
+    written) and then formatted through its descriptor, so the name cannot be swapped between;
+    returns its identity (``dev:ino``), by which a later run may delete it (and nothing else)."""
     path = create["path"]
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
@@ -64,8 +65,24 @@ def create_image(create: dict) -> None:
         if done.returncode != 0:
             os.unlink(path)
             raise QemuError("creating %s failed: qemu-img: %s" % (path, done.stderr.strip()))
+        return _identity(os.fstat(fd))
     finally:
         os.close(fd)
+
+
+def _identity(st) -> str:
+    return "%d:%d" % (st.st_dev, st.st_ino)
+
+
+def remove_created(path: str, identity: str) -> bool:
+    """Delete ``path`` only if it still is the file a run created (same device and inode)."""
+    try:
+        if _identity(os.lstat(path)) != identity:
+            return False
+        os.unlink(path)
+    except OSError:
+        return False
+    return True
 
 
 class GraphRunner:
@@ -88,8 +105,9 @@ class GraphRunner:
         created, sent = False, []
         try:
             if op.create:
-                create_image(op.create)
+                entry.creates["file_ids"] = [create_image(op.create)]
                 created = True
+                self.save(self.rt)  # a later run may now delete that file, and only that one
             for command in op.prepare:
                 self._send(command)
                 sent.append(command["arguments"]["node-name"])
@@ -100,9 +118,10 @@ class GraphRunner:
             self._commit_point(entry)
             try:
                 self._send(op.change)
-            except QemuError:
-                self._undo(entry, list(op.dropped), op.create if created else None)
-                raise
+            except QemuError as exc:
+                if exc.error_class:  # QEMU refused it: the overlay is not in place
+                    self._undo(entry, list(op.dropped), op.create if created else None)
+                raise  # else no answer: the next run finds out (settle)
             self._done(entry, op.record, [])
             return
         try:
@@ -122,9 +141,19 @@ class GraphRunner:
             self.save(self.rt)
             return
         except QemuError:
+            if entry.phase == runtime.PHASE_FINALIZING or self._job_exists(op.job_id):
+                # Past the commit point, or the job runs on: a later run settles it (settle).
+                self.save(self.rt)
+                raise
             self._undo(entry, list(op.dropped), op.create if created else None)
             raise
         self._outcome(entry, outcome, op.create if created else None)
+
+    def _job_exists(self, job_id: str) -> bool:
+        try:
+            return any(s.id == job_id for s in self.jobs.query())
+        except QemuError:
+            return False  # QEMU is gone: so is the job
 
     # -- settling what an earlier run left ----------------------------------------------------
     def settle(self, live_nodes, wait_for=()) -> None:
@@ -139,7 +168,7 @@ class GraphRunner:
             if state is None:
                 # Dismissed (past the commit point) or never started (before it).
                 if entry.phase == runtime.PHASE_FINALIZING:
-                    self._done(entry, entry.record, [])
+                    self._done(entry, entry.record, list(entry.removes.get("nodes") or []))
                 else:
                     self._undo(entry, _present(_dropped(entry), live_nodes), None)
                 continue
@@ -166,7 +195,7 @@ class GraphRunner:
         if state is None:
             return self.settle(set())
         keep = entry.action == graph.MIRROR and state.status == "ready"
-        self._outcome(entry, self.jobs.cancel(job_id, keep_copy=keep), None)
+        self._outcome(entry, self.jobs.cancel(job_id, keep_copy=keep), None, asked_to_cancel=True)
         return None
 
     def _settle_snapshot(self, entry, live_nodes) -> None:
@@ -187,14 +216,18 @@ class GraphRunner:
         entry.phase = runtime.PHASE_FINALIZING
         self.save(self.rt)
 
-    def _outcome(self, entry, outcome, created) -> None:
+    def _outcome(self, entry, outcome, created, asked_to_cancel: bool = False) -> None:
         self.job = {"id": outcome.id, "type": outcome.type, "result": outcome.result, "error": outcome.error,
                     "current": outcome.current, "total": outcome.total}
         label = "disks[%s]" % (entry.old or {}).get("name")
         if outcome.result == "completed":
             self._done(entry, entry.record, list(entry.removes.get("nodes") or []))
         elif outcome.result == "kept":
-            self._done(entry, entry.old, list(entry.removes.get("nodes") or []))
+            # A kept copy: the target's nodes are unused now (for pivot: false they are ``removes``).
+            self._done(entry, entry.old, _dropped(entry) if entry.record != entry.old else
+                       list(entry.removes.get("nodes") or []))
+        elif asked_to_cancel:
+            self._undo(entry, _dropped(entry), created)
         else:
             self._undo(entry, _dropped(entry), created)
             raise QemuError("%s: job %s %s; the disk stays on its chain: %s" % (
@@ -239,16 +272,14 @@ class GraphRunner:
                     left.append(name)
         return left
 
-    def _undo(self, entry, names: list, created) -> None:
+    def _undo(self, entry, names: list, created=None) -> None:
+        """Take back what an operation added: its nodes, and the image file it created."""
         self._delete(names)
-        if created:
-            try:
-                os.unlink(created["path"])  # only a file this run created
-            except OSError:
-                pass
-        elif entry.creates.get("files"):
-            self.warnings.append("%s may have been created by a killed run and is kept; remove it before using that "
-                                 "path again" % entry.creates["files"][0])
+        for path, identity in zip(entry.creates.get("files") or [], entry.creates.get("file_ids") or []):
+            remove_created(path, identity)
+        if entry.creates.get("files") and not entry.creates.get("file_ids"):
+            self.warnings.append("%s may have been created by a run killed just then and is kept; remove it before "
+                                 "using that path again" % entry.creates["files"][0])
         if entry in self.rt.journal:
             self.rt.journal.remove(entry)
         self.save(self.rt)

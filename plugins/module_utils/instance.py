@@ -258,14 +258,15 @@ class Instance:
         """Journal entries of block-graph operations: a job may outlive its task (graphops)."""
         return [e for e in rt.journal if e.action in graph.GRAPH_ACTIONS]
 
-    def settle_graph(self, qmp, rt, live, job_timeout: float = 600.0, delete_unused: bool = False):
-        """Settle the block-graph entries of the journal; returns the runner (its job, warnings)."""
+    def settle_graph(self, qmp, rt, live, job_timeout: float = 600.0, delete_unused: bool = False, wait_for=()):
+        """Settle the block-graph entries of the journal, waiting for the jobs of the devices
+        ``wait_for`` names; returns the runner (its job, warnings)."""
         from ansible_collections.blocklayer.qemu.plugins.module_utils import graphops  # block jobs only
         runner = graphops.GraphRunner(qmp, rt, self._save, job_timeout, delete_unused)
         if self._graph_entries(rt):
             before = len(rt.journal), [r.get("nodes") for r in rt.layout.devices]
             try:
-                runner.settle(live.nodes)
+                runner.settle(live.nodes, wait_for)
             finally:
                 self.warnings += runner.warnings
                 runner.warnings = []

@@ -66,11 +66,11 @@ atexit.register(lambda: open(out, "w").write("%d" % saves[0]))
 """
 
 
-def run_hooked(args: dict, argsfile: str, hook: str, *hook_args, timeout: float = 120):
-    """Run qemu_instance with ``args`` and ``hook``; returns the finished process."""
+def run_hooked(args: dict, argsfile: str, hook: str, *hook_args, timeout: float = 120, module: str = MODULE):
+    """Run a module (qemu_instance unless told) with ``args`` and ``hook``; returns the finished process."""
     with open(argsfile, "w", encoding="utf-8") as handle:
         json.dump({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=False)}, handle)
-    return subprocess.run([sys.executable, "-c", _RUNNER % (hook, MODULE), argsfile] + [str(a) for a in hook_args],
+    return subprocess.run([sys.executable, "-c", _RUNNER % (hook, module), argsfile] + [str(a) for a in hook_args],
                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=COLLECTIONS),
                           timeout=timeout, check=False)
 

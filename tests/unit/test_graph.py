@@ -1,0 +1,167 @@
+"""The planners of qemu_blockdev's operations and the chains a start rebuilds (pure)."""
+
+import pytest
+
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, graph, layout, plan, runtime, spec
+from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
+
+from .helpers import QCOW2, by_name, disk, params, place
+
+MISSING = layout.PathFacts("missing")
+
+
+def base_record(**over):
+    lay = place(facts={"/img/data.qcow2": QCOW2}, disks=[disk("data", path="/img/data.qcow2", format="qcow2", **over)])
+    device = by_name(lay, "data")
+    return dict(plan.normalise(device.to_dict()), state="attached", origin="blockdev", owner="qemu_instance")
+
+
+def after(op):
+    """Apply an op's record, as a successful run does."""
+    return op.record
+
+
+def commands(op):
+    return [c["execute"] for c in op.prepare] + ([op.change["execute"]] if op.change else [])
+
+
+def snapshot(record, path):
+    return graph.plan_snapshot(record, path, True, MISSING)
+
+
+def test_snapshot_adds_a_generation_with_no_backing_opened_then_snapshots():
+    rec = base_record()
+    op = snapshot(rec, "/img/ov1.qcow2")
+    dev = rec["id"]
+    assert commands(op) == ["blockdev-add", "blockdev-add", "blockdev-snapshot"]
+    stor, fmt = (c["arguments"] for c in op.prepare)
+    assert stor["node-name"] == dev + ".stor2" and stor["filename"] == "/img/ov1.qcow2"
+    assert fmt["node-name"] == dev + ".fmt2" and fmt["backing"] is None and fmt["file"] == dev + ".stor2"
+    assert op.change["arguments"] == {"node": dev + ".fmt", "overlay": dev + ".fmt2"}
+    assert op.create == {"path": "/img/ov1.qcow2", "format": "qcow2", "backing": "/img/data.qcow2",
+                         "backing_format": "qcow2"}
+    # The record lists the chain as a start gives it: backing by name, the lower image read-only.
+    nodes = op.record["nodes"]
+    assert [n["node-name"] for n in nodes] == [dev + ".stor", dev + ".fmt", dev + ".stor2", dev + ".fmt2"]
+    assert nodes[3]["backing"] == dev + ".fmt" and nodes[0]["read-only"] and nodes[1]["read-only"]
+    assert not nodes[3]["read-only"] and op.record["props"]["drive"] == dev + ".fmt2"
+    assert op.pending().creates == {"nodes": [dev + ".stor2", dev + ".fmt2"], "files": ["/img/ov1.qcow2"]}
+
+
+def test_snapshot_onto_the_current_top_is_a_no_op_and_used_paths_are_refused():
+    rec = after(snapshot(base_record(), "/img/ov1.qcow2"))
+    assert snapshot(rec, "/img/ov1.qcow2") is None
+    with pytest.raises(ConfigError, match="already an image"):
+        snapshot(rec, "/img/data.qcow2")
+    with pytest.raises(ConfigError, match="never changes an existing file"):
+        graph.plan_snapshot(rec, "/img/other.qcow2", True, QCOW2)
+    with pytest.raises(ConfigError, match="backing file none, not /img/ov1.qcow2"):
+        graph.plan_snapshot(rec, "/img/other.qcow2", False, QCOW2)
+
+
+def test_snapshot_of_a_read_only_disk_is_refused():
+    with pytest.raises(ConfigError, match="read-only"):
+        snapshot(base_record(mode="ro"), "/img/ov1.qcow2")
+
+
+def test_active_commit_moves_the_device_to_the_base_and_leaves_the_overlay_unused():
+    rec = after(snapshot(base_record(), "/img/ov1.qcow2"))
+    dev = rec["id"]
+    op = graph.plan_commit(rec, None, None)
+    assert op.change == {"execute": "block-commit", "arguments": {
+        "job-id": dev + ".commit3", "device": dev + ".fmt2", "base-node": dev + ".fmt",
+        "filter-node-name": dev + "_job", "auto-finalize": False, "auto-dismiss": False}}
+    assert [n["node-name"] for n in op.record["nodes"]] == [dev + ".stor", dev + ".fmt"]
+    assert op.record["props"]["drive"] == dev + ".fmt" and not op.record["nodes"][1]["read-only"]
+    assert op.unused == (dev + ".fmt2", dev + ".stor2")
+    assert op.record["former_images"] == ["/img/ov1.qcow2"]
+    assert graph.plan_commit(op.record, None, None) is None
+    assert graph.plan_commit(op.record, "/img/ov1.qcow2", None) is None  # a re-run naming the folded image
+
+
+def test_intermediate_commit_names_top_and_base_and_relinks_the_image_above():
+    rec = after(snapshot(after(snapshot(base_record(), "/img/ov1.qcow2")), "/img/ov2.qcow2"))
+    dev = rec["id"]
+    op = graph.plan_commit(rec, "/img/ov1.qcow2", None)
+    args = op.change["arguments"]
+    assert args["top-node"] == dev + ".fmt2" and args["base-node"] == dev + ".fmt" and args["device"] == dev + ".fmt3"
+    names = [n["node-name"] for n in op.record["nodes"]]
+    assert names == [dev + ".stor", dev + ".fmt", dev + ".stor3", dev + ".fmt3"]
+    assert op.record["nodes"][3]["backing"] == dev + ".fmt"
+    with pytest.raises(ConfigError, match="is not an image of disks"):
+        graph.plan_commit(rec, "/img/typo.qcow2", None)
+    with pytest.raises(ConfigError, match="must be below"):
+        graph.plan_commit(rec, "/img/ov1.qcow2", "/img/ov2.qcow2")
+
+
+def test_stream_pulls_everything_below_the_top_into_it():
+    rec = after(snapshot(base_record(), "/img/ov1.qcow2"))
+    dev = rec["id"]
+    op = graph.plan_stream(rec, None)
+    assert "base-node" not in op.change["arguments"] and op.change["arguments"]["device"] == dev + ".fmt2"
+    assert [n["node-name"] for n in op.record["nodes"]] == [dev + ".stor2", dev + ".fmt2"]
+    assert "backing" not in op.record["nodes"][1]  # the header no longer names one (stream_prepare)
+    assert graph.plan_stream(op.record, None) is None
+    assert graph.plan_stream(base_record(), None) is None
+
+
+def test_mirror_pivot_replaces_the_chain_with_the_target():
+    rec = after(snapshot(base_record(), "/img/ov1.qcow2"))
+    dev = rec["id"]
+    op = graph.plan_mirror(rec, "/img/new.qcow2", "qcow2", True, True, MISSING, 1 << 30)
+    args = op.change["arguments"]
+    assert args == {"job-id": dev + ".mirror3", "device": dev + ".fmt2", "target": dev + ".fmt3", "sync": "full",
+                    "filter-node-name": dev + "_job", "auto-finalize": False, "auto-dismiss": False}
+    assert [n["node-name"] for n in op.record["nodes"]] == [dev + ".stor3", dev + ".fmt3"]
+    assert op.unused == (dev + ".fmt2", dev + ".stor2", dev + ".fmt", dev + ".stor")
+    assert op.create == {"path": "/img/new.qcow2", "format": "qcow2", "size": 1 << 30}
+    assert op.at_ready == "complete"
+    assert graph.plan_mirror(op.record, "/img/new.qcow2", "qcow2", True, True, MISSING, 1 << 30) is None
+
+
+def test_mirror_without_pivot_keeps_the_record_and_the_target_is_unused_afterwards():
+    rec = base_record()
+    op = graph.plan_mirror(rec, "/img/copy.qcow2", "raw", True, False, MISSING, 1 << 30)
+    assert op.record == rec and op.at_ready == "keep"
+    assert op.unused == (rec["id"] + ".fmt2", rec["id"] + ".stor2")
+
+
+def test_mirror_of_a_throttled_disk_replaces_the_image_below_the_filter():
+    rec = base_record()
+    thr = {"driver": "throttle", "node-name": rec["id"] + ".thr", "throttle-group": "g", "file": rec["id"] + ".fmt"}
+    rec = dict(rec, nodes=rec["nodes"] + [thr], props=dict(rec["props"], drive=thr["node-name"]))
+    op = graph.plan_mirror(rec, "/img/new.qcow2", "qcow2", True, True, MISSING, 1 << 30)
+    assert op.change["arguments"]["device"] == thr["node-name"]
+    assert op.change["arguments"]["replaces"] == rec["id"] + ".fmt"
+    assert op.record["nodes"][-1] == dict(thr, file=rec["id"] + ".fmt2")
+    assert op.record["props"]["drive"] == thr["node-name"]
+
+
+def test_a_start_rebuilds_the_recorded_chain_bottom_up():
+    rec = after(snapshot(base_record(), "/img/ov1.qcow2"))
+    instance = spec.instance_from(params(disks=[disk("data", path="/img/data.qcow2", format="qcow2")]))
+    chains = layout.recorded_chains(instance, [rec])
+    assert chains == {rec["id"]: [blockdev.Layer(1, "/img/data.qcow2", "qcow2"), blockdev.Layer(2, "/img/ov1.qcow2", "qcow2")]}
+    lay = layout.layout_instance(instance, {"/img/data.qcow2": QCOW2, "/img/ov1.qcow2": QCOW2}, chains)
+    assert list(by_name(lay, "data").nodes) == rec["nodes"]
+    with pytest.raises(ConfigError, match="ov1.qcow2 of its current chain .* is missing"):
+        layout.layout_instance(instance, {"/img/data.qcow2": QCOW2, "/img/ov1.qcow2": MISSING}, chains)
+    # Another declared image is another disk: its chain starts afresh.
+    other = spec.instance_from(params(disks=[disk("data", path="/img/fresh.qcow2", format="qcow2")]))
+    assert layout.recorded_chains(other, [rec]) == {}
+
+
+def test_the_image_a_disk_moved_to_is_the_same_disk_for_the_planner():
+    moved = graph.plan_mirror(base_record(), "/img/new.qcow2", "qcow2", True, True, MISSING, 1 << 30).record
+    declared = dict(plan.normalise(moved["spec"]), path="/img/new.qcow2")
+    assert plan._as_recorded_image(moved, declared) == moved["spec"]
+
+
+def test_a_stopped_layout_keeps_the_new_chain_only_past_the_commit_point():
+    rec = base_record()
+    op = graph.plan_commit(after(snapshot(rec, "/img/ov1.qcow2")), None, None)
+    for phase, expected in ((runtime.PHASE_BEGUN, op.old), (runtime.PHASE_FINALIZING, op.record)):
+        lay = runtime.GuestLayout("vm1", "u", "pc", {}, devices=[op.old])
+        entry = op.pending()
+        entry.phase = phase
+        assert graph.settle_stopped(lay, [entry]).devices == [expected]
