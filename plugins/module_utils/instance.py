@@ -539,6 +539,8 @@ def _name_the_device(exc: QemuError, placed) -> QemuError:
             args.append(cmdline.as_json(device.netdev))
         if match.group(1) in args:
             label = "%s[%s]" % (plan._GROUPS[device.kind], device.name) if device.kind != "controller" else device.id
-            return QemuError("%s (%s): QEMU refused to start it: %s" % (label, device.id, explain(match.group(2))),
+            # From the refusal on: a lock conflict's next line names the image.
+            text = exc.desc[match.start(2):]
+            return QemuError("%s (%s): QEMU refused to start it: %s" % (label, device.id, explain(text)),
                              exc.error_class, exc.desc, exc.command)
     return exc

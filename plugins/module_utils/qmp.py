@@ -28,12 +28,11 @@ else:
     HAS_QMP = True
     QMP_IMPORT_ERROR = None
 
-# QEMU's texts (reference §2, §4) and what they mean for the user.
+# QEMU's texts (reference §2, §4) and what they mean for the user. Lock conflicts are told by
+# locks.describe_conflict, which also names the process holding the image.
+_LOCK_TEXTS = ('Failed to get "write" lock', 'Failed to get shared "write" lock',
+               'Failed to get "consistent read" lock')
 _TRANSLATIONS = (
-    ('Failed to get "write" lock', "the image is in use by another process (another QEMU, or "
-                                   "qemu-img, holds its lock); stop that process or use another image"),
-    ('Failed to get shared "write" lock', "the image is in use by another process that writes to it; "
-                                          "stop that process or use another image"),
     ("already in the process of unplug", "the guest has not yet released the device from an earlier "
                                          "unplug request"),
     ("does not support hotplugging", "this bus cannot hot-plug or hot-unplug devices"),
@@ -42,8 +41,17 @@ _TRANSLATIONS = (
 )
 
 
-def explain(desc: str) -> str:
-    """QEMU's text with a plain-words translation appended when it is a known one."""
+def explain(desc: str, sent=(), own_state_dir=None) -> str:
+    """QEMU's text with a plain-words translation appended when it is a known one.
+
+    ``sent``: the session's commands, the failed one last; over QMP a lock conflict does not
+    name its image, so it is found there. ``own_state_dir`` tells the instance's own QEMU apart.
+    """
+    if any(text in desc for text in _LOCK_TEXTS):  # /proc is scanned only for a lock conflict
+        from ansible_collections.blocklayer.qemu.plugins.module_utils import locks
+        meaning = locks.describe_conflict(desc, own_state_dir, image=locks.image_of_commands(list(sent)))
+        if meaning:
+            return "%s (%s)" % (locks.without_hint(desc), meaning)
     for needle, meaning in _TRANSLATIONS:
         if needle in desc:
             return "%s (%s)" % (desc, meaning)
@@ -144,7 +152,8 @@ class QmpSession:
             return self._run(self._client.execute(command, arguments), timeout or self.command_timeout)
         except ExecuteError as exc:
             desc = str(exc)
-            raise QemuError("QEMU refused %s: %s" % (command, explain(desc)),
+            meaning = explain(desc, self.sent, os.path.dirname(self.socket_path))
+            raise QemuError("QEMU refused %s: %s" % (command, meaning),
                             error_class=exc.error_class, desc=desc, command=command) from None
         except asyncio.TimeoutError:
             raise QemuError("QEMU did not answer %s within %s s"
