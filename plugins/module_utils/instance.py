@@ -194,7 +194,7 @@ class Instance:
                         live = self._live(qmp)
                     self._warn_drift(rt, live)
                     actions = plan.reconcile(rt.layout, spec, facts, live.root_slots, set(live.types), live.nodes,
-                                             self.owner, live.netdevs)
+                                             self.owner, live.netdevs, live.sizes)
                     restart = self._refuse_or_restart(actions, allow_restart)
                     if not restart and actions:
                         self._apply(qmp, rt, actions, declaration)
@@ -365,6 +365,10 @@ class Instance:
         if status == "prelaunch":
             if self._missing(qmp, rt):
                 return False
+            # Images smaller than declared grow before the guest first sees them.
+            named = qmp.execute("query-named-block-nodes", {"flat": True})
+            for command in plan.start_resizes(rt.layout.devices, verify.sizes_by_node(named)):
+                qmp.execute(command["execute"], command["arguments"])
             qmp.execute("cont")
         if not fresh:
             self.actions.append({"action": "finish-start",
