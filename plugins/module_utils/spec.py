@@ -301,8 +301,8 @@ def grow_to(what: str, declared: Optional[int], current: Optional[int], read_onl
     if declared < current:
         raise ConfigError(
             "%s: %s is smaller than the image's %s; shrinking is refused because the guest's data past %s "
-            "would be lost; declare at least %s" % (what, format_size(declared), format_size(current),
-                                                  format_size(declared), format_size(current)))
+            "would be lost; declare at least %s"
+            % (what, format_size(declared), format_size(current), format_size(declared), format_size(current)))
     if read_only:
         raise ConfigError("%s: %s is larger than the image's %s, and a read-only disk (mode: ro) cannot grow; "
                           "declare %s, or grow the image first (qemu-img resize)"

@@ -201,7 +201,7 @@ options:
         description:
           - Size of the disk, in bytes or with a binary unit as C(qemu-img) takes it (V(64K), V(512M),
             V(10G), V(1T); V(4096) is bytes). A multiple of 512 bytes.
-          - An image smaller than this grows (C(block_resize) on the disk's top format node): at start
+          - An image smaller than this grows (C(block_resize) on the disk's top format node) at start
             before the guest runs, at hot-plug before the device is added, and on a running disk live;
             virtio-blk and SCSI disks tell the guest its new size.
           - A size smaller than the image is refused, as a shrink would lose the guest's data past it;

@@ -218,8 +218,8 @@ def test_a_failed_attach_does_not_try_to_undo_the_resize():
     qmp = ScriptedQmp({"device_add": "Bus 'pci.0' not found"})
     with pytest.raises(Exception, match="what was added was removed"):
         hotplug.Applier(qmp, data, 5).apply([action])
-    assert [c for c, _ in qmp.sent] == ["blockdev-add", "blockdev-add", "block_resize", "device_add",
-                                        "blockdev-del", "blockdev-del"]
+    assert [command for command, _arguments in qmp.sent] == [
+        "blockdev-add", "blockdev-add", "block_resize", "device_add", "blockdev-del", "blockdev-del"]
 
 
 # -- host facts ------------------------------------------------------------------------------------
