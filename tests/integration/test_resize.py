@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from .conftest import qemu_private_args
+from .conftest import qemu_private_args, run_module
 
 MiB = 1 << 20
 
@@ -168,3 +168,17 @@ def test_force_share_on_a_writable_disk_is_refused(vm):
     refused = vm.run(disks=[dict(name="a", path=vm.image("a.raw"), force_share=True)])
     assert refused["failed"] and "disks[a]: force_share" in refused["msg"] and "set mode: ro" in refused["msg"]
     assert vm.pids() == []
+
+
+def test_qemu_device_grows_the_disk_it_attached(vm):
+    def device(**dev):
+        return run_module("qemu_device", dict(name="t", state_dir=vm.state_dir, kind="disk", device=dev))
+
+    vm.run(disks=[dict(name="a", path=vm.image("a.raw"))])
+    path = vm.image("d.qcow2", "8M", "qcow2")
+    added = device(name="d", path=path, format="qcow2", size="16M")
+    assert mutating(added) == ["blockdev-add", "blockdev-add", "block_resize", "device_add"]
+    grown = device(name="d", path=path, format="qcow2", size="32M")
+    assert mutating(grown) == ["block_resize"]
+    assert qemu_sizes(vm, record(vm, "d")["id"]) == (32 * MiB, 32 * MiB) and image_size(path) == 32 * MiB
+    assert device(name="d", path=path, format="qcow2", size="32M")["changed"] is False
