@@ -56,7 +56,7 @@ def alternate_roles(nodes: list) -> tuple:
 
 
 def node_chain(dev_id: str, path: str, path_kind: str, fmt: str, io: IoSettings,
-               read_only: bool, media_kind: str = "disk", roles: tuple = ROLES) -> list:
+               read_only: bool, media_kind: str = "disk", roles: tuple = ROLES, force_share: bool = False) -> list:
     """The nodes of one image, bottom-up: ``[protocol, format]``."""
     driver = protocol_driver(path_kind, media_kind)
     common = {
@@ -66,6 +66,9 @@ def node_chain(dev_id: str, path: str, path_kind: str, fmt: str, io: IoSettings,
         # Ganeti: dynamic read-only reopening broke migration; ask for what we use.
         "auto-read-only": False,
     }
+    if force_share:
+        # Read-only nodes only (spec._sharing); set on both nodes, as each takes its own lock.
+        common["force-share"] = True
     protocol = {"driver": driver, "node-name": ids.node_name(dev_id, roles[0])}
     if driver in (PATH_HTTP, PATH_HTTPS):
         protocol["url"] = path
@@ -141,3 +144,12 @@ def chain_nodes(dev_id: str, chain: list, path_kind, io: IoSettings, read_only: 
 def top_node(nodes: list):
     """The node a device's ``drive`` points at (the last one built), or None for no medium."""
     return nodes[-1]["node-name"] if nodes else None
+
+
+def top_format_node(nodes: list):
+    """The node-name of the topmost format node of a disk's chain (bottom-up ``nodes``): the one
+    block_resize grows, below any throttle filter; None without nodes."""
+    for node in reversed(nodes or []):
+        if node.get("driver") != "throttle":
+            return node["node-name"]
+    return None

@@ -32,8 +32,11 @@ def hvinfo(driver: str, dev_id: str, placement: dict, drive=None) -> dict:
     return info
 
 
-def disk_props(info: dict, serial: str, write_cache: str, bootindex=None, iothread=None) -> dict:
+def disk_props(info: dict, serial: str, write_cache: str, bootindex=None, iothread=None,
+               share_rw: bool = False) -> dict:
     props = dict(info)
+    if share_rw:
+        props["share-rw"] = True  # qdev block property: shares the write permission with another writer
     if iothread:
         props["iothread"] = iothread  # virtio-blk-pci's link<iothread>, by object id
     if info["driver"] not in PASSTHROUGH_DRIVERS:

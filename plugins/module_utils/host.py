@@ -16,11 +16,12 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils.layout import QCOW
 # backing_file_size at 16 (u32), header_length at 100 (u32, version 3); header extensions
 # follow the header, the backing file format one has type 0xe2792aca.
 _BACKING_FORMAT_EXT = 0xE2792ACA
+_QCOW2_SIZE_AT = 24
 _MAX_CHAIN = 16
 
 
 def inspect_path(path: str) -> PathFacts:
-    """The path's kind and, for a regular file, its first four bytes (qcow2 magic).
+    """The path's kind, its virtual size and, for a regular file, its first four bytes (qcow2 magic).
 
     The bytes are read only to refuse a qcow2 image declared raw; the format is never probed.
     """
@@ -44,15 +45,51 @@ def inspect_path(path: str) -> PathFacts:
         return PathFacts("unreadable")
     magic = b""
     backing = ()
+    size = None
     if kind == "file":
         try:
             with open(path, "rb") as handle:
-                magic = handle.read(4)
+                head = handle.read(_QCOW2_SIZE_AT + 8)
+                magic = head[:4]
                 if magic == QCOW2_MAGIC:
+                    size = _qcow2_size(head)
                     backing = tuple(_backing_chain(path, handle))
+                else:
+                    size = _sectors(st.st_size)
         except OSError:
             return PathFacts("unreadable")
-    return PathFacts(kind, magic, backing)
+    elif kind == "block":
+        size = _device_size(path)
+    return PathFacts(kind, magic, backing, size)
+
+
+def _device_size(path: str):
+    """A block device's size (lseek to its end); None when it cannot be opened (a CD drive
+    without a disc): QEMU's own open decides then. O_NONBLOCK: opening a CD drive must not
+    close its tray."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _qcow2_size(head: bytes):
+    """The qcow2 header's ``size`` (the virtual disk size): u64 big-endian at byte 24."""
+    if len(head) < _QCOW2_SIZE_AT + 8:
+        return None
+    return struct.unpack(">Q", head[_QCOW2_SIZE_AT:_QCOW2_SIZE_AT + 8])[0]
+
+
+def _sectors(length: int) -> int:
+    """A raw image's size as QEMU reports it: whole 512-byte sectors, rounded up
+    (block.c bdrv_refresh_total_sectors)."""
+    return -(-length // 512) * 512
 
 
 def _qcow2_backing(handle):

@@ -35,7 +35,7 @@ def journal_entry(action) -> runtime.Pending:
                 "netdevs": [record["netdev"]["id"]] if record.get("netdev") else [],
                 "objects": [o["id"] for o in record.get("objects") or []]}
     creates = names(action.record) if action.action in (plan.ATTACH, plan.CHANGE_MEDIUM) else {}
-    removes = names(action.old) if action.action != plan.ATTACH else {}
+    removes = names(action.old) if action.action not in (plan.ATTACH, plan.RESIZE) else {}  # a resize: neither
     if action.action == plan.CHANGE_MEDIUM:
         creates["devices"] = removes["devices"] = []
     return runtime.Pending(action.action, action.id, creates, removes, action.record, action.old)
@@ -71,7 +71,7 @@ class Applier:
     def _undo(self, commands: list) -> list:
         """Roll back, last first; returns the failures (a failing undo must not hide the cause)."""
         failures = []
-        for command in reversed(commands):
+        for command in reversed([c for c in commands if c]):
             try:
                 self._send_tolerant(command)
             except QemuError as exc:
@@ -94,6 +94,8 @@ class Applier:
         for action in actions:
             if action.action == plan.CHANGE_MEDIUM:
                 self.change_medium(action)
+            elif action.action == plan.RESIZE:
+                self.resize(action)
             elif action.action == plan.ATTACH:
                 if action.id in self.still_unplugging:
                     self.warnings.append("%s (%s) is not attached yet: QEMU still holds a device of that id "
@@ -192,6 +194,16 @@ class Applier:
         self._release(action.old)
         self.layout.put(action.record)
 
+    def resize(self, action) -> None:
+        """block_resize: one command, nothing to undo when it fails (QEMU left the size as it was)."""
+        try:
+            for command in action.commands:
+                self._send(command)
+        except QemuError as exc:
+            raise QemuError("growing %s (%s) failed, its size is unchanged: %s" % (action.label, action.id, exc),
+                            exc.error_class, exc.desc, exc.command) from None
+        self.layout.put(action.record)
+
     def _send_tray_aware(self, command: dict):
         """A guest that touches an open tray makes Linux close it again (docs/design.md
         "Hot-plug and guests"): re-open it once and retry the insert."""
@@ -224,4 +236,6 @@ def _undo_of(command: dict, old=None) -> dict:
                 "arguments": {"id": args["id"], "node-name": old["nodes"][-1]["node-name"]}}
     if name == "blockdev-insert-medium":
         return {"execute": "blockdev-remove-medium", "arguments": {"id": args["id"]}}
+    if name == "block_resize":
+        return None  # the image stays grown: the declaration asks for that size anyway
     raise ValueError("no undo for %s" % name)

@@ -198,7 +198,7 @@ class Instance:
                     busy = {e.id: e for e in self._graph_entries(rt)}
                     self._warn_drift(rt, live, busy)
                     actions = plan.reconcile(rt.layout, spec, facts, live.root_slots, set(live.types), live.nodes,
-                                             self.owner, live.netdevs, keep_nodes=graph.kept_nodes(rt))
+                                             self.owner, live.netdevs, live.sizes, keep_nodes=graph.kept_nodes(rt))
                     _refuse_busy(actions, busy)
                     restart = self._refuse_or_restart(actions, allow_restart)
                     if not restart and actions:
@@ -413,6 +413,10 @@ class Instance:
         if status == "prelaunch":
             if self._missing(qmp, rt):
                 return False
+            # Images smaller than declared grow before the guest first sees them.
+            named = qmp.execute("query-named-block-nodes", {"flat": True})
+            for command in plan.start_resizes(rt.layout.devices, verify.sizes_by_node(named)):
+                qmp.execute(command["execute"], command["arguments"])
             qmp.execute("cont")
         if not fresh:
             self.actions.append({"action": "finish-start",

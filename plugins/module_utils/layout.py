@@ -15,7 +15,7 @@ from typing import Optional
 from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, devices, ids
 from ansible_collections.blocklayer.qemu.plugins.module_utils.cache import io_settings
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
-from ansible_collections.blocklayer.qemu.plugins.module_utils.spec import SCSI_DISK_TYPES, InstanceSpec
+from ansible_collections.blocklayer.qemu.plugins.module_utils.spec import SCSI_DISK_TYPES, InstanceSpec, grow_to
 from ansible_collections.blocklayer.qemu.plugins.module_utils.topology import (
     ROOT_PORT_DRIVER, SCSI_CONTROLLER_ID, SCSI_CONTROLLERS, IdeAllocator, PciAllocator, RootPortAllocator,
     ScsiAllocator, pci_bus, pci_slot, root_ports)
@@ -37,11 +37,13 @@ class Backing:
 class PathFacts:
     """What the host says about a path: ``kind`` is file, block, char, http, https,
     missing, directory, other or unreadable; ``magic`` the first four bytes of a file;
-    ``backing`` the chain below a qcow2 image, top first."""
+    ``backing`` the chain below a qcow2 image, top first; ``virtual_size`` the disk size."""
 
     kind: str
     magic: bytes = b""
     backing: tuple = ()
+    # The image's virtual size in bytes as QEMU will see it (None: not an image, or unknown).
+    virtual_size: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,8 @@ class Placer:
         dev_id = ids.device_id("disk", disk.uuid)
         io = disk.io()
         nodes = self._disk_nodes(what, disk, dev_id, path_kind, facts, io)
+        grow_to(what + ".size", disk.size, facts[disk.path].virtual_size, disk.read_only,
+                path_kind == "block")  # refuses a shrink before anything starts
         if disk.disk_type == "paravirtual":
             placement = self.pci_placement(what)
         elif disk.disk_type == "ide":
@@ -214,14 +218,16 @@ class Placer:
             placement = self.scsi.take(what)
         info = devices.hvinfo(devices.DISK_DRIVERS[disk.disk_type], dev_id, placement, blockdev.top_node(nodes))
         iothread = ids.iothread_id(dev_id) if disk.iothread else None  # virtio-blk only (spec.disk_from)
-        props = devices.disk_props(info, disk.serial, io.cache.write_cache(), bootindex, iothread)
+        props = devices.disk_props(info, disk.serial, io.cache.write_cache(), bootindex, iothread,
+                                   share_rw=disk.share_rw)
         objects = (devices.iothread_object(iothread),) if iothread else ()
         return Device("disk", disk.name, disk.uuid, dev_id, info, props, tuple(nodes), asdict(disk), None, objects)
 
     def _disk_nodes(self, what, disk, dev_id, path_kind, facts, io) -> list:
         chain = self.chains.get(dev_id)
         if not chain:
-            return blockdev.node_chain(dev_id, disk.path, path_kind, disk.format, io, disk.read_only)
+            return blockdev.node_chain(dev_id, disk.path, path_kind, disk.format, io, disk.read_only,
+                                       force_share=disk.force_share)
         for layer in chain:
             if layer.path != disk.path:
                 kind = facts[layer.path].kind if layer.path in facts else "missing"

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, ids
-from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import alternate_roles
+from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import alternate_roles, top_format_node
 from ansible_collections.blocklayer.qemu.plugins.module_utils.layout import Device, Placer, medium_chain
-from ansible_collections.blocklayer.qemu.plugins.module_utils.spec import SCSI_DISK_TYPES
+from ansible_collections.blocklayer.qemu.plugins.module_utils.spec import SCSI_DISK_TYPES, format_size, grow_to
 
 
 def normalise(declaration: dict) -> dict:
@@ -59,7 +59,8 @@ def _short(value) -> str:
 MACHINE_KEYS = ("name", "uuid", "qemu_binary", "machine", "hvparams")
 # Options added after a runtime file may have been written, with the value that file's QEMU
 # has: a record without them is compared as if it had them, so an upgrade is no change.
-_ADDED_DEFAULTS = {"hvparams": {"scsi_iothread": False}, "disk": {"iothread": False}}
+_ADDED_DEFAULTS = {"hvparams": {"scsi_iothread": False},
+                   "disk": {"iothread": False, "size": None, "share_rw": False, "force_share": False}}
 
 
 def _recorded(defaults_key: str, recorded):
@@ -70,6 +71,7 @@ def _recorded(defaults_key: str, recorded):
 
 ATTACH, DETACH, CHANGE_MEDIUM, FINISH_UNPLUG, PURGE, RESTART = (
     "attach", "detach", "change-medium", "finish-unplug", "purge", "restart-required")
+RESIZE = "resize"
 # Buses QEMU cannot hot-plug on (reference §2.5, §2.6).
 COLD_ONLY_DRIVERS = ("ide-hd", "ide-cd", "floppy", "isa-fdc")
 _GROUPS = {"disk": "disks", "cdrom": "cdroms", "floppy": "floppy", "nic": "nics", "controller": "controllers"}
@@ -203,12 +205,14 @@ def purge_orphans(layout, present_ids, live_nodes, live_netdevs=(), keep_nodes=(
 
 
 def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, live_nodes=(),
-              owner: str = OWNER_INSTANCE, live_netdevs=(), keep_nodes=()) -> list:
+              owner: str = OWNER_INSTANCE, live_netdevs=(), live_sizes=None, keep_nodes=()) -> list:
     """Guest layout of the runtime file vs the desired ``spec`` -> ordered actions.
 
     ``present_ids`` are the device ids QOM shows and ``live_nodes`` the node names QEMU has
     (None / empty when QEMU was not asked, e.g. in check mode); they decide whether an unplug
     left pending by an earlier run can be finished, and what QEMU holds that no record explains.
+    ``live_sizes`` (node name -> virtual size, None in check mode, where the image's host facts
+    stand in) decide whether a disk grows.
     """
     desired = normalise(spec.to_dict())
     actions = [Action(RESTART, "controller", key, "", reason=change)
@@ -262,7 +266,9 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
             for how in sorted({LIVE_FIELDS[kind][f] for f in diff}):
                 fields = sorted(f for f in diff if LIVE_FIELDS[kind][f] == how)
                 action = _LIVE_PLANNERS[how](LiveChange(kind, item, spec, facts, record, declared, fields,
-                                                        [c for f in fields for c in diff[f]]))
+                                                        [c for f in fields for c in diff[f]], live_sizes))
+                if action is None:  # QEMU already has it (e.g. the image has the declared size)
+                    continue
                 (media if how == LIVE_MEDIUM else live).append(action)
                 record = action.record
             continue
@@ -279,8 +285,11 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
                                      commands=tuple(attach_commands(record))))
         device = placer.disk(item, facts) if kind == "disk" else placer.nic(item)
         record = _record(device, owner)
+        commands = attach_commands(record)
+        if kind == "disk":
+            commands = _grown_at_attach(commands, record, item, facts)
         attach.append(Action(ATTACH, kind, item.name, device.id, reason="declared", record=record,
-                             commands=tuple(attach_commands(record))))
+                             commands=tuple(commands)))
     return actions + purge + finish + detach + media + live + attach
 
 
@@ -296,6 +305,7 @@ class LiveChange:
     declared: dict  # the declared spec, normalised
     fields: list  # the top-level spec fields this change covers
     reasons: list  # their "field: old -> new" lines
+    sizes: Optional[dict] = None  # node name -> virtual size from QEMU; None: use the host facts
 
     def updated(self, **record_keys) -> dict:
         """The record once the change is done: these fields declared, ``record_keys`` replaced."""
@@ -312,15 +322,64 @@ def _medium_action(change: LiveChange) -> Action:
                   record=new, old=record, commands=tuple(medium_commands(record, new)))
 
 
+def resize_command(nodes: list, size: int) -> dict:
+    """Grow the disk under its device: the top format node, so that the guest sees the new capacity
+    (virtio-blk and SCSI disks report the change, QEMU's resize callbacks)."""
+    return _cmd("block_resize", **{"node-name": top_format_node(nodes), "size": size})
+
+
+def _grow_size(what: str, item, nodes: list, facts: dict, sizes) -> Optional[int]:
+    """The size to grow to: QEMU's size of the top format node when QEMU was asked, else the
+    image's size on the host; None when it stays. A shrink is refused (spec.grow_to)."""
+    path_facts = facts.get(item.path)
+    current = sizes.get(top_format_node(nodes)) if sizes is not None else getattr(path_facts, "virtual_size", None)
+    return grow_to(what, item.size, current, item.read_only, getattr(path_facts, "kind", "") == "block")
+
+
+def _resize_action(change: LiveChange):
+    """block_resize from the size QEMU has now, so it is planned again until QEMU has the size:
+    a run killed mid-way leaves nothing to undo (recovery keeps the old record)."""
+    record, item = change.record, change.item
+    what = "disks[%s].size" % item.name
+    size = _grow_size(what, item, record["nodes"], change.facts, change.sizes)
+    if size is None:
+        return None
+    return Action(RESIZE, change.kind, item.name, record["id"], reason="grows to %s" % format_size(size),
+                  record=change.updated(), old=record, commands=(resize_command(record["nodes"], size),))
+
+
+def _grown_at_attach(commands: list, record: dict, item, facts: dict) -> list:
+    """An image smaller than declared grows once its nodes are added, before the guest sees it."""
+    size = _grow_size("disks[%s].size" % item.name, item, record["nodes"], facts, None)
+    if size is None:
+        return commands
+    return commands[:-1] + [resize_command(record["nodes"], size)] + commands[-1:]
+
+
+def start_resizes(devices: list, sizes: dict) -> list:
+    """At start, QEMU paused: block_resize for each disk whose image is smaller than declared
+    (a shrink was refused before QEMU started, layout.Placer.disk)."""
+    cmds = []
+    for record in devices:
+        size = (record.get("spec") or {}).get("size") if record.get("kind") == "disk" else None
+        current = sizes.get(top_format_node(record.get("nodes")))
+        if size and current is not None and current < size:
+            cmds.append(resize_command(record["nodes"], size))
+    return cmds
+
+
 # Which fields of a running device change live, and how; every other field needs a restart
 # (docs/design.md "Live changes"). The diff a user sees lists the same fields.
 LIVE_MEDIUM = "medium"
+LIVE_RESIZE = "resize"
 LIVE_FIELDS = {
     "cdrom": {"path": LIVE_MEDIUM},
     "floppy": {"path": LIVE_MEDIUM},
+    "disk": {"size": LIVE_RESIZE},
 }
 _LIVE_PLANNERS = {
     LIVE_MEDIUM: _medium_action,
+    LIVE_RESIZE: _resize_action,
 }
 
 
@@ -355,7 +414,7 @@ def expected_after(layout, actions: list, declaration: dict):
     after = replace(layout, declaration=declaration, controllers=list(layout.controllers),
                     devices=list(layout.devices))
     for action in actions:
-        if action.action in (ATTACH, CHANGE_MEDIUM):
+        if action.action in (ATTACH, CHANGE_MEDIUM, RESIZE):
             after.put(action.record)
         elif action.id and action.action != RESTART:
             after.drop(action.id)

@@ -8,14 +8,15 @@ what it creates and removes (docs/faults.md). A later run compares each begun en
 QEMU has now and decides, like libvirt's reconnect (it re-reads QEMU rather than trusting its
 own notes): a hot-add whose device is in QEMU on the recorded top node is adopted, anything
 less is undone; a hot-remove whose device is gone is finished, else the device is kept; a media
-change ends on whichever chain the drive has, or on the old one.
+change ends on whichever chain the drive has, or on the old one; a resize keeps its old record
+and is planned again from QEMU's size.
 """
 
 from __future__ import annotations
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import ids
 from ansible_collections.blocklayer.qemu.plugins.module_utils.plan import (
-    ATTACH, CHANGE_MEDIUM, Action, _cmd, release_commands)
+    ATTACH, CHANGE_MEDIUM, RESIZE, Action, _cmd, release_commands)
 
 RECOVER = "recover"
 
@@ -57,6 +58,8 @@ def recover(journal, present_ids: set, roots: dict, live_nodes: set) -> list:
             actions.append(_recover_attach(entry, present_ids, roots, live_nodes))
         elif entry.action == CHANGE_MEDIUM:
             actions.append(_recover_medium(entry, roots, live_nodes))
+        elif entry.action == RESIZE:
+            actions.append(_recover_resize(entry))
         else:  # detach, finish-unplug, purge: the device was on its way out
             actions.append(_recover_removal(entry, present_ids, live_nodes))
     return actions
@@ -80,6 +83,14 @@ def _recover_removal(entry, present_ids, live_nodes) -> Action:
         return _action(entry, "a killed run had begun removing it; it is still in QEMU", (), old)
     commands = [] if old.get("origin") == "drive" else _cleanup(old, live_nodes)
     return _action(entry, "a killed run had removed it: what it left is deleted", commands, None)
+
+
+def _recover_resize(entry) -> Action:
+    """block_resize creates and removes nothing, and QEMU either grew the image or did not: the old
+    record stays, and the next plan compares the declared size with QEMU's again (plan._resize_action),
+    so sending block_resize once more, to the same size, is all a half-done resize can need."""
+    return _action(entry, "a killed run had begun growing it: the plan that follows grows it if "
+                   "QEMU still has it smaller", (), entry.old)
 
 
 def _recover_medium(entry, roots, live_nodes) -> Action:

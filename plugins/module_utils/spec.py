@@ -58,6 +58,12 @@ class DiskSpec:
     uuid: str
     path: str
     format: str
+    # The disk's size in bytes (a larger one grows the image); None: whatever the image is.
+    size: Optional[int]
+    # Another QEMU may write the same (raw) image: the device shares the write permission.
+    share_rw: bool
+    # Open the image although another process holds its lock (read-only nodes only).
+    force_share: bool
     mode: str
     disk_type: str
     cache: str
@@ -201,6 +207,7 @@ def disk_from(raw: dict, instance_uuid: str, hv: HvParams, supported_aio=cache.A
             % (what, disk_type, fmt)
         )
     mode = _choice(raw.get("mode") or "rw", MODES, what + ".mode")
+    share_rw, force_share = _sharing(raw, what, fmt, mode)
     io = {key: raw.get(key) or getattr(hv, "disk_" + key) for key in ("cache", "aio", "discard", "detect_zeroes")}
     cache.io_settings(what, io["cache"], io["aio"], io["discard"], io["detect_zeroes"], supported_aio)
     iothread = bool(raw.get("iothread"))
@@ -219,12 +226,93 @@ def disk_from(raw: dict, instance_uuid: str, hv: HvParams, supported_aio=cache.A
         uuid=uuid,
         path=path,
         format=fmt,
+        size=parse_size(raw.get("size"), what + ".size"),
+        share_rw=share_rw,
+        force_share=force_share,
         mode=mode,
         disk_type=disk_type,
         serial=_serial(raw.get("serial"), default_serial(uuid), what),
         iothread=iothread,
         **io
     )
+
+
+# Binary units, as qemu-img takes them (qemu_strtosz: K = 1024, case-insensitive).
+_SIZE = re.compile(r"\s*([0-9]+)\s*([kmgtp]?)\s*\Z", re.IGNORECASE)
+_UNITS = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50}
+SECTOR = 512
+
+
+def parse_size(value, what: str) -> Optional[int]:
+    """``size``: bytes as an int, or a string like ``10G``, ``512M``, ``64K``, ``4096`` -> bytes."""
+    if value is None or value == "":
+        return None
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif match:
+        size = int(match.group(1)) << _UNITS[match.group(2).lower()]
+    else:
+        raise ConfigError("%s: %r is not a size; give bytes (10737418240) or a number with a binary unit "
+                          "K, M, G, T or P (10G)" % (what, value))
+    if size <= 0:
+        raise ConfigError("%s: %r must be larger than 0; e.g. 10G" % (what, value))
+    if size % SECTOR:
+        # qcow2 refuses it ("The new size must be a multiple of 512", qcow2_co_truncate); a raw file gets
+        # it, but the block layer counts whole sectors (bdrv_refresh_total_sectors rounds up), so QEMU
+        # would report another size than the declared one on every run.
+        raise ConfigError("%s: %s is not a multiple of 512 bytes; QEMU sizes disks in 512-byte sectors: "
+                          "give e.g. %s" % (what, value, format_size(-(-size // SECTOR) * SECTOR)))
+    return size
+
+
+def format_size(size: int) -> str:
+    """Bytes in the largest binary unit that divides them: 2147483648 -> ``2G``."""
+    for unit, shift in sorted(_UNITS.items(), key=lambda item: -item[1]):
+        if shift and size % (1 << shift) == 0:
+            return "%d%s" % (size >> shift, unit.upper())
+    return str(size)
+
+
+def _sharing(raw: dict, what: str, fmt: str, mode: str) -> tuple:
+    """share_rw and force_share, refused where they would corrupt the image or QEMU refuses them."""
+    share_rw, force_share = bool(raw.get("share_rw")), bool(raw.get("force_share"))
+    if share_rw and fmt != "raw":
+        raise ConfigError(
+            "%s: share_rw lets another QEMU write the image too, and two writers of a %s image would corrupt "
+            "its metadata (the image's allocation tables); use format: raw, with a filesystem or cluster "
+            "software in the guests that is aware of the other writer, or drop share_rw" % (what, fmt))
+    if force_share and mode != "ro":
+        # bdrv_open_common: "force-share=on can only be used with read-only images".
+        raise ConfigError(
+            "%s: force_share opens an image whose lock another process holds, which QEMU allows only for "
+            "read-only images; set mode: ro or drop force_share" % what)
+    return share_rw, force_share
+
+
+def grow_to(what: str, declared: Optional[int], current: Optional[int], read_only: bool = False,
+            block_device: bool = False) -> Optional[int]:
+    """The size to grow a disk's image to, None when it stays; a shrink is refused.
+
+    ``current`` is the image's virtual size (None when unknown: nothing is decided).
+    """
+    if declared is None or current is None or declared == current:
+        return None
+    if declared < current:
+        raise ConfigError(
+            "%s: %s is smaller than the image's %s; shrinking is refused because the guest's data past %s "
+            "would be lost; declare at least %s"
+            % (what, format_size(declared), format_size(current), format_size(declared), format_size(current)))
+    if read_only:
+        raise ConfigError("%s: %s is larger than the image's %s, and a read-only disk (mode: ro) cannot grow; "
+                          "declare %s, or grow the image first (qemu-img resize)"
+                          % (what, format_size(declared), format_size(current), format_size(current)))
+    if block_device:
+        # file-posix truncates a host device only down to its own size ("Cannot grow device files").
+        raise ConfigError("%s: %s is larger than the block device's %s, and QEMU cannot grow a device; grow it "
+                          "on the host first (e.g. lvextend), or declare %s"
+                          % (what, format_size(declared), format_size(current), format_size(current)))
+    return declared
 
 
 def media_from(raw: dict, kind: str, instance_uuid: str, disk_type: str) -> MediaSpec:

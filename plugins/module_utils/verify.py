@@ -62,9 +62,20 @@ class Live:
         return {n["node-name"] for n in self.named if n.get("node-name")}
 
     @property
+    def sizes(self) -> dict:
+        """Node name -> its virtual size in bytes (what block_resize changes)."""
+        return sizes_by_node(self.named)
+
+    @property
     def root_slots(self) -> list:
         """Slots taken on the root PCI bus (a device added behind the collection's back is not clobbered)."""
         return [d["slot"] for bus in self.pci if bus.get("bus") == 0 for d in bus.get("devices", [])]
+
+
+def sizes_by_node(named: list) -> dict:
+    """From ``query-named-block-nodes``: node name -> ``image.virtual-size``."""
+    return {n["node-name"]: n["image"]["virtual-size"] for n in named
+            if n.get("node-name") and "virtual-size" in (n.get("image") or {})}
 
 
 def qdev_id(qdev: str) -> str:

@@ -197,6 +197,34 @@ options:
         type: str
         choices: [raw, qcow2]
         default: raw
+      size:
+        description:
+          - Size of the disk, in bytes or with a binary unit as C(qemu-img) takes it (V(64K), V(512M),
+            V(10G), V(1T); V(4096) is bytes). A multiple of 512 bytes.
+          - An image smaller than this grows (C(block_resize) on the disk's top format node) at start
+            before the guest runs, at hot-plug before the device is added, and on a running disk live;
+            virtio-blk and SCSI disks tell the guest its new size.
+          - A size smaller than the image is refused, as a shrink would lose the guest's data past it;
+            a read-only disk or a host block device is never grown.
+          - Left out, the disk is whatever size its image is.
+        type: raw
+      share_rw:
+        description:
+          - Lets another QEMU write the same image while this one does (the device's C(share-rw)
+            property), e.g. for a disk a cluster filesystem shares between guests.
+          - Only for O(disks[].format=raw); two writers of a qcow2 image would corrupt its metadata.
+          - Changing it on an attached disk needs O(allow_restart).
+        type: bool
+        default: false
+      force_share:
+        description:
+          - Opens the image although another process holds its lock (C(force-share) on the disk's
+            protocol and format nodes), e.g. to read an image another QEMU writes. What it reads may
+            be inconsistent while the other writes.
+          - Only with O(disks[].mode=ro); QEMU refuses it on a writable node.
+          - Changing it on an attached disk needs O(allow_restart).
+        type: bool
+        default: false
       mode:
         description: C(ro) attaches the disk read-only.
         type: str
