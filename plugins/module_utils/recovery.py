@@ -14,8 +14,10 @@ change ends on whichever chain the drive has, or on the old one.
 from __future__ import annotations
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import ids
+from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import throttle_of
 from ansible_collections.blocklayer.qemu.plugins.module_utils.plan import (
-    ATTACH, CHANGE_MEDIUM, Action, _cmd, release_commands)
+    ATTACH, CHANGE_MEDIUM, GROUP_ACTIONS, GROUP_DEL, GROUP_KIND, THROTTLE, Action, _cmd, own_group,
+    release_commands, throttle_commands)
 
 RECOVER = "recover"
 
@@ -57,6 +59,10 @@ def recover(journal, present_ids: set, roots: dict, live_nodes: set) -> list:
             actions.append(_recover_attach(entry, present_ids, roots, live_nodes))
         elif entry.action == CHANGE_MEDIUM:
             actions.append(_recover_medium(entry, roots, live_nodes))
+        elif entry.action == THROTTLE:
+            actions.append(_recover_throttle(entry, roots, live_nodes))
+        elif entry.action in GROUP_ACTIONS:
+            actions.append(_recover_group(entry))
         else:  # detach, finish-unplug, purge: the device was on its way out
             actions.append(_recover_removal(entry, present_ids, live_nodes))
     return actions
@@ -106,3 +112,43 @@ def _recover_medium(entry, roots, live_nodes) -> Action:
     commands += _delete_nodes(stale, live_nodes)
     return _action(entry, "a killed run had begun changing its medium: it keeps the %s one"
                    % ("new" if keep is new else "old"), commands, keep)
+
+
+def _recover_throttle(entry, roots, live_nodes) -> Action:
+    """A throttle node added: adopted once the drive uses it, else deleted (with the disk's own
+    group). A throttle node taken away: gone once the drive is back on the node below, else
+    kept. Limits or group of a node that stays: sent again (qom-set and reopen are idempotent)."""
+    old, new = entry.old, entry.record
+    old_thr, new_thr = throttle_of(old["nodes"]), throttle_of(new["nodes"])
+    on_thr = roots.get(entry.id) == (new_thr or old_thr or {}).get("node-name")
+    if new_thr and old_thr:
+        return _action(entry, "a killed run had begun changing its throttling: finished",
+                       throttle_commands(old, new), new)
+    added = new_thr is not None
+    if on_thr == added:  # the drive switched: only what the switch leaves behind is deleted
+        rest = [] if added else [c for c in throttle_commands(old, new)[1:]]
+        return _action(entry, "a killed run had %s its throttling: %s" % (
+            "added" if added else "removed", "adopted" if added else "finished"),
+            [c for c in rest if c["execute"] != "blockdev-del" or c["arguments"]["node-name"] in live_nodes], new)
+    thr = (new_thr or old_thr)["node-name"]
+    commands = [] if not added else [_cmd("blockdev-del", **{"node-name": thr})] if thr in live_nodes else []
+    own = own_group(new) if added and not own_group(old) else None
+    commands += [_cmd("object-del", id=own["id"])] if own else []
+    return _action(entry, "a killed run had begun %s its throttling: undone" % ("adding" if added else "removing"),
+                   commands, old)
+
+
+def _recover_group(entry) -> Action:
+    """A shared group: an add or a change is sent again (an existing group is fine), a delete
+    is sent again (gone is fine; one still in use stays recorded)."""
+    record = entry.record or entry.old
+    if entry.action == GROUP_DEL:
+        commands = [_cmd("object-del", id=entry.id)]
+    else:
+        from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import throttle_group_object
+        from ansible_collections.blocklayer.qemu.plugins.module_utils.plan import set_limits
+        commands = [_cmd("object-add", **throttle_group_object(entry.id, record["limits"])),
+                    set_limits(entry.id, record["limits"])]
+    return Action(RECOVER, GROUP_KIND, record["name"], entry.id, reason="a killed run had begun %s: finished"
+                  % entry.action, record=entry.record, old=entry.old if entry.action == GROUP_DEL else None,
+                  commands=tuple(commands))
