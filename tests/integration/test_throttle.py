@@ -50,22 +50,25 @@ def ok(result):
 def test_limits_at_start_then_changed_live_read_back_from_the_group(vm):
     a = dict(name="a", path=vm.image("a.qcow2", fmt="qcow2"), format="qcow2",
              limits=dict(iops_total=100, iops_total_max=200, iops_total_max_length=5, bps_total=1048576))
-    ok(vm.run(disks=[a]))
-    dev = record(vm, "a")["id"]
+    ro = dict(name="ro", path=vm.image("ro.raw"), mode="ro", limits=dict(bps_read=65536))
+    ok(vm.run(disks=[a, ro]))
+    dev, ro_dev = record(vm, "a")["id"], record(vm, "ro")["id"]
     with vm.qmp() as qmp:
         assert limits(qmp, dev + ".tg") == dict(UNLIMITED, **{"iops-total": 100, "iops-total-max": 200,
                                                              "iops-total-max-length": 5, "bps-total": 1048576})
         assert root_of(qmp, dev) == (dev + ".thr", "throttle")
-    assert ok(vm.run(disks=[a]))["changed"] is False
+        assert root_of(qmp, ro_dev) == (ro_dev + ".thr", "throttle")
+        assert next(b for b in qmp("query-block") if ro_dev in b["qdev"])["inserted"]["ro"] is True
+    assert ok(vm.run(disks=[a, ro]))["changed"] is False
 
     # bps_total and the burst are left out: they must read 0 (and 1 s) afterwards, not keep their values.
     a2 = dict(a, limits=dict(iops_read=30, bps_write=4096))
-    changed = ok(vm.run(disks=[a2]))
+    changed = ok(vm.run(disks=[a2, ro]))
     assert [(x["action"], x["name"]) for x in changed["actions"]] == [("throttle", "a")]
     assert [c["execute"] for c in changed["qmp_commands"] if c["execute"] == "qom-set"] == ["qom-set"]
     with vm.qmp() as qmp:
         assert limits(qmp, dev + ".tg") == dict(UNLIMITED, **{"iops-read": 30, "bps-write": 4096})
-    assert ok(vm.run(disks=[a2]))["changed"] is False
+    assert ok(vm.run(disks=[a2, ro]))["changed"] is False
 
 
 def test_limits_added_to_a_running_disk_and_removed_again_keep_the_device(vm):

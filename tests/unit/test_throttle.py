@@ -347,3 +347,79 @@ def test_killed_group_actions_are_finished():
     assert redo_add.record["id"] == "tg.db"
     assert redo_delete.commands == ({"execute": "object-del", "arguments": {"id": "tg.web"}},)
     assert redo_delete.record is None
+
+
+# -- the Applier, with a scripted QMP session ---------------------------------------------------
+
+class ScriptedQmp:
+    """Answers {} to everything except the commands in ``refuse`` (name -> QEMU's text)."""
+
+    def __init__(self, refuse=None):
+        self.refuse = refuse or {}
+        self.sent = []
+
+    def execute(self, command, arguments=None, timeout=None):
+        self.sent.append((command, arguments))
+        if command in self.refuse:
+            from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError
+            raise QemuError("QEMU refused %s: %s" % (command, self.refuse[command]), "GenericError",
+                            self.refuse[command], command)
+        return {}
+
+
+def test_applying_group_actions_keeps_the_runtime_groups():
+    data = running(disks=[disk("a", throttle_group="web")], throttle_groups=GROUPS)
+    actions = reconcile(data, disks=[disk("a", throttle_group="db")], throttle_groups=GROUPS)
+    qmp = ScriptedQmp()
+    hotplug.Applier(qmp, data, 5).apply(actions)
+    assert [c for c, _a in qmp.sent] == ["object-add", "blockdev-reopen", "object-del"]
+    assert data.throttle_groups == [{"name": "db", "id": "tg.db", "limits": full(bps_total=1048576)}]
+    assert data.devices[0]["nodes"][-1]["throttle-group"] == "tg.db"
+
+
+def test_a_group_still_in_use_is_kept_recorded_with_a_warning():
+    data = running(disks=[disk("a", throttle_group="web"), disk("b")], throttle_groups=GROUPS)
+    (_detach, delete) = reconcile(data, disks=[disk("b")], throttle_groups=GROUPS)
+    applier = hotplug.Applier(ScriptedQmp({"object-del": "object 'tg.web' is in use, can not be deleted"}), data, 5)
+    applier.apply([delete])
+    assert [g["id"] for g in data.throttle_groups] == ["tg.web"]
+    assert "throttle_groups[web] (tg.web) is still used" in applier.warnings[0]
+
+
+def test_a_recovered_group_add_tolerates_an_existing_group():
+    data = running(disks=[disk("a", throttle_group="web")], throttle_groups=GROUPS)
+    add = reconcile(data, disks=[disk("a", throttle_group="db")], throttle_groups=GROUPS)[0]
+    (redo,) = recovery.recover([hotplug.journal_entry(add)], set(), {}, set())
+    qmp = ScriptedQmp({"object-add": "attempt to add duplicate property 'tg.db' to object (type 'container')"})
+    hotplug.Applier(qmp, data, 5).apply([redo])
+    assert [c for c, _a in qmp.sent] == ["object-add", "qom-set"]
+    assert "tg.db" in [g["id"] for g in data.throttle_groups]
+
+
+class AnsweringQmp(ScriptedQmp):
+    """Also answers the live queries: the disk on ``root``, these nodes."""
+
+    def __init__(self, refuse, dev, root, nodes):
+        super().__init__(refuse)
+        self.answers = {
+            "query-block": [{"qdev": "/machine/peripheral/%s/virtio-backend" % dev, "inserted": {"node-name": root}}],
+            "query-pci": [], "qom-list": [{"name": dev, "type": "child<virtio-blk-pci>"}],
+            "query-named-block-nodes": [{"node-name": n} for n in nodes], "human-monitor-command": ""}
+
+    def execute(self, command, arguments=None, timeout=None):
+        answer = super().execute(command, arguments, timeout)
+        return self.answers.get(command, answer)
+
+
+def test_a_failed_drive_switch_is_settled_at_once_and_says_so():
+    action, _entry = gain()
+    dev = action.id
+    data = running(disks=[disk("a")])
+    qmp = AnsweringQmp({"qom-set": "Permission conflict on node"}, dev, dev + ".fmt",
+                       [dev + ".stor", dev + ".fmt", dev + ".thr"])
+    applier = hotplug.Applier(qmp, data, 5)
+    with pytest.raises(hotplug.QemuError, match=r"disks\[a\] .*failed, and what it did was settled"):
+        applier.apply([action])
+    assert [c for c, _a in qmp.sent if not c.startswith(("query-", "qom-list", "human"))] == [
+        "object-add", "blockdev-add", "qom-set", "blockdev-del", "object-del"]
+    assert applier.unfinished == [] and data.devices[0]["nodes"][-1]["node-name"] == dev + ".fmt"
