@@ -124,18 +124,19 @@ def _recover_throttle(entry, roots, live_nodes) -> Action:
     if new_thr and old_thr:
         return _action(entry, "a killed run had begun changing its throttling: finished",
                        throttle_commands(old, new), new)
-    added = new_thr is not None
-    if on_thr == added:  # the drive switched: only what the switch leaves behind is deleted
-        rest = [] if added else [c for c in throttle_commands(old, new)[1:]]
-        return _action(entry, "a killed run had %s its throttling: %s" % (
-            "added" if added else "removed", "adopted" if added else "finished"),
-            [c for c in rest if c["execute"] != "blockdev-del" or c["arguments"]["node-name"] in live_nodes], new)
-    thr = (new_thr or old_thr)["node-name"]
-    commands = [] if not added else [_cmd("blockdev-del", **{"node-name": thr})] if thr in live_nodes else []
-    own = own_group(new) if added and not own_group(old) else None
-    commands += [_cmd("object-del", id=own["id"])] if own else []
-    return _action(entry, "a killed run had begun %s its throttling: undone" % ("adding" if added else "removing"),
-                   commands, old)
+    if new_thr:  # being added: adopted once the drive uses it
+        if on_thr:
+            return _action(entry, "a killed run had added its throttling: adopted", (), new)
+        commands = _delete_nodes([new_thr["node-name"]], live_nodes)
+        own = own_group(new) if not own_group(old) else None
+        commands += [_cmd("object-del", id=own["id"])] if own else []
+        return _action(entry, "a killed run had begun adding its throttling: undone", commands, old)
+    if on_thr:  # being removed, and the drive still uses it
+        return _action(entry, "a killed run had begun removing its throttling: kept", (), old)
+    # The drive is back on the node below: what the switch leaves behind goes (qom-set skipped).
+    rest = throttle_commands(old, new)[1:]
+    commands = [c for c in rest if c["execute"] != "blockdev-del" or c["arguments"]["node-name"] in live_nodes]
+    return _action(entry, "a killed run had removed its throttling: finished", commands, new)
 
 
 def _recover_group(entry) -> Action:

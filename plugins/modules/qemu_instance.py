@@ -186,10 +186,14 @@ options:
         type: str
         required: true
       uuid:
-        description: UUID of the disk; its device ID is C(disk-<first three groups>). Derived from the instance UUID and O(disks[].name) when not set.
+        description:
+          - UUID of the disk; its device ID is C(disk-<first three groups>). Derived from the
+            instance UUID and O(disks[].name) when not set.
         type: str
       path:
-        description: Image file or block device. It must exist; the collection never creates or deletes images.
+        description:
+          - Image file or block device. It must exist; the collection never creates or deletes
+            images.
         type: path
         required: true
       format:
@@ -256,61 +260,91 @@ options:
         type: dict
         suboptions:
           iops_total:
-            description: I/O operations per second, reads and writes together (QEMU C(iops-total)); 0 or unset is no limit.
+            description:
+              - I/O operations per second, reads and writes together (QEMU C(iops-total)); 0 or
+                unset is no limit.
             type: int
           iops_total_max:
-            description: A burst rate above O(disks[].limits.iops_total) that lasts up to O(disks[].limits.iops_total_max_length) seconds (C(iops-total-max)).
+            description:
+              - A burst rate above O(disks[].limits.iops_total) that lasts up to
+                O(disks[].limits.iops_total_max_length) seconds (C(iops-total-max)).
             type: int
           iops_total_max_length:
-            description: Seconds a burst at O(disks[].limits.iops_total_max) may last (C(iops-total-max-length)); QEMU's default is 1.
+            description:
+              - Seconds a burst at O(disks[].limits.iops_total_max) may last (C(iops-total-max-
+                length)); QEMU's default is 1.
             type: int
           iops_read:
             description: Read operations per second (QEMU C(iops-read)); 0 or unset is no limit.
             type: int
           iops_read_max:
-            description: A burst rate above O(disks[].limits.iops_read) that lasts up to O(disks[].limits.iops_read_max_length) seconds (C(iops-read-max)).
+            description:
+              - A burst rate above O(disks[].limits.iops_read) that lasts up to
+                O(disks[].limits.iops_read_max_length) seconds (C(iops-read-max)).
             type: int
           iops_read_max_length:
-            description: Seconds a burst at O(disks[].limits.iops_read_max) may last (C(iops-read-max-length)); QEMU's default is 1.
+            description:
+              - Seconds a burst at O(disks[].limits.iops_read_max) may last (C(iops-read-max-
+                length)); QEMU's default is 1.
             type: int
           iops_write:
             description: Write operations per second (QEMU C(iops-write)); 0 or unset is no limit.
             type: int
           iops_write_max:
-            description: A burst rate above O(disks[].limits.iops_write) that lasts up to O(disks[].limits.iops_write_max_length) seconds (C(iops-write-max)).
+            description:
+              - A burst rate above O(disks[].limits.iops_write) that lasts up to
+                O(disks[].limits.iops_write_max_length) seconds (C(iops-write-max)).
             type: int
           iops_write_max_length:
-            description: Seconds a burst at O(disks[].limits.iops_write_max) may last (C(iops-write-max-length)); QEMU's default is 1.
+            description:
+              - Seconds a burst at O(disks[].limits.iops_write_max) may last (C(iops-write-max-
+                length)); QEMU's default is 1.
             type: int
           bps_total:
-            description: Bytes per second, read and written together (QEMU C(bps-total)); 0 or unset is no limit.
+            description:
+              - Bytes per second, read and written together (QEMU C(bps-total)); 0 or unset is no
+                limit.
             type: int
           bps_total_max:
-            description: A burst rate above O(disks[].limits.bps_total) that lasts up to O(disks[].limits.bps_total_max_length) seconds (C(bps-total-max)).
+            description:
+              - A burst rate above O(disks[].limits.bps_total) that lasts up to
+                O(disks[].limits.bps_total_max_length) seconds (C(bps-total-max)).
             type: int
           bps_total_max_length:
-            description: Seconds a burst at O(disks[].limits.bps_total_max) may last (C(bps-total-max-length)); QEMU's default is 1.
+            description:
+              - Seconds a burst at O(disks[].limits.bps_total_max) may last (C(bps-total-max-
+                length)); QEMU's default is 1.
             type: int
           bps_read:
             description: Bytes read per second (QEMU C(bps-read)); 0 or unset is no limit.
             type: int
           bps_read_max:
-            description: A burst rate above O(disks[].limits.bps_read) that lasts up to O(disks[].limits.bps_read_max_length) seconds (C(bps-read-max)).
+            description:
+              - A burst rate above O(disks[].limits.bps_read) that lasts up to
+                O(disks[].limits.bps_read_max_length) seconds (C(bps-read-max)).
             type: int
           bps_read_max_length:
-            description: Seconds a burst at O(disks[].limits.bps_read_max) may last (C(bps-read-max-length)); QEMU's default is 1.
+            description:
+              - Seconds a burst at O(disks[].limits.bps_read_max) may last (C(bps-read-max-length));
+                QEMU's default is 1.
             type: int
           bps_write:
             description: Bytes written per second (QEMU C(bps-write)); 0 or unset is no limit.
             type: int
           bps_write_max:
-            description: A burst rate above O(disks[].limits.bps_write) that lasts up to O(disks[].limits.bps_write_max_length) seconds (C(bps-write-max)).
+            description:
+              - A burst rate above O(disks[].limits.bps_write) that lasts up to
+                O(disks[].limits.bps_write_max_length) seconds (C(bps-write-max)).
             type: int
           bps_write_max_length:
-            description: Seconds a burst at O(disks[].limits.bps_write_max) may last (C(bps-write-max-length)); QEMU's default is 1.
+            description:
+              - Seconds a burst at O(disks[].limits.bps_write_max) may last (C(bps-write-max-
+                length)); QEMU's default is 1.
             type: int
           iops_size:
-            description: Bytes counted as one operation by the iops limits, so a larger request counts as several (C(iops-size)).
+            description:
+              - Bytes counted as one operation by the iops limits, so a larger request counts as
+                several (C(iops-size)).
             type: int
       throttle_group:
         description:
@@ -338,61 +372,91 @@ options:
         type: dict
         suboptions:
           iops_total:
-            description: I/O operations per second, reads and writes together (QEMU C(iops-total)); 0 or unset is no limit.
+            description:
+              - I/O operations per second, reads and writes together (QEMU C(iops-total)); 0 or
+                unset is no limit.
             type: int
           iops_total_max:
-            description: A burst rate above O(throttle_groups[].limits.iops_total) that lasts up to O(throttle_groups[].limits.iops_total_max_length) seconds (C(iops-total-max)).
+            description:
+              - A burst rate above O(throttle_groups[].limits.iops_total) that lasts up to
+                O(throttle_groups[].limits.iops_total_max_length) seconds (C(iops-total-max)).
             type: int
           iops_total_max_length:
-            description: Seconds a burst at O(throttle_groups[].limits.iops_total_max) may last (C(iops-total-max-length)); QEMU's default is 1.
+            description:
+              - Seconds a burst at O(throttle_groups[].limits.iops_total_max) may last (C(iops-
+                total-max-length)); QEMU's default is 1.
             type: int
           iops_read:
             description: Read operations per second (QEMU C(iops-read)); 0 or unset is no limit.
             type: int
           iops_read_max:
-            description: A burst rate above O(throttle_groups[].limits.iops_read) that lasts up to O(throttle_groups[].limits.iops_read_max_length) seconds (C(iops-read-max)).
+            description:
+              - A burst rate above O(throttle_groups[].limits.iops_read) that lasts up to
+                O(throttle_groups[].limits.iops_read_max_length) seconds (C(iops-read-max)).
             type: int
           iops_read_max_length:
-            description: Seconds a burst at O(throttle_groups[].limits.iops_read_max) may last (C(iops-read-max-length)); QEMU's default is 1.
+            description:
+              - Seconds a burst at O(throttle_groups[].limits.iops_read_max) may last (C(iops-read-
+                max-length)); QEMU's default is 1.
             type: int
           iops_write:
             description: Write operations per second (QEMU C(iops-write)); 0 or unset is no limit.
             type: int
           iops_write_max:
-            description: A burst rate above O(throttle_groups[].limits.iops_write) that lasts up to O(throttle_groups[].limits.iops_write_max_length) seconds (C(iops-write-max)).
+            description:
+              - A burst rate above O(throttle_groups[].limits.iops_write) that lasts up to
+                O(throttle_groups[].limits.iops_write_max_length) seconds (C(iops-write-max)).
             type: int
           iops_write_max_length:
-            description: Seconds a burst at O(throttle_groups[].limits.iops_write_max) may last (C(iops-write-max-length)); QEMU's default is 1.
+            description:
+              - Seconds a burst at O(throttle_groups[].limits.iops_write_max) may last (C(iops-
+                write-max-length)); QEMU's default is 1.
             type: int
           bps_total:
-            description: Bytes per second, read and written together (QEMU C(bps-total)); 0 or unset is no limit.
+            description:
+              - Bytes per second, read and written together (QEMU C(bps-total)); 0 or unset is no
+                limit.
             type: int
           bps_total_max:
-            description: A burst rate above O(throttle_groups[].limits.bps_total) that lasts up to O(throttle_groups[].limits.bps_total_max_length) seconds (C(bps-total-max)).
+            description:
+              - A burst rate above O(throttle_groups[].limits.bps_total) that lasts up to
+                O(throttle_groups[].limits.bps_total_max_length) seconds (C(bps-total-max)).
             type: int
           bps_total_max_length:
-            description: Seconds a burst at O(throttle_groups[].limits.bps_total_max) may last (C(bps-total-max-length)); QEMU's default is 1.
+            description:
+              - Seconds a burst at O(throttle_groups[].limits.bps_total_max) may last (C(bps-total-
+                max-length)); QEMU's default is 1.
             type: int
           bps_read:
             description: Bytes read per second (QEMU C(bps-read)); 0 or unset is no limit.
             type: int
           bps_read_max:
-            description: A burst rate above O(throttle_groups[].limits.bps_read) that lasts up to O(throttle_groups[].limits.bps_read_max_length) seconds (C(bps-read-max)).
+            description:
+              - A burst rate above O(throttle_groups[].limits.bps_read) that lasts up to
+                O(throttle_groups[].limits.bps_read_max_length) seconds (C(bps-read-max)).
             type: int
           bps_read_max_length:
-            description: Seconds a burst at O(throttle_groups[].limits.bps_read_max) may last (C(bps-read-max-length)); QEMU's default is 1.
+            description:
+              - Seconds a burst at O(throttle_groups[].limits.bps_read_max) may last (C(bps-read-
+                max-length)); QEMU's default is 1.
             type: int
           bps_write:
             description: Bytes written per second (QEMU C(bps-write)); 0 or unset is no limit.
             type: int
           bps_write_max:
-            description: A burst rate above O(throttle_groups[].limits.bps_write) that lasts up to O(throttle_groups[].limits.bps_write_max_length) seconds (C(bps-write-max)).
+            description:
+              - A burst rate above O(throttle_groups[].limits.bps_write) that lasts up to
+                O(throttle_groups[].limits.bps_write_max_length) seconds (C(bps-write-max)).
             type: int
           bps_write_max_length:
-            description: Seconds a burst at O(throttle_groups[].limits.bps_write_max) may last (C(bps-write-max-length)); QEMU's default is 1.
+            description:
+              - Seconds a burst at O(throttle_groups[].limits.bps_write_max) may last (C(bps-write-
+                max-length)); QEMU's default is 1.
             type: int
           iops_size:
-            description: Bytes counted as one operation by the iops limits, so a larger request counts as several (C(iops-size)).
+            description:
+              - Bytes counted as one operation by the iops limits, so a larger request counts as
+                several (C(iops-size)).
             type: int
   cdroms:
     description: Up to two read-only CD-ROM drives.

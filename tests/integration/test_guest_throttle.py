@@ -1,7 +1,6 @@
 """With the tiny Linux guest: an iops limit set live slows the guest's reads, and removing it
 gives the speed back, on the same disk the guest kept all along."""
 
-import os
 import time
 
 from .test_guest import GUEST, by_serial, guest, pytestmark  # noqa: F401  pylint: disable=unused-import

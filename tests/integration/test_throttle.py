@@ -54,8 +54,8 @@ def test_limits_at_start_then_changed_live_read_back_from_the_group(vm):
     ok(vm.run(disks=[a, ro]))
     dev, ro_dev = record(vm, "a")["id"], record(vm, "ro")["id"]
     with vm.qmp() as qmp:
-        assert limits(qmp, dev + ".tg") == dict(UNLIMITED, **{"iops-total": 100, "iops-total-max": 200,
-                                                             "iops-total-max-length": 5, "bps-total": 1048576})
+        want = {"iops-total": 100, "iops-total-max": 200, "iops-total-max-length": 5, "bps-total": 1048576}
+        assert limits(qmp, dev + ".tg") == dict(UNLIMITED, **want)
         assert root_of(qmp, dev) == (dev + ".thr", "throttle")
         assert root_of(qmp, ro_dev) == (ro_dev + ".thr", "throttle")
         assert next(b for b in qmp("query-block") if ro_dev in b["qdev"])["inserted"]["ro"] is True
