@@ -414,9 +414,11 @@ def _group_actions(layout, spec) -> tuple:
 def put_group(layout, record: dict) -> None:
     """Record a shared group (runtime records keep name, id and limits)."""
     entry = {k: record[k] for k in ("name", "id", "limits")}
-    groups = [g for g in layout.throttle_groups if g["id"] != entry["id"]]
-    index = next((i for i, g in enumerate(layout.throttle_groups) if g["id"] == entry["id"]), len(groups))
-    layout.throttle_groups[:] = groups[:index] + [entry] + groups[index:]
+    for index, group in enumerate(layout.throttle_groups):
+        if group["id"] == entry["id"]:
+            layout.throttle_groups[index] = entry
+            return
+    layout.throttle_groups.append(entry)
 
 
 def drop_group(layout, group_id: str) -> None:
