@@ -31,6 +31,13 @@ DISK_OPTIONS = dict(
     detect_zeroes=dict(type="str", choices=list(cache.DETECT_ZEROES_MODES)),
     serial=dict(type="str"),
     iothread=dict(type="bool", default=False),
+    limits=dict(type="dict", options=dict((f, dict(type="int")) for f in spec.THROTTLE_FIELDS)),
+    throttle_group=dict(type="str"),
+)
+# qemu_instance's shared throttle groups (docs/design.md "Throttling").
+THROTTLE_GROUP_OPTIONS = dict(
+    name=dict(type="str", required=True),
+    limits=DISK_OPTIONS["limits"],
 )
 CDROM_OPTIONS = dict(
     name=dict(type="str", required=True),

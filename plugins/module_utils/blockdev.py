@@ -153,3 +153,32 @@ def top_format_node(nodes: list):
         if node.get("driver") != "throttle":
             return node["node-name"]
     return None
+
+
+# -- throttling (docs/design.md "Throttling") ---------------------------------------------------
+THROTTLE_DRIVER = "throttle"
+THROTTLE_ROLE = "thr"
+
+
+def throttle_node(dev_id: str, group_id: str, below: str, read_only: bool = False) -> dict:
+    """The throttle filter over ``below``: the device's I/O is counted against ``group_id``."""
+    node = {"driver": THROTTLE_DRIVER, "node-name": ids.node_name(dev_id, THROTTLE_ROLE),
+            "throttle-group": group_id, "file": below}
+    if read_only:
+        node["read-only"] = True  # a filter is read-write unless told, and would ask its child for writes
+    return node
+
+
+def throttle_of(nodes) -> dict:
+    """The device's throttle node (always the top of its chain), or None."""
+    return nodes[-1] if nodes and nodes[-1].get("driver") == THROTTLE_DRIVER else None
+
+
+def below_throttle(nodes) -> str:
+    """The node a throttle filter sits on: the last node that is not one (chains may grow
+    overlays, so its position is not fixed)."""
+    return next(n["node-name"] for n in reversed(nodes) if n.get("driver") != THROTTLE_DRIVER)
+
+
+def without_throttle(nodes) -> list:
+    return [n for n in nodes if n.get("driver") != THROTTLE_DRIVER]

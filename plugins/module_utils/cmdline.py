@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import throttle_group_object
 from ansible_collections.blocklayer.qemu.plugins.module_utils.layout import Layout
 from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
 from ansible_collections.blocklayer.qemu.plugins.module_utils.spec import InstanceSpec
@@ -56,7 +57,10 @@ def build_argv(spec: InstanceSpec, layout: Layout, accel: str, paths: RuntimePat
             argv += ["-append", m.kernel_args]
     for prop in layout.globals:
         argv += ["-global", prop]
-    # Objects (iothreads) first: a -device naming one needs it to exist (qdev link properties).
+    # Objects (iothreads, throttle groups) first: a -device or -blockdev naming one needs it to
+    # exist. Groups are JSON with the full limits: the dotted limits.* form is refused.
+    for group in layout.throttle_groups:
+        argv += ["-object", as_json(throttle_group_object(group["id"], group["limits"]))]
     for device in layout.all_devices():
         for obj in device.objects:
             argv += ["-object", as_json(obj)]

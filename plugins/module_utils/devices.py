@@ -56,6 +56,12 @@ def iothread_object(iothread: str) -> dict:
     return {"qom-type": "iothread", "id": iothread}
 
 
+def throttle_group_object(group_id: str, qemu_limits: dict) -> dict:
+    """The ``-object`` / ``object-add`` dict of a throttle group with all its limits
+    (spec.qemu_limits; the dotted ``limits.*`` form does not work on the command line)."""
+    return {"qom-type": "throttle-group", "id": group_id, "limits": dict(qemu_limits)}
+
+
 def media_props(info: dict, bootindex=None) -> dict:
     """CD-ROM and floppy devices: no write-cache (read-only or removable media, as libvirt)."""
     props = dict(info)

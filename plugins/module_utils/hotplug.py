@@ -23,6 +23,10 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils.recovery import RE
 # QEMU's texts for "that is not there (any more)" (qmp_blockdev_del, qmp_netdev_del, qmp_device_del,
 # user_creatable_del).
 _GONE = ("Failed to find node", "not found", "No medium")
+# object-del of a throttle group a throttle node still uses (user_creatable_del()).
+_IN_USE = "is in use"
+# object-add of an id that exists (object_property_try_add()): recovery re-adds groups.
+_DUPLICATE = "attempt to add duplicate property"
 UNPLUG_EVENTS = ("DEVICE_DELETED", "DEVICE_UNPLUG_GUEST_ERROR")
 
 
@@ -34,10 +38,17 @@ def journal_entry(action) -> runtime.Pending:
                 "nodes": [n["node-name"] for n in record.get("nodes") or []],
                 "netdevs": [record["netdev"]["id"]] if record.get("netdev") else [],
                 "objects": [o["id"] for o in record.get("objects") or []]}
-    creates = names(action.record) if action.action in (plan.ATTACH, plan.CHANGE_MEDIUM) else {}
+    if action.action in plan.GROUP_ACTIONS:
+        objects = {"objects": [action.id]}
+        return runtime.Pending(action.action, action.id, objects if action.action == plan.GROUP_ADD else {},
+                               objects if action.action == plan.GROUP_DEL else {}, action.record, action.old)
+    creates = names(action.record) if action.action in (plan.ATTACH, plan.CHANGE_MEDIUM, plan.THROTTLE) else {}
     removes = names(action.old) if action.action not in (plan.ATTACH, plan.RESIZE) else {}  # a resize: neither
-    if action.action == plan.CHANGE_MEDIUM:
+    if action.action in (plan.CHANGE_MEDIUM, plan.THROTTLE):
         creates["devices"] = removes["devices"] = []
+    if action.action == plan.THROTTLE:  # only what the change adds or takes away
+        creates, removes = ({k: [n for n in creates[k] if n not in removes[k]] for k in creates},
+                            {k: [n for n in removes[k] if n not in creates[k]] for k in removes})
     return runtime.Pending(action.action, action.id, creates, removes, action.record, action.old)
 
 
@@ -56,11 +67,13 @@ class Applier:
         return self.qmp.execute(command["execute"], command["arguments"])
 
     def _send_tolerant(self, command: dict) -> None:
-        """Send a clean-up command; what is already gone is fine."""
+        """Send a clean-up command; what is already gone (or, for a re-sent object-add, already
+        there) is fine."""
         try:
             self._send(command)
         except QemuError as exc:
-            if not any(text in exc.desc for text in _GONE):
+            done = _GONE + ((_DUPLICATE,) if command["execute"] == "object-add" else ())
+            if not any(text in exc.desc for text in done):
                 raise
 
     def _release(self, record: dict) -> None:
@@ -96,6 +109,13 @@ class Applier:
                 self.change_medium(action)
             elif action.action == plan.RESIZE:
                 self.resize(action)
+            elif action.action in (plan.GROUP_ADD, plan.GROUP_SET):
+                self._send_all(action)
+                plan.put_group(self.layout, action.record)
+            elif action.action == plan.GROUP_DEL:
+                self._delete_group(action)
+            elif action.action == plan.THROTTLE:
+                self.throttle(action)
             elif action.action == plan.ATTACH:
                 if action.id in self.still_unplugging:
                     self.warnings.append("%s (%s) is not attached yet: QEMU still holds a device of that id "
@@ -106,16 +126,65 @@ class Applier:
 
     def recover(self, action) -> None:
         try:
-            for command in action.commands:
-                self._send_tolerant(command)
+            self._settle(action)
         except QemuError as exc:
             self.unfinished.append(journal_entry(action))
             raise QemuError("finishing what a killed run left of %s (%s) failed: %s; the next run tries again"
                             % (action.label, action.id, exc), exc.error_class, exc.desc, exc.command) from None
-        if action.record:
+
+    def _settle(self, action) -> None:
+        """Send a recovery action's commands and keep the record it decided on."""
+        if action.kind == plan.GROUP_KIND and action.old and not action.record:
+            return self._delete_group(action)
+        for command in action.commands:
+            self._send_tolerant(command)
+        if action.kind == plan.GROUP_KIND:
+            plan.put_group(self.layout, action.record)
+        elif action.record:
             self.layout.put(action.record)
         elif action.id:
             self.layout.drop(action.id)
+
+    def _send_all(self, action) -> None:
+        try:
+            for command in action.commands:
+                self._send(command)
+        except QemuError as exc:
+            raise QemuError("%s of %s failed: %s" % (action.action, action.label, exc),
+                            exc.error_class, exc.desc, exc.command) from None
+
+    def _delete_group(self, action) -> None:
+        """A shared group goes after its last throttle node; one a device still being unplugged
+        holds stays recorded, and a later run deletes it."""
+        try:
+            self._send_tolerant(action.commands[0])
+        except QemuError as exc:
+            if _IN_USE not in exc.desc:
+                raise
+            self.warnings.append("%s (%s) is still used by a throttle node; a later run deletes it"
+                                 % (action.label, action.id))
+            return
+        plan.drop_group(self.layout, action.id)
+
+    def throttle(self, action) -> None:
+        """Change a disk's throttling; a failure is settled at once by the rule a killed run's
+        is settled by (recovery.recover), from what QEMU has then."""
+        from ansible_collections.blocklayer.qemu.plugins.module_utils import recovery, verify
+        try:
+            for command in action.commands:
+                self._send(command)
+        except QemuError as exc:
+            entry = journal_entry(action)
+            outcome = "what it did was settled"
+            try:
+                live = verify.Live.from_answers(*[self.qmp.execute(q, a) for q, a in verify.QUERIES])
+                self._settle(recovery.recover([entry], set(live.types), live.roots, live.nodes)[0])
+            except QemuError as again:
+                self.unfinished.append(entry)
+                outcome = "settling it failed too (%s): the next run settles it" % again
+            raise QemuError("changing the throttling of %s (%s) failed, and %s: %s"
+                            % (action.label, action.id, outcome, exc), exc.error_class, exc.desc, exc.command) from None
+        self.layout.put(action.record)
 
     def attach(self, action) -> None:
         undo = []

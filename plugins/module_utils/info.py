@@ -40,9 +40,12 @@ def describe(rt: runtime.Runtime, live, jobs: list) -> dict:
                 entry.update(image=inserted.get("file"), format=inserted.get("drv"), node=inserted.get("node-name"),
                              read_only=bool(inserted.get("ro")), cache=inserted.get("cache"),
                              chain=_chain(inserted.get("image")))
-            # Limits live on throttle groups (none yet): the legacy per-device fields are reported as QEMU has them.
+            # The legacy per-device fields, as QEMU has them (0 under a throttle filter, whose limits
+            # live on its group: throttle_group names it, read it with qom-get /objects/<id> limits).
             entry["limits"] = {k: inserted[k] for k in ("bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr")
                                if inserted and k in inserted}
+            thr = (record.get("nodes") or [{}])[-1] if record.get("nodes") else {}
+            entry["throttle_group"] = thr.get("throttle-group") if thr.get("driver") == "throttle" else None
         if record.get("netdev"):
             entry["netdev"] = record["netdev"]["id"]
         devices.append(entry)
@@ -61,7 +64,15 @@ def describe(rt: runtime.Runtime, live, jobs: list) -> dict:
 
 
 _SPEC_KEYS = ("path", "format", "mode", "cache", "aio", "discard", "detect_zeroes", "serial", "mac", "netdev",
-              "ifname", "bridge")
+              "ifname", "bridge", "throttle_group")
+
+
+def readable_limits(limits) -> str:
+    """Limits as a person reads them, only what limits: ``iops_total=20 bps_total=1048576``
+    (from a spec's or QEMU's ThrottleLimits dict: a 0 rate and a 1 s burst are no limit)."""
+    items = [(k.replace("-", "_"), v) for k, v in (limits or {}).items()]
+    shown = ["%s=%s" % (k, v) for k, v in items if v and not (k.endswith("_max_length") and v == 1)]
+    return " ".join(shown) or "none"
 
 
 def summary(layout) -> dict:
@@ -80,8 +91,13 @@ def summary(layout) -> dict:
         entry.update({key: info[key] for key in _PLACEMENT_KEYS if key in info})
         entry.update({key: value for key, value in (record.get("spec") or {}).items()
                       if key in _SPEC_KEYS and value is not None})
+        if (record.get("spec") or {}).get("limits"):
+            entry["limits"] = readable_limits(record["spec"]["limits"])
         if record.get("state", runtime.STATE_ATTACHED) != runtime.STATE_ATTACHED:
             entry["state"] = record["state"]
         devices[label] = entry
-    return {"machine": dict(declaration.get("machine") or {}, machine_type=layout.machine_type),
-            "hvparams": declaration.get("hvparams") or {}, "devices": devices}
+    out = {"machine": dict(declaration.get("machine") or {}, machine_type=layout.machine_type),
+           "hvparams": declaration.get("hvparams") or {}, "devices": devices}
+    if getattr(layout, "throttle_groups", None):
+        out["throttle_groups"] = {g["name"]: readable_limits(g["limits"]) for g in layout.throttle_groups}
+    return out

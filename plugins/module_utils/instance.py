@@ -366,7 +366,8 @@ class Instance:
                 name=spec.name, uuid=spec.uuid, machine_type=spec.machine.machine_type, declaration=declaration,
                 controllers=[plan.normalise(d.to_dict()) for d in placed.controllers],
                 devices=[dict(plan.normalise(d.to_dict()), state=runtime.STATE_ATTACHED, origin=runtime.ORIGIN_BLOCKDEV,
-                              owner=owners.get(d.id) or plan.OWNER_INSTANCE) for d in placed.devices]),
+                              owner=owners.get(d.id) or plan.OWNER_INSTANCE) for d in placed.devices],
+                throttle_groups=[plan.normalise(g) for g in placed.throttle_groups]),
             host=runtime.HostBinding(binary=binary, firmware_dirs=firmware_dirs, module_dir=module_dir,
                                      accel=accel, argv=argv),
             status=runtime.STATUS_STARTING)

@@ -15,7 +15,8 @@ from typing import Optional
 from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, devices, ids
 from ansible_collections.blocklayer.qemu.plugins.module_utils.cache import io_settings
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
-from ansible_collections.blocklayer.qemu.plugins.module_utils.spec import SCSI_DISK_TYPES, InstanceSpec, grow_to
+from ansible_collections.blocklayer.qemu.plugins.module_utils.spec import (
+    SCSI_DISK_TYPES, InstanceSpec, grow_to, qemu_limits, throttle_group_id)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.topology import (
     ROOT_PORT_DRIVER, SCSI_CONTROLLER_ID, SCSI_CONTROLLERS, IdeAllocator, PciAllocator, RootPortAllocator,
     ScsiAllocator, pci_bus, pci_slot, root_ports)
@@ -80,6 +81,8 @@ class Layout:
     controllers: tuple
     devices: tuple
     globals: tuple = ()
+    # Shared throttle groups some disk uses: runtime records {"name", "id", "limits"}.
+    throttle_groups: tuple = ()
 
     def all_devices(self) -> tuple:
         return self.controllers + self.devices
@@ -218,9 +221,12 @@ class Placer:
             placement = self.scsi.take(what)
         info = devices.hvinfo(devices.DISK_DRIVERS[disk.disk_type], dev_id, placement, blockdev.top_node(nodes))
         iothread = ids.iothread_id(dev_id) if disk.iothread else None  # virtio-blk only (spec.disk_from)
+        objects = (devices.iothread_object(iothread),) if iothread else ()
+        nodes, group = throttled(dev_id, nodes, disk.limits, disk.throttle_group, disk.read_only)
+        objects += (group,) if group else ()
+        info = dict(info, drive=blockdev.top_node(nodes))
         props = devices.disk_props(info, disk.serial, io.cache.write_cache(), bootindex, iothread,
                                    share_rw=disk.share_rw)
-        objects = (devices.iothread_object(iothread),) if iothread else ()
         return Device("disk", disk.name, disk.uuid, dev_id, info, props, tuple(nodes), asdict(disk), None, objects)
 
     def _disk_nodes(self, what, disk, dev_id, path_kind, facts, io) -> list:
@@ -258,6 +264,29 @@ class Placer:
         info["netdev"] = netdev["id"]
         props = devices.nic_props(info, nic.mac, bootindex)
         return Device("nic", nic.name, nic.uuid, dev_id, info, props, (), asdict(nic), netdev)
+
+
+def own_group_id(dev_id: str) -> str:
+    """A disk's own throttle group (its ``limits``): ``<device id>.tg``, a QOM object id."""
+    return dev_id + ".tg"
+
+
+def throttled(dev_id: str, nodes: list, limits, group_name, read_only: bool):
+    """A disk's chain with its throttle node on top (or none), and its own group object to
+    create (None for no limits or a shared group, which is instance-level)."""
+    nodes = blockdev.without_throttle(nodes)
+    if not (limits or group_name):
+        return nodes, None
+    group_id = throttle_group_id(group_name) if group_name else own_group_id(dev_id)
+    node = blockdev.throttle_node(dev_id, group_id, blockdev.below_throttle(nodes), read_only)
+    own = None if group_name else devices.throttle_group_object(group_id, qemu_limits(limits))
+    return nodes + [node], own
+
+
+def shared_groups(spec: InstanceSpec, names) -> tuple:
+    """Runtime records of the declared shared groups named in ``names``, in declaration order."""
+    return tuple({"name": g.name, "id": throttle_group_id(g.name), "limits": qemu_limits(g.limits)}
+                 for g in spec.throttle_groups if g.name in set(names))
 
 
 def medium_chain(spec: InstanceSpec, media, facts: dict, dev_id: str, roles=blockdev.ROLES) -> list:
@@ -301,7 +330,8 @@ def layout_instance(spec: InstanceSpec, facts: dict, chains=None) -> Layout:
                for i, n in enumerate(spec.nics)]
     # The floppy device has no bootindex; its controller does (bootindexA for unit 0).
     global_props = ("isa-fdc.bootindexA=1",) if hv.boot_order == "floppy" else ()
-    return Layout(tuple(placer.controllers), tuple(placed), global_props)
+    groups = shared_groups(spec, {d.throttle_group for d in spec.disks if d.throttle_group})
+    return Layout(tuple(placer.controllers), tuple(placed), global_props, groups)
 
 
 def recorded_chains(spec: InstanceSpec, devices) -> dict:

@@ -15,9 +15,13 @@ from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, ids
-from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import alternate_roles, top_format_node
-from ansible_collections.blocklayer.qemu.plugins.module_utils.layout import Device, Placer, medium_chain
-from ansible_collections.blocklayer.qemu.plugins.module_utils.spec import SCSI_DISK_TYPES, format_size, grow_to
+from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import (
+    THROTTLE_ROLE, alternate_roles, below_throttle, throttle_of, top_format_node)
+from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import throttle_group_object
+from ansible_collections.blocklayer.qemu.plugins.module_utils.layout import (
+    Device, Placer, medium_chain, own_group_id, shared_groups, throttled)
+from ansible_collections.blocklayer.qemu.plugins.module_utils.spec import (
+    SCSI_DISK_TYPES, format_size, grow_to, throttle_group_id)
 
 
 def normalise(declaration: dict) -> dict:
@@ -60,7 +64,8 @@ MACHINE_KEYS = ("name", "uuid", "qemu_binary", "machine", "hvparams")
 # Options added after a runtime file may have been written, with the value that file's QEMU
 # has: a record without them is compared as if it had them, so an upgrade is no change.
 _ADDED_DEFAULTS = {"hvparams": {"scsi_iothread": False},
-                   "disk": {"iothread": False, "size": None, "share_rw": False, "force_share": False}}
+                   "disk": {"iothread": False, "size": None, "share_rw": False, "force_share": False,
+                            "limits": None, "throttle_group": None}}
 
 
 def _recorded(defaults_key: str, recorded):
@@ -72,9 +77,15 @@ def _recorded(defaults_key: str, recorded):
 ATTACH, DETACH, CHANGE_MEDIUM, FINISH_UNPLUG, PURGE, RESTART = (
     "attach", "detach", "change-medium", "finish-unplug", "purge", "restart-required")
 RESIZE = "resize"
+# A disk's throttling changed live; a shared throttle group added, its limits changed, deleted.
+THROTTLE, GROUP_ADD, GROUP_SET, GROUP_DEL = (
+    "throttle", "add-throttle-group", "set-throttle-group", "delete-throttle-group")
+GROUP_KIND = "throttle_group"
+GROUP_ACTIONS = (GROUP_ADD, GROUP_SET, GROUP_DEL)
 # Buses QEMU cannot hot-plug on (reference §2.5, §2.6).
 COLD_ONLY_DRIVERS = ("ide-hd", "ide-cd", "floppy", "isa-fdc")
-_GROUPS = {"disk": "disks", "cdrom": "cdroms", "floppy": "floppy", "nic": "nics", "controller": "controllers"}
+_GROUPS = {"disk": "disks", "cdrom": "cdroms", "floppy": "floppy", "nic": "nics", "controller": "controllers",
+           GROUP_KIND: "throttle_groups"}
 
 
 @dataclass(frozen=True)
@@ -177,6 +188,7 @@ def purge_orphans(layout, present_ids, live_nodes, live_netdevs=(), keep_nodes=(
     known_ids = {r["id"] for r in layout.records()}
     known_nodes = {n["node-name"] for r in layout.records() for n in r.get("nodes") or []} | set(keep_nodes)
     known_netdevs = {r["netdev"]["id"] for r in layout.records() if r.get("netdev")}
+    known_objects = {o["id"] for r in layout.records() for o in r.get("objects") or []}
     orphan_netdevs = {n for n in live_netdevs if ids.is_own_netdev(n) and n not in known_netdevs}
     orphan_nodes = [n for n in live_nodes if ids.own_node(n) and n not in known_nodes]
     by_device = {}
@@ -184,8 +196,10 @@ def purge_orphans(layout, present_ids, live_nodes, live_netdevs=(), keep_nodes=(
         by_device.setdefault(ids.own_node(name)[0], []).append(name)
     actions = []
     for dev_id in sorted(i for i in present_ids if ids.is_own_device_id(i) and i not in known_ids):
-        nodes = [{"node-name": n} for n in reversed(ids.top_down(by_device.pop(dev_id, [])))]
-        old = {"kind": dev_id.split("-")[0], "name": dev_id, "id": dev_id, "nodes": nodes, "origin": "blockdev"}
+        names = by_device.pop(dev_id, [])
+        nodes = [{"node-name": n} for n in reversed(ids.top_down(names))]
+        old = {"kind": dev_id.split("-")[0], "name": dev_id, "id": dev_id, "nodes": nodes, "origin": "blockdev",
+               "objects": _orphan_groups(dev_id, names, known_objects)}
         if dev_id + ".net" in orphan_netdevs:
             orphan_netdevs.discard(dev_id + ".net")
             old["netdev"] = {"id": dev_id + ".net"}
@@ -193,7 +207,8 @@ def purge_orphans(layout, present_ids, live_nodes, live_netdevs=(), keep_nodes=(
                               old=old, commands=tuple([_cmd("device_del", id=dev_id)] + release_commands(old))))
     for dev_id, names in sorted(by_device.items()):
         old = {"kind": dev_id.split("-")[0], "name": dev_id, "id": dev_id, "origin": "blockdev",
-               "nodes": [{"node-name": n} for n in reversed(ids.top_down(names))]}
+               "nodes": [{"node-name": n} for n in reversed(ids.top_down(names))],
+               "objects": _orphan_groups(dev_id, names, known_objects)}
         actions.append(Action(PURGE, old["kind"], dev_id, "", reason="nodes in QEMU that no record explains",
                               old=old, commands=tuple(release_commands(old))))
     for netdev in sorted(orphan_netdevs):
@@ -202,6 +217,14 @@ def purge_orphans(layout, present_ids, live_nodes, live_netdevs=(), keep_nodes=(
         actions.append(Action(PURGE, "nic", netdev, "", reason="a netdev in QEMU that no record explains",
                               old=old, commands=tuple(release_commands(old))))
     return actions
+
+
+def _orphan_groups(dev_id: str, names, known_objects) -> list:
+    """An orphan throttle node's own group goes with it (QOM objects are not listed on every
+    run; object-del of one that is not there is fine)."""
+    group = own_group_id(dev_id)
+    thr = any((ids.own_node(n) or ("", "", 0))[1] == THROTTLE_ROLE for n in names)
+    return [{"id": group}] if thr and group not in known_objects else []
 
 
 def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, live_nodes=(),
@@ -290,7 +313,8 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
             commands = _grown_at_attach(commands, record, item, facts)
         attach.append(Action(ATTACH, kind, item.name, device.id, reason="declared", record=record,
                              commands=tuple(commands)))
-    return actions + purge + finish + detach + media + live + attach
+    group_up, group_down = _group_actions(layout, spec)
+    return actions + purge + finish + detach + media + group_up + live + attach + group_down
 
 
 @dataclass(frozen=True)
@@ -311,6 +335,105 @@ class LiveChange:
         """The record once the change is done: these fields declared, ``record_keys`` replaced."""
         spec = dict(self.record["spec"], **{f: self.declared.get(f) for f in self.fields})
         return dict(self.record, spec=spec, **record_keys)
+
+
+def _set_drive(dev_id: str, node: str) -> dict:
+    """Point a running device at another node (the qdev ``drive`` property can change after
+    realize); only ever to a filter over its current root, or back to that root."""
+    return _cmd("qom-set", path="/machine/peripheral/" + dev_id, property="drive", value=node)
+
+
+def set_limits(group_id: str, limits: dict) -> dict:
+    """``limits`` merges into what the group has: always all 19 fields (spec.qemu_limits)."""
+    return _cmd("qom-set", path="/objects/" + group_id, property="limits", value=dict(limits))
+
+
+def own_group(record) -> Optional[dict]:
+    """The disk's own throttle group object (``<device id>.tg``), or None."""
+    gid = own_group_id((record or {}).get("id", ""))
+    return next((o for o in (record or {}).get("objects") or [] if o["id"] == gid), None)
+
+
+def throttle_commands(old: dict, new: dict) -> list:
+    """From one throttling of a disk to another: its own group first, the node switch, then
+    what is left over (docs/design.md "Throttling")."""
+    dev_id = new["id"]
+    old_thr, new_thr = throttle_of(old["nodes"]), throttle_of(new["nodes"])
+    old_own, new_own = own_group(old), own_group(new)
+    cmds = [_cmd("object-add", **new_own)] if new_own and not old_own else []
+    if new_thr and not old_thr:
+        cmds += [_cmd("blockdev-add", **new_thr), _set_drive(dev_id, new_thr["node-name"])]
+    elif old_thr and not new_thr:
+        cmds += [_set_drive(dev_id, below_throttle(old["nodes"])),
+                 _cmd("blockdev-del", **{"node-name": old_thr["node-name"]})]
+    elif new_thr and new_thr["throttle-group"] != old_thr["throttle-group"]:
+        # The throttle driver re-registers with the group named on reopen (throttle_reopen_commit()).
+        cmds.append(_cmd("blockdev-reopen", options=[new_thr]))
+    if new_own and old_own and new_own["limits"] != old_own["limits"]:
+        cmds.append(set_limits(new_own["id"], new_own["limits"]))
+    if old_own and not new_own:
+        cmds.append(_cmd("object-del", id=old_own["id"]))
+    return cmds
+
+
+# Devices whose drive QEMU was seen to switch live (qom-set drive); others get throttling at start.
+_DRIVE_SWITCH_DRIVERS = ("virtio-blk-pci", "scsi-hd")
+
+
+def _throttle_action(change: LiveChange) -> Action:
+    record, item = change.record, change.item
+    dev_id = record["id"]
+    nodes, own = throttled(dev_id, record["nodes"], item.limits, item.throttle_group, item.read_only)
+    objects = [o for o in record.get("objects") or [] if o["id"] != own_group_id(dev_id)] + ([own] if own else [])
+    new = change.updated(nodes=nodes, objects=objects, hvinfo=_with_drive(record["hvinfo"], nodes),
+                         props=_with_drive(record["props"], nodes))
+    reason = "; ".join(change.reasons)
+    switch = (throttle_of(record["nodes"]) is None) != (throttle_of(nodes) is None)
+    if switch and record["hvinfo"]["driver"] not in _DRIVE_SWITCH_DRIVERS:
+        return Action(RESTART, change.kind, item.name, dev_id, reason="cannot add or remove throttling on a live "
+                      "%s disk (%s)" % (record["hvinfo"]["driver"], reason))
+    return Action(THROTTLE, change.kind, item.name, dev_id, reason=reason, record=new, old=record,
+                  commands=tuple(throttle_commands(record, new)))
+
+
+def _group_actions(layout, spec) -> tuple:
+    """Shared groups: added before their first user, limits set, deleted after their last user.
+
+    A group exists in QEMU while some disk uses it: a declared disk, or one still being
+    unplugged (its throttle node stays until the guest lets go)."""
+    current = {g["id"]: g for g in layout.throttle_groups}
+    needed = {throttle_group_id(d.throttle_group) for d in spec.disks if d.throttle_group}
+    needed |= {throttle_of(r.get("nodes"))["throttle-group"] for r in layout.devices
+               if r.get("state") == "unplug-pending" and throttle_of(r.get("nodes"))}
+    up = []
+    for group in shared_groups(spec, [g.name for g in spec.throttle_groups if throttle_group_id(g.name) in needed]):
+        old = current.get(group["id"])
+        record = dict(group, kind=GROUP_KIND)
+        if old is None:
+            up.append(Action(GROUP_ADD, GROUP_KIND, group["name"], group["id"], reason="a disk uses it", record=record,
+                             commands=(_cmd("object-add", **throttle_group_object(group["id"], group["limits"])),)))
+        elif old["limits"] != group["limits"]:
+            up.append(Action(GROUP_SET, GROUP_KIND, group["name"], group["id"],
+                             reason="; ".join(changes(old["limits"], group["limits"], "limits")), record=record,
+                             old=dict(old, kind=GROUP_KIND), commands=(set_limits(group["id"], group["limits"]),)))
+    down = [Action(GROUP_DEL, GROUP_KIND, old["name"], gid, reason="no disk uses it", old=dict(old, kind=GROUP_KIND),
+                   commands=(_cmd("object-del", id=gid),))
+            for gid, old in current.items() if gid not in needed]
+    return up, down
+
+
+def put_group(layout, record: dict) -> None:
+    """Record a shared group (runtime records keep name, id and limits)."""
+    entry = {k: record[k] for k in ("name", "id", "limits")}
+    for index, group in enumerate(layout.throttle_groups):
+        if group["id"] == entry["id"]:
+            layout.throttle_groups[index] = entry
+            return
+    layout.throttle_groups.append(entry)
+
+
+def drop_group(layout, group_id: str) -> None:
+    layout.throttle_groups[:] = [g for g in layout.throttle_groups if g["id"] != group_id]
 
 
 def _medium_action(change: LiveChange) -> Action:
@@ -372,14 +495,16 @@ def start_resizes(devices: list, sizes: dict) -> list:
 # (docs/design.md "Live changes"). The diff a user sees lists the same fields.
 LIVE_MEDIUM = "medium"
 LIVE_RESIZE = "resize"
+LIVE_THROTTLE = "throttle"
 LIVE_FIELDS = {
     "cdrom": {"path": LIVE_MEDIUM},
     "floppy": {"path": LIVE_MEDIUM},
-    "disk": {"size": LIVE_RESIZE},
+    "disk": {"size": LIVE_RESIZE, "limits": LIVE_THROTTLE, "throttle_group": LIVE_THROTTLE},
 }
 _LIVE_PLANNERS = {
     LIVE_MEDIUM: _medium_action,
     LIVE_RESIZE: _resize_action,
+    LIVE_THROTTLE: _throttle_action,
 }
 
 
@@ -412,9 +537,13 @@ def _with_drive(props: dict, nodes: list) -> dict:
 def expected_after(layout, actions: list, declaration: dict):
     """The guest layout once ``actions`` are applied (check mode's diff)."""
     after = replace(layout, declaration=declaration, controllers=list(layout.controllers),
-                    devices=list(layout.devices))
+                    devices=list(layout.devices), throttle_groups=list(layout.throttle_groups))
     for action in actions:
-        if action.action in (ATTACH, CHANGE_MEDIUM, RESIZE):
+        if action.action in (GROUP_ADD, GROUP_SET):
+            put_group(after, action.record)
+        elif action.action == GROUP_DEL:
+            drop_group(after, action.id)
+        elif action.action in (ATTACH, CHANGE_MEDIUM, THROTTLE, RESIZE):
             after.put(action.record)
         elif action.id and action.action != RESTART:
             after.drop(action.id)

@@ -15,8 +15,10 @@ and is planned again from QEMU's size.
 from __future__ import annotations
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import ids
+from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import throttle_of
 from ansible_collections.blocklayer.qemu.plugins.module_utils.plan import (
-    ATTACH, CHANGE_MEDIUM, RESIZE, Action, _cmd, release_commands)
+    ATTACH, CHANGE_MEDIUM, GROUP_ACTIONS, GROUP_DEL, GROUP_KIND, RESIZE, THROTTLE, Action, _cmd, own_group,
+    release_commands, throttle_commands)
 
 RECOVER = "recover"
 
@@ -60,6 +62,10 @@ def recover(journal, present_ids: set, roots: dict, live_nodes: set) -> list:
             actions.append(_recover_medium(entry, roots, live_nodes))
         elif entry.action == RESIZE:
             actions.append(_recover_resize(entry))
+        elif entry.action == THROTTLE:
+            actions.append(_recover_throttle(entry, roots, live_nodes))
+        elif entry.action in GROUP_ACTIONS:
+            actions.append(_recover_group(entry))
         else:  # detach, finish-unplug, purge: the device was on its way out
             actions.append(_recover_removal(entry, present_ids, live_nodes))
     return actions
@@ -117,3 +123,44 @@ def _recover_medium(entry, roots, live_nodes) -> Action:
     commands += _delete_nodes(stale, live_nodes)
     return _action(entry, "a killed run had begun changing its medium: it keeps the %s one"
                    % ("new" if keep is new else "old"), commands, keep)
+
+
+def _recover_throttle(entry, roots, live_nodes) -> Action:
+    """A throttle node added: adopted once the drive uses it, else deleted (with the disk's own
+    group). A throttle node taken away: gone once the drive is back on the node below, else
+    kept. Limits or group of a node that stays: sent again (qom-set and reopen are idempotent)."""
+    old, new = entry.old, entry.record
+    old_thr, new_thr = throttle_of(old["nodes"]), throttle_of(new["nodes"])
+    on_thr = roots.get(entry.id) == (new_thr or old_thr or {}).get("node-name")
+    if new_thr and old_thr:
+        return _action(entry, "a killed run had begun changing its throttling: finished",
+                       throttle_commands(old, new), new)
+    if new_thr:  # being added: adopted once the drive uses it
+        if on_thr:
+            return _action(entry, "a killed run had added its throttling: adopted", (), new)
+        commands = _delete_nodes([new_thr["node-name"]], live_nodes)
+        own = own_group(new) if not own_group(old) else None
+        commands += [_cmd("object-del", id=own["id"])] if own else []
+        return _action(entry, "a killed run had begun adding its throttling: undone", commands, old)
+    if on_thr:  # being removed, and the drive still uses it
+        return _action(entry, "a killed run had begun removing its throttling: kept", (), old)
+    # The drive is back on the node below: what the switch leaves behind goes (qom-set skipped).
+    rest = throttle_commands(old, new)[1:]
+    commands = [c for c in rest if c["execute"] != "blockdev-del" or c["arguments"]["node-name"] in live_nodes]
+    return _action(entry, "a killed run had removed its throttling: finished", commands, new)
+
+
+def _recover_group(entry) -> Action:
+    """A shared group: an add or a change is sent again (an existing group is fine), a delete
+    is sent again (gone is fine; one still in use stays recorded)."""
+    record = entry.record or entry.old
+    if entry.action == GROUP_DEL:
+        commands = [_cmd("object-del", id=entry.id)]
+    else:
+        from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import throttle_group_object
+        from ansible_collections.blocklayer.qemu.plugins.module_utils.plan import set_limits
+        commands = [_cmd("object-add", **throttle_group_object(entry.id, record["limits"])),
+                    set_limits(entry.id, record["limits"])]
+    return Action(RECOVER, GROUP_KIND, record["name"], entry.id, reason="a killed run had begun %s: finished"
+                  % entry.action, record=entry.record, old=entry.old if entry.action == GROUP_DEL else None,
+                  commands=tuple(commands))

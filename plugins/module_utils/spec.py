@@ -73,6 +73,10 @@ class DiskSpec:
     serial: str
     # A dedicated iothread (virtio-blk only): the disk's I/O runs off QEMU's main loop.
     iothread: bool = False
+    # I/O limits of the disk's own throttle group (normalised: only what limits), or the name
+    # of a shared group of throttle_groups; at most one of them (docs/design.md "Throttling").
+    limits: Optional[dict] = None
+    throttle_group: Optional[str] = None
 
     @property
     def read_only(self) -> bool:
@@ -80,6 +84,14 @@ class DiskSpec:
 
     def io(self) -> IoSettings:
         return io_settings("disks[%s]" % self.name, self.cache, self.aio, self.discard, self.detect_zeroes)
+
+
+@dataclass(frozen=True)
+class ThrottleGroupSpec:
+    """A named throttle group that several disks share (their I/O counts against one budget)."""
+
+    name: str
+    limits: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,7 @@ class InstanceSpec:
     cdroms: tuple = field(default_factory=tuple)
     floppy: Optional[MediaSpec] = None
     nics: tuple = field(default_factory=tuple)
+    throttle_groups: tuple = field(default_factory=tuple)
 
     def media(self) -> tuple:
         return self.cdroms + ((self.floppy,) if self.floppy else ())
@@ -190,7 +203,111 @@ def hvparams_from(params: dict) -> HvParams:
     return hv
 
 
-def disk_from(raw: dict, instance_uuid: str, hv: HvParams, supported_aio=cache.AIO_MODES) -> DiskSpec:
+# -- throttling -----------------------------------------------------------------------------------
+# QEMU's ThrottleLimits (qapi/block-core.json), with '_' for '-': six rates, each with a burst
+# rate (_max) and the burst's length in seconds (_max_length), plus iops_size.
+THROTTLE_RATES = ("iops_total", "iops_read", "iops_write", "bps_total", "bps_read", "bps_write")
+THROTTLE_FIELDS = tuple(f for rate in THROTTLE_RATES for f in (rate, rate + "_max", rate + "_max_length")) \
+    + ("iops_size",)
+# THROTTLE_VALUE_MAX (include/qemu/throttle.h); a burst length is an unsigned int
+# (throttle_limits_to_config(), block/throttle-groups.c).
+THROTTLE_VALUE_MAX = 10 ** 15
+BURST_LENGTH_MAX = 2 ** 32 - 1
+THROTTLE_GROUP_PREFIX = "tg."
+
+
+def throttle_limits(raw, what: str) -> dict:
+    """Declared limits -> only what limits (a zero rate is no limit, a burst of 1 s is QEMU's
+    default), refused the way QEMU's throttle_is_valid() (util/throttle.c) refuses them."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError("%s: %r is not a dict of limits like {iops_total: 200}" % (what, raw))
+    unknown = sorted(set(raw) - set(THROTTLE_FIELDS))
+    if unknown:
+        raise ConfigError("%s: unknown limit %s; use %s" % (what, ", ".join(unknown), ", ".join(THROTTLE_FIELDS)))
+    for key, value in raw.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ConfigError("%s.%s: %r must be a whole number, 0 or more" % (what, key, value))
+    given = {k: raw[k] for k in THROTTLE_FIELDS if raw.get(k) is not None}
+    for kind in ("iops", "bps"):
+        for suffix in ("", "_max"):
+            total, parts = kind + "_total" + suffix, [kind + "_read" + suffix, kind + "_write" + suffix]
+            if given.get(total) and any(given.get(p) for p in parts):
+                raise ConfigError("%s: %s and %s cannot be used at the same time; limit the total or reads "
+                                  "and writes apart" % (what, total, " or ".join(p for p in parts if given.get(p))))
+    if given.get("iops_size") and not any(given.get(r) for r in THROTTLE_RATES[:3]):
+        raise ConfigError("%s: iops_size needs an iops limit (iops_total, iops_read or iops_write)" % what)
+    for rate in THROTTLE_RATES:
+        _check_bucket(what, rate, given.get(rate, 0), given.get(rate + "_max", 0), given.get(rate + "_max_length"))
+    if given.get("iops_size", 0) > THROTTLE_VALUE_MAX:
+        raise ConfigError("%s.iops_size: must be at most %d" % (what, THROTTLE_VALUE_MAX))
+    return {k: v for k, v in given.items() if v and not (k.endswith("_max_length") and v == 1)}
+
+
+def _check_bucket(what: str, rate: str, avg: int, burst: int, length) -> None:
+    for key, value in ((rate, avg), (rate + "_max", burst)):
+        if value > THROTTLE_VALUE_MAX:
+            raise ConfigError("%s.%s: %d is more than QEMU allows (%d)" % (what, key, value, THROTTLE_VALUE_MAX))
+    if burst and not avg:
+        raise ConfigError("%s: %s_max (a burst rate) needs %s, the rate it bursts above" % (what, rate, rate))
+    if burst and burst < avg:
+        raise ConfigError("%s: %s_max %d is below %s %d; a burst rate must be at least the rate"
+                          % (what, rate, burst, rate, avg))
+    if length is None:
+        return
+    key = rate + "_max_length"
+    if length == 0 or length > BURST_LENGTH_MAX:
+        raise ConfigError("%s.%s: %d must be between 1 and %d seconds" % (what, key, length, BURST_LENGTH_MAX))
+    if length > 1 and not burst:
+        raise ConfigError("%s: %s needs %s_max, the burst rate it lasts for" % (what, key, rate))
+    if burst and length > THROTTLE_VALUE_MAX // burst:
+        raise ConfigError("%s.%s: %d seconds at %s_max %d is more than QEMU allows"
+                          % (what, key, length, rate, burst))
+
+
+def qemu_limits(limits) -> dict:
+    """All 19 ThrottleLimits fields, QEMU-named: qom-set of ``limits`` merges, so what is not
+    limited is sent as 0 (and a burst length as QEMU's default, 1)."""
+    limits = limits or {}
+    return {k.replace("_", "-"): limits.get(k, 1 if k.endswith("_max_length") else 0) for k in THROTTLE_FIELDS}
+
+
+def throttle_group_id(name: str) -> str:
+    """The QOM id of a shared group: ``tg.<name>``."""
+    return THROTTLE_GROUP_PREFIX + name
+
+
+def throttle_groups_from(raw_groups) -> tuple:
+    groups = []
+    for index, raw in enumerate(raw_groups or ()):
+        name = (raw or {}).get("name")
+        if not isinstance(name, str) or not ids.is_identifier(name) or len(name) > 63:
+            raise ConfigError("throttle_groups[%d]: name %r is not valid; use up to 63 letters, digits, '-', '.' "
+                              "or '_', starting with a letter" % (index, name))
+        if name in {g.name for g in groups}:
+            raise ConfigError("throttle_groups[%s]: declared twice; give each group its own name" % name)
+        groups.append(ThrottleGroupSpec(name, throttle_limits(raw.get("limits"), "throttle_groups[%s].limits" % name)))
+    return tuple(groups)
+
+
+def _disk_throttle(raw: dict, what: str, disk_type: str, groups) -> dict:
+    limits = throttle_limits(raw.get("limits"), what + ".limits") or None
+    group = raw.get("throttle_group") or None
+    if limits and group:
+        raise ConfigError("%s: limits and throttle_group cannot both be set; give the disk limits of its own or "
+                          "name a shared group" % what)
+    if (limits or group) and disk_type in ("scsi-block", "scsi-generic"):
+        raise ConfigError("%s: disk_type %s passes SCSI commands to the host device, past QEMU's throttling; "
+                          "drop limits/throttle_group or use disk_type scsi-hd" % (what, disk_type))
+    if group and group not in {g.name for g in groups}:
+        raise ConfigError("%s.throttle_group: group %r is not declared; declare it in qemu_instance's "
+                          "throttle_groups (vm_throttle_groups in the role) or drop throttle_group" % (what, group))
+    return {"limits": limits, "throttle_group": group}
+
+
+def disk_from(raw: dict, instance_uuid: str, hv: HvParams, supported_aio=cache.AIO_MODES,
+              throttle_groups=()) -> DiskSpec:
     name = ids.check_device_name(raw.get("name"), "disks")
     what = "disks[%s]" % name
     uuid = (ids.canonical_uuid(raw["uuid"], what + ".uuid") if raw.get("uuid")
@@ -233,7 +350,7 @@ def disk_from(raw: dict, instance_uuid: str, hv: HvParams, supported_aio=cache.A
         disk_type=disk_type,
         serial=_serial(raw.get("serial"), default_serial(uuid), what),
         iothread=iothread,
-        **io
+        **dict(io, **_disk_throttle(raw, what, disk_type, throttle_groups))
     )
 
 
@@ -382,7 +499,8 @@ def instance_from(params: dict, supported_aio=cache.AIO_MODES) -> InstanceSpec:
     if (machine.initrd_path or machine.kernel_args) and not machine.kernel_path:
         raise ConfigError("initrd_path and kernel_args need kernel_path (direct kernel boot)")
 
-    disks = tuple(disk_from(d, uuid, hv, supported_aio) for d in params.get("disks") or ())
+    groups = throttle_groups_from(params.get("throttle_groups"))
+    disks = tuple(disk_from(d, uuid, hv, supported_aio, groups) for d in params.get("disks") or ())
     _unique(disks, "disk")
     raw_cdroms = params.get("cdroms") or []
     if len(raw_cdroms) > MAX_CDROMS:
@@ -416,6 +534,7 @@ def instance_from(params: dict, supported_aio=cache.AIO_MODES) -> InstanceSpec:
         cdroms=cdroms,
         floppy=floppy,
         nics=nics,
+        throttle_groups=groups,
     )
 
 
@@ -457,4 +576,5 @@ def params_from_declaration(declaration: dict) -> dict:
     for group in ("disks", "cdroms", "nics"):
         params[group] = [dict(item) for item in declaration.get(group) or []]
     params["floppy"] = dict(declaration["floppy"]) if declaration.get("floppy") else None
+    params["throttle_groups"] = [dict(g) for g in declaration.get("throttle_groups") or []]
     return params

@@ -21,6 +21,10 @@ description:
     why; use M(blocklayer.qemu.qemu_instance) with C(allow_restart) for those.
   - A disk declared with C(iothread=true) (virtio-blk only) is hot-plugged with an iothread of its
     own (C(object-add) before C(device_add)), which is deleted once the disk is gone.
+  - A disk's C(limits) and C(throttle_group) change live (see
+    O(blocklayer.qemu.qemu_instance#module:disks[].limits)). C(throttle_group) names a group of
+    O(blocklayer.qemu.qemu_instance#module:throttle_groups) as the runtime file records it; a group
+    that is not recorded fails naming the disk and the group.
 author:
   - blocklayer.qemu developers (@blocklayer)
 extends_documentation_fragment:
@@ -79,6 +83,20 @@ EXAMPLES = r"""
     device:
       name: installer
       path: /srv/iso/rescue.iso
+
+- name: Limit the disk to 200 IOPS, live (0 or leaving a limit out removes it)
+  blocklayer.qemu.qemu_device:
+    name: web1
+    state_dir: /var/lib/blocklayer-qemu/web1
+    kind: disk
+    device:
+      name: scratch
+      path: /srv/images/web1-scratch.qcow2
+      format: qcow2
+      disk_type: scsi-hd
+      cache: none
+      limits:
+        iops_total: 200
 
 - name: Unplug the disk again (the guest gets ten seconds)
   blocklayer.qemu.qemu_device:

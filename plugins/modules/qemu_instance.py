@@ -186,10 +186,14 @@ options:
         type: str
         required: true
       uuid:
-        description: UUID of the disk; its device ID is C(disk-<first three groups>). Derived from the instance UUID and O(disks[].name) when not set.
+        description:
+          - UUID of the disk; its device ID is C(disk-<first three groups>). Derived from the
+            instance UUID and O(disks[].name) when not set.
         type: str
       path:
-        description: Image file or block device. It must exist; the collection never creates or deletes images.
+        description:
+          - Image file or block device. It must exist; the collection never creates or deletes
+            images.
         type: path
         required: true
       format:
@@ -266,6 +270,222 @@ options:
           - Changing it on an attached disk needs O(allow_restart), as any other option of an attached disk.
         type: bool
         default: false
+      limits:
+        description:
+          - I/O limits of this disk alone. The disk gets a throttle group of its own (C(-object
+            throttle-group) with id C(<device id>.tg)) and a C(throttle) filter node (C(<device id>.thr))
+            on top of its chain, which the device uses.
+          - Checked before QEMU is asked, the way QEMU's C(throttle_is_valid()) checks them. A total limit
+            and read/write limits of the same kind cannot be combined, a burst rate (C(_max)) needs its
+            rate and cannot be below it, a burst length (C(_max_length)) needs a burst rate.
+          - Changes live. Limits changed are one C(qom-set) of the group's C(limits) with all fields (0 for
+            what is not limited); a disk that gains limits gets its group and throttle node and is switched
+            onto it (C(qom-set) of the device's C(drive)); one that loses them is switched back and both are
+            deleted. The device and the guest's disk stay. Adding or removing limits on a running IDE disk
+            needs O(allow_restart).
+          - Not for C(scsi-block) or C(scsi-generic), whose SCSI commands go to the host device.
+          - Mutually exclusive with O(disks[].throttle_group).
+        type: dict
+        suboptions:
+          iops_total:
+            description:
+              - I/O operations per second, reads and writes together (QEMU C(iops-total)); 0 or
+                unset is no limit.
+            type: int
+          iops_total_max:
+            description:
+              - A burst rate above O(disks[].limits.iops_total) that lasts up to
+                O(disks[].limits.iops_total_max_length) seconds (C(iops-total-max)).
+            type: int
+          iops_total_max_length:
+            description:
+              - Seconds a burst at O(disks[].limits.iops_total_max) may last (C(iops-total-max-
+                length)); QEMU's default is 1.
+            type: int
+          iops_read:
+            description: Read operations per second (QEMU C(iops-read)); 0 or unset is no limit.
+            type: int
+          iops_read_max:
+            description:
+              - A burst rate above O(disks[].limits.iops_read) that lasts up to
+                O(disks[].limits.iops_read_max_length) seconds (C(iops-read-max)).
+            type: int
+          iops_read_max_length:
+            description:
+              - Seconds a burst at O(disks[].limits.iops_read_max) may last (C(iops-read-max-
+                length)); QEMU's default is 1.
+            type: int
+          iops_write:
+            description: Write operations per second (QEMU C(iops-write)); 0 or unset is no limit.
+            type: int
+          iops_write_max:
+            description:
+              - A burst rate above O(disks[].limits.iops_write) that lasts up to
+                O(disks[].limits.iops_write_max_length) seconds (C(iops-write-max)).
+            type: int
+          iops_write_max_length:
+            description:
+              - Seconds a burst at O(disks[].limits.iops_write_max) may last (C(iops-write-max-
+                length)); QEMU's default is 1.
+            type: int
+          bps_total:
+            description:
+              - Bytes per second, read and written together (QEMU C(bps-total)); 0 or unset is no
+                limit.
+            type: int
+          bps_total_max:
+            description:
+              - A burst rate above O(disks[].limits.bps_total) that lasts up to
+                O(disks[].limits.bps_total_max_length) seconds (C(bps-total-max)).
+            type: int
+          bps_total_max_length:
+            description:
+              - Seconds a burst at O(disks[].limits.bps_total_max) may last (C(bps-total-max-
+                length)); QEMU's default is 1.
+            type: int
+          bps_read:
+            description: Bytes read per second (QEMU C(bps-read)); 0 or unset is no limit.
+            type: int
+          bps_read_max:
+            description:
+              - A burst rate above O(disks[].limits.bps_read) that lasts up to
+                O(disks[].limits.bps_read_max_length) seconds (C(bps-read-max)).
+            type: int
+          bps_read_max_length:
+            description:
+              - Seconds a burst at O(disks[].limits.bps_read_max) may last (C(bps-read-max-length));
+                QEMU's default is 1.
+            type: int
+          bps_write:
+            description: Bytes written per second (QEMU C(bps-write)); 0 or unset is no limit.
+            type: int
+          bps_write_max:
+            description:
+              - A burst rate above O(disks[].limits.bps_write) that lasts up to
+                O(disks[].limits.bps_write_max_length) seconds (C(bps-write-max)).
+            type: int
+          bps_write_max_length:
+            description:
+              - Seconds a burst at O(disks[].limits.bps_write_max) may last (C(bps-write-max-
+                length)); QEMU's default is 1.
+            type: int
+          iops_size:
+            description:
+              - Bytes counted as one operation by the iops limits, so a larger request counts as
+                several (C(iops-size)).
+            type: int
+      throttle_group:
+        description:
+          - The name of a group of O(throttle_groups). This disk's I/O counts against the group's limits,
+            together with every other disk of that group. Changes live, as O(disks[].limits) does.
+          - Mutually exclusive with O(disks[].limits).
+        type: str
+  throttle_groups:
+    description:
+      - Named throttle groups that disks share (O(disks[].throttle_group)). Every disk of a group counts
+        against one set of limits, as QEMU's C(throttle-group) object (id C(tg.<name>)) does.
+      - A group exists in QEMU while a disk uses it. It is added before its first disk and deleted after
+        its last. Its limits change live (one C(qom-set)).
+      - M(blocklayer.qemu.qemu_device) can put its disks in the groups recorded here.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: The group's name (letters, digits, C(-), C(.), C(_), starting with a letter).
+        type: str
+        required: true
+      limits:
+        description: The group's limits, with the same fields and rules as O(disks[].limits).
+        type: dict
+        suboptions:
+          iops_total:
+            description:
+              - I/O operations per second, reads and writes together (QEMU C(iops-total)); 0 or
+                unset is no limit.
+            type: int
+          iops_total_max:
+            description:
+              - A burst rate above O(throttle_groups[].limits.iops_total) that lasts up to
+                O(throttle_groups[].limits.iops_total_max_length) seconds (C(iops-total-max)).
+            type: int
+          iops_total_max_length:
+            description:
+              - Seconds a burst at O(throttle_groups[].limits.iops_total_max) may last (C(iops-
+                total-max-length)); QEMU's default is 1.
+            type: int
+          iops_read:
+            description: Read operations per second (QEMU C(iops-read)); 0 or unset is no limit.
+            type: int
+          iops_read_max:
+            description:
+              - A burst rate above O(throttle_groups[].limits.iops_read) that lasts up to
+                O(throttle_groups[].limits.iops_read_max_length) seconds (C(iops-read-max)).
+            type: int
+          iops_read_max_length:
+            description:
+              - Seconds a burst at O(throttle_groups[].limits.iops_read_max) may last (C(iops-read-
+                max-length)); QEMU's default is 1.
+            type: int
+          iops_write:
+            description: Write operations per second (QEMU C(iops-write)); 0 or unset is no limit.
+            type: int
+          iops_write_max:
+            description:
+              - A burst rate above O(throttle_groups[].limits.iops_write) that lasts up to
+                O(throttle_groups[].limits.iops_write_max_length) seconds (C(iops-write-max)).
+            type: int
+          iops_write_max_length:
+            description:
+              - Seconds a burst at O(throttle_groups[].limits.iops_write_max) may last (C(iops-
+                write-max-length)); QEMU's default is 1.
+            type: int
+          bps_total:
+            description:
+              - Bytes per second, read and written together (QEMU C(bps-total)); 0 or unset is no
+                limit.
+            type: int
+          bps_total_max:
+            description:
+              - A burst rate above O(throttle_groups[].limits.bps_total) that lasts up to
+                O(throttle_groups[].limits.bps_total_max_length) seconds (C(bps-total-max)).
+            type: int
+          bps_total_max_length:
+            description:
+              - Seconds a burst at O(throttle_groups[].limits.bps_total_max) may last (C(bps-total-
+                max-length)); QEMU's default is 1.
+            type: int
+          bps_read:
+            description: Bytes read per second (QEMU C(bps-read)); 0 or unset is no limit.
+            type: int
+          bps_read_max:
+            description:
+              - A burst rate above O(throttle_groups[].limits.bps_read) that lasts up to
+                O(throttle_groups[].limits.bps_read_max_length) seconds (C(bps-read-max)).
+            type: int
+          bps_read_max_length:
+            description:
+              - Seconds a burst at O(throttle_groups[].limits.bps_read_max) may last (C(bps-read-
+                max-length)); QEMU's default is 1.
+            type: int
+          bps_write:
+            description: Bytes written per second (QEMU C(bps-write)); 0 or unset is no limit.
+            type: int
+          bps_write_max:
+            description:
+              - A burst rate above O(throttle_groups[].limits.bps_write) that lasts up to
+                O(throttle_groups[].limits.bps_write_max_length) seconds (C(bps-write-max)).
+            type: int
+          bps_write_max_length:
+            description:
+              - Seconds a burst at O(throttle_groups[].limits.bps_write_max) may last (C(bps-write-
+                max-length)); QEMU's default is 1.
+            type: int
+          iops_size:
+            description:
+              - Bytes counted as one operation by the iops limits, so a larger request counts as
+                several (C(iops-size)).
+            type: int
   cdroms:
     description: Up to two read-only CD-ROM drives.
     type: list
@@ -415,6 +635,30 @@ EXAMPLES = r"""
       - name: installer
         path: /srv/iso/debian-12-netinst.iso
 
+- name: Limit a disk's I/O, and let two disks share one budget (changes live)
+  blocklayer.qemu.qemu_instance:
+    name: web1
+    state_dir: /var/lib/blocklayer-qemu/web1
+    throttle_groups:
+      - name: shared
+        limits:
+          iops_total: 400
+          bps_total: 52428800
+    disks:
+      - name: root
+        path: /srv/images/web1-root.qcow2
+        format: qcow2
+        limits:
+          iops_total: 1000
+          iops_total_max: 2000
+          iops_total_max_length: 10
+      - name: logs
+        path: /srv/images/web1-logs.raw
+        throttle_group: shared
+      - name: spool
+        path: /srv/images/web1-spool.raw
+        throttle_group: shared
+
 - name: Shut it down (the guest gets two minutes)
   blocklayer.qemu.qemu_instance:
     name: web1
@@ -436,7 +680,10 @@ state:
   type: str
   sample: running
 actions:
-  description: What the task did (or would do in check mode), in order.
+  description:
+    - What the task did (or would do in check mode), in order.
+    - Throttling changes are C(throttle) (a disk's limits or group), C(add-throttle-group),
+      C(set-throttle-group) and C(delete-throttle-group) (a shared group of O(throttle_groups)).
   returned: always
   type: list
   elements: dict
@@ -530,6 +777,7 @@ ARGUMENT_SPEC = dict(
     cdrom_disk_type=dict(type="str", choices=list(spec.CDROM_DISK_TYPES), default="ide"),
     boot_order=dict(type="str", choices=list(spec.BOOT_ORDERS), default="disk"),
     disks=dict(type="list", elements="dict", default=[], options=args.DISK_OPTIONS),
+    throttle_groups=dict(type="list", elements="dict", default=[], options=args.THROTTLE_GROUP_OPTIONS),
     cdroms=dict(type="list", elements="dict", default=[], options=args.CDROM_OPTIONS),
     floppy=dict(type="dict", options=args.FLOPPY_OPTIONS),
     nic_type=dict(type="str", choices=list(spec.NIC_TYPES), default="paravirtual"),
