@@ -63,11 +63,14 @@ def converge(task) -> dict:
     record = _disk_record(instance.rt, params["disk"])
     before = chain_report(record)
     if task.module.check_mode:
-        op = None if params["cancel"] else plan_operation(params, record)
+        if params["cancel"]:
+            running = any(e.action in graph.GRAPH_ACTIONS and e.id == record["id"] for e in instance.rt.journal)
+            return _result(instance, record, before, running, None)
+        op = plan_operation(params, record)
         if op:
             instance.actions.append(op.report())
             instance.qmp_commands = list(op.prepare) + ([op.change] if op.change else [])
-        return _result(instance, record, before, op is not None or bool(params["cancel"]), None)
+        return _result(instance, record, before, op is not None, None)
     job = {}
 
     def work(qmp, rt, live):

@@ -230,3 +230,47 @@ def test_mirror_to_an_image_of_another_size_is_refused_before_qemu(data_vm):
 def test_unknown_disk_names_the_disks(data_vm):
     failed = blockdev(data_vm, disk="nope", commit={})
     assert failed.get("failed") and "no disk 'nope'" in failed["msg"] and "data" in failed["msg"]
+
+
+def test_a_restart_with_allow_restart_rebuilds_the_current_chain(data_vm):
+    vm = data_vm
+    overlay = str(vm.images / "ov1.qcow2")
+    blockdev(vm, snapshot=dict(path=overlay))
+    write(vm, 0x22, 1 << 20)
+    restarted = vm.run(disks=vm.disks, memory=160, allow_restart=True)
+    assert any(a["action"] == "stop" for a in restarted["actions"]), restarted["actions"]
+    assert device_node(vm)[1] == [overlay, vm.base]
+    assert holds(overlay, 0x22, 1 << 20) and holds(overlay, 0x11, 0)
+    assert vm.run(disks=vm.disks, memory=160)["changed"] is False
+
+
+def test_a_mirror_pivot_keeps_the_disks_limits(vm):
+    base = vm.image("base.qcow2", fmt="qcow2")
+    disks = [dict(name="data", path=base, format="qcow2", limits=dict(iops_total=100, bps_read=1048576))]
+    vm.run(disks=disks)
+    target = str(vm.images / "moved.qcow2")
+    done = blockdev(vm, mirror=dict(path=target), delete_unused=True)
+    assert done["job"]["result"] == "completed", done
+    assert device_node(vm)[0] == disk_id(vm) + ".thr"  # the filter stayed on top
+    with vm.qmp() as qmp:
+        limits = qmp("qom-get", path="/objects/%s.tg" % disk_id(vm), property="limits")
+        nodes = {n["node-name"]: n for n in qmp("query-named-block-nodes", flat=True)}
+    assert (limits["iops-total"], limits["bps-read"]) == (100, 1048576)
+    assert nodes[disk_id(vm) + ".fmt2"]["file"] == target
+    assert vm.run(disks=disks)["changed"] is False
+    vm.run(state="stopped", disks=disks)
+    vm.run(disks=disks)
+    assert device_node(vm)[0] == disk_id(vm) + ".thr"
+    with vm.qmp() as qmp:
+        nodes = {n["node-name"]: n for n in qmp("query-named-block-nodes", flat=True)}
+    assert nodes[disk_id(vm) + ".fmt2"]["file"] == target
+
+
+def test_a_second_instance_is_refused_on_the_overlay_naming_the_first(data_vm, tmp_path):
+    vm = data_vm
+    overlay = str(vm.images / "ov1.qcow2")
+    blockdev(vm, snapshot=dict(path=overlay))
+    other = vm.run(name="other", state_dir=str(tmp_path / "other"), disks=[dict(name="x", path=overlay, format="qcow2")])
+    assert other.get("failed")
+    assert "image %s is in use by another process" % overlay in other["msg"], other["msg"]
+    assert "instance t, state dir %s" % vm.state_dir in other["msg"], other["msg"]
