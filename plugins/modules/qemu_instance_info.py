@@ -97,6 +97,9 @@ devices:
     - C(image), C(format), C(node), C(read_only), C(cache), C(chain) and C(limits) are for disks,
       CD-ROMs and floppies (C(null) for an empty drive); C(in_qemu) is false for a recorded
       device QEMU does not have.
+    - C(throttle_group) is the id of the throttle group a disk's I/O counts against (C(null) when
+      it has no limits); read its limits with C(qom-get /objects/<id> limits). C(limits) shows only
+      QEMU's legacy per-device throttling, which the collection never sets.
   returned: always
   type: list
   elements: dict
@@ -116,6 +119,7 @@ devices:
       cache: {"direct": true, "no-flush": false, "writeback": true}
       chain: [/srv/images/web1-root.qcow2]
       limits: {"bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0}
+      throttle_group: null
 unplug_pending:
   description: Ids of devices whose unplug the guest has not completed yet.
   returned: always
