@@ -20,7 +20,7 @@ that changes the graph (blockdev-snapshot, or the job), and what is left unused 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, runtime
