@@ -53,12 +53,7 @@ def plan_operation(params: dict, record: dict):
 
 def converge(task) -> dict:
     params = task.module.params
-    instance = task.open_instance("")
-    if not (instance.rt and instance.pid):
-        if instance.damaged:
-            raise instance.damaged
-        raise ConfigError("instance %s is not running (no live QEMU for %s); start it with "
-                          "blocklayer.qemu.qemu_instance first" % (params["name"], instance.paths.runtime_file))
+    instance = task.open_running_instance()
     instance._require_trusted()
     record = _disk_record(instance.rt, params["disk"])
     before = chain_report(record)

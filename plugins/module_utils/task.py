@@ -36,6 +36,16 @@ class Task:
                                  timeouts, params.get("unplug_timeout", 5.0))
         return self.instance
 
+    def open_running_instance(self) -> Instance:
+        """The instance, which must be running (qemu_device, qemu_blockdev): else a clear failure."""
+        instance = self.open_instance("")
+        if not (instance.rt and instance.pid):
+            if instance.damaged:
+                raise instance.damaged
+            raise ConfigError("instance %s is not running (no live QEMU for %s); start it with "
+                              "blocklayer.qemu.qemu_instance first" % (instance.name, instance.paths.runtime_file))
+        return instance
+
     def run(self, work, create_state_dir: bool = False) -> None:
         """Run ``work(task) -> result`` under the instance lock and exit the module with it.
 

@@ -183,12 +183,7 @@ def with_device(declaration: dict, kind: str, device: dict, state: str) -> dict:
 def converge(task: Task) -> dict:
     params = task.module.params
     device = declared_device(params["kind"], params["device"], params["state"])
-    instance = task.open_instance("")
-    if not (instance.rt and instance.pid):
-        if instance.damaged:
-            raise instance.damaged
-        raise ConfigError("instance %s is not running (no live QEMU for %s); start it with "
-                          "blocklayer.qemu.qemu_instance first" % (params["name"], instance.paths.runtime_file))
+    instance = task.open_running_instance()
     desired = spec.instance_from(with_device(instance.rt.layout.declaration, params["kind"], device,
                                              params["state"]))
     result = instance.ensure_running(desired, allow_restart=False, owner=plan.OWNER_DEVICE)

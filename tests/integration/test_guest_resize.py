@@ -1,22 +1,10 @@
 """With the tiny Linux guest: a disk grown live is seen at its new size by the guest."""
 
 import os
-import sys
 import time
 
-import pytest
-
-from .conftest import ROOT
-
-GUEST = os.path.join(ROOT, "build", "guest")
-sys.path.insert(0, os.path.join(ROOT, "tools", "guest"))
-from agent import GuestAgent  # noqa: E402  pylint: disable=wrong-import-position
-
-pytestmark = [
-    pytest.mark.guest,
-    pytest.mark.skipif(not os.path.exists(os.path.join(GUEST, "vmlinux")), reason="the tiny guest is not built (make guest)"),
-]
-MiB = 1 << 20
+from .test_guest import GUEST, MiB, pytestmark  # noqa: F401  pylint: disable=unused-import
+from .test_guest import GuestAgent
 
 
 def guest_bytes(ga, dev):

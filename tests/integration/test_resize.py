@@ -7,25 +7,11 @@ import subprocess
 import pytest
 
 from .conftest import qemu_private_args, run_module
+from .test_hotplug import mutating, record, runtime_of
 
 MiB = 1 << 20
 
 
-def runtime_of(vm):
-    with open(os.path.join(vm.state_dir, "runtime.json")) as handle:
-        return json.load(handle)
-
-
-def record(vm, name):
-    return next(d for d in runtime_of(vm)["layout"]["devices"] if d["name"] == name)
-
-
-def mutating(result):
-    """The commands that change QEMU, in order (the read-only queries around them left out)."""
-    def reads(c):
-        return c["execute"].startswith("query-") or c["execute"] in ("qom-list", "qom-get", "qmp_capabilities") or (
-            c["execute"] == "human-monitor-command" and c["arguments"] == {"command-line": "info network"})
-    return [c["execute"] for c in result["qmp_commands"] if not reads(c)]
 
 
 def image_size(path):
