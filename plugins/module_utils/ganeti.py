@@ -137,7 +137,8 @@ def _pci_to_hvinfo(dev: dict, dev_type: str, hv_type) -> None:
     paravirtual = hv_type in (None, "paravirtual")
     driver = ("virtio-net-pci" if dev_type == "nic" else "virtio-blk-pci") if paravirtual else hv_type
     slot = int(dev.pop("pci"))
-    dev["hvinfo"] = {"driver": driver, "id": "hot%s-%s-pci-%d" % (dev_type, str(dev.get("uuid", "")).split("-")[0], slot),
+    short_uuid = str(dev.get("uuid", "")).split("-", 1)[0]
+    dev["hvinfo"] = {"driver": driver, "id": "hot%s-%s-pci-%d" % (dev_type, short_uuid, slot),
                      "addr": hex(slot), "bus": _PCI_BUS}
 
 

@@ -165,9 +165,9 @@ def ganeti_files(vm):
                                         + ["drive=" + info["id"]])]
     nic = data[1][0]
     info = nic["hvinfo"]
-    devices += ["-netdev", "user,id=" + info["id"],
-                "-device", "%s,id=%s,bus=%s,addr=%s,netdev=%s,mac=%s" % (info["driver"], info["id"], info["bus"],
-                                                                       info["addr"], info["id"], nic["mac"])]
+    nic_device = "%s,id=%s,bus=%s,addr=%s,netdev=%s,mac=%s" % (
+        info["driver"], info["id"], info["bus"], info["addr"], info["id"], nic["mac"])
+    devices += ["-netdev", "user,id=" + info["id"], "-device", nic_device]
     return runtime, paths, nic["mac"], devices
 
 
