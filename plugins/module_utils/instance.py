@@ -96,6 +96,8 @@ class Instance:
     def _find_qemu(self):
         """The live QEMU of this state dir, found by its command line (it serves our QMP socket),
         and whether a pidfile or the runtime file names it (a trustworthy record)."""
+        if self._adopted_socket():
+            return self._find_adopted()
         pids = process.find_qemus(self.paths.qmp_socket)
         if len(pids) > 1:
             raise ConfigError("instance %s: %d QEMU processes serve %s (pids %s); stop all but one "
@@ -122,6 +124,81 @@ class Instance:
                               "nor the runtime file names that pid, so it may not be the QEMU the file "
                               "describes; run state: stopped to stop it, then run again" % (self.name, self.pid))
 
+    # -- an adopted QEMU serves its own QMP socket (docs/migration.md "Adoption") -------------
+    def _adopted_socket(self):
+        """The QMP socket recorded for an adopted QEMU, or None for one the collection started."""
+        return self.rt.host.qmp_socket if self.rt else None
+
+    def _qmp_socket(self) -> str:
+        return self._adopted_socket() or self.paths.qmp_socket
+
+    def _find_adopted(self):
+        """An adopted QEMU's command line serves no socket of this state dir: it is the recorded
+        pid while that pid runs the recorded command line."""
+        pid = self.rt.host.pid
+        if process.is_adopted_process(pid, self.rt.host.argv):
+            return pid, True
+        return None, False
+
+    def _is_our_qemu(self, pid: int) -> bool:
+        if self._adopted_socket():
+            return process.is_adopted_process(pid, self.rt.host.argv)
+        return process.is_instance_process(pid, self.paths.qmp_socket)
+
+    def adopt(self, spec, options: dict) -> None:
+        """Take over a running QEMU the collection did not start, when the instance has no
+        runtime file: read its layout over QMP (read-only), bind it to the declaration and write
+        the runtime file; from then on it is managed like any other instance."""
+        if self.before or self.damaged or self.pid:
+            return  # adopted already, or the collection's own: ``adopt`` is for the first run only
+        from ansible_collections.blocklayer.qemu.plugins.module_utils import adopt  # adoption only
+        sock = options["qmp_socket"]
+        try:
+            pid = process.peer_pid(sock)
+            with QmpSession(sock, self.timeouts.qmp_connect, self.timeouts.qmp_command) as qmp:
+                try:
+                    answers, version = adopt.read(qmp), qmp.version
+                finally:
+                    self.qmp_commands += qmp.sent
+        except QemuError as exc:
+            raise ConfigError("adopt.qmp_socket: %s; start that QEMU (or fix the path), or leave adopt out to "
+                              "start a new QEMU" % exc) from None
+        found = adopt.found_layout(answers)
+        devices = adopt.bind(found, spec, options.get("names") or {}, self._ganeti_records(options))
+        argv = process.cmdline_of(pid)
+        rt = runtime.Runtime(
+            layout=runtime.GuestLayout(name=spec.name, uuid=spec.uuid, machine_type=spec.machine.machine_type,
+                                       declaration=plan.normalise(spec.to_dict()), controllers=found.controllers,
+                                       devices=devices),
+            host=runtime.HostBinding(binary=process.exe_of(pid) or argv[0], version=version,
+                                     firmware_dirs=_firmware_dirs(argv), accel=found.accel, argv=argv, pid=pid,
+                                     qmp_socket=sock))
+        self.actions.append({"action": "adopt", "pid": pid, "qmp_socket": sock,
+                             "devices": [d["id"] for d in found.controllers + devices]})
+        if found.ignored:
+            self.warnings.append("adopted QEMU pid %d has devices the collection does not manage: %s"
+                                 % (pid, ", ".join(found.ignored)))
+        if not self.check_mode:
+            self.state.mark(spec.name, spec.uuid)
+            self._save(rt)
+            self.changed = True
+        self.rt = self.before = rt
+        self.uuid = spec.uuid
+        self.pid, self.trusted = pid, True
+
+    @staticmethod
+    def _ganeti_records(options: dict) -> list:
+        path = options.get("ganeti_runtime")
+        if not path:
+            return []
+        from ansible_collections.blocklayer.qemu.plugins.module_utils import ganeti  # Ganeti imports only
+        try:
+            with open(path, "rb") as handle:
+                text = handle.read()
+        except OSError as exc:
+            raise ConfigError("adopt.ganeti_runtime: cannot read %s (%s)" % (path, exc.strerror)) from None
+        return ganeti.loads(text, path).records
+
     # -- results ------------------------------------------------------------------------------
     def result(self, rt) -> dict:
         lay = rt.layout if rt else None
@@ -133,7 +210,7 @@ class Instance:
             "diff": {"before": info.summary(self.before.layout if self.before else None), "after": info.summary(lay)},
             "state": "running" if rt else "stopped",
             "pid": self.pid if rt else None,
-            "qmp_socket": self.paths.qmp_socket if rt else None,
+            "qmp_socket": self._qmp_socket() if rt else None,
             "runtime_file": self.paths.runtime_file if rt else None,
             "devices": {d["id"]: d["hvinfo"] for d in records},
             "argv": rt.host.argv if rt else [],
@@ -144,7 +221,7 @@ class Instance:
         }
 
     def _session(self) -> QmpSession:
-        return QmpSession(self.paths.qmp_socket, self.timeouts.qmp_connect, self.timeouts.qmp_command)
+        return QmpSession(self._qmp_socket(), self.timeouts.qmp_connect, self.timeouts.qmp_command)
 
     def _save(self, rt) -> None:
         self.state.write_atomic(runtime.RUNTIME_FILE, runtime.dumps(rt))
@@ -495,7 +572,7 @@ class Instance:
     # -- files --------------------------------------------------------------------------------
     def _kill(self) -> None:
         """End the QEMU of this instance (never another process: it must serve our socket)."""
-        if self.pid and process.is_instance_process(self.pid, self.paths.qmp_socket):
+        if self.pid and self._is_our_qemu(self.pid):
             process.kill(self.pid)
         self.pid = None
 
@@ -516,6 +593,11 @@ class Instance:
         else:
             self.state.remove(runtime.RUNTIME_FILE)
         self.rt = None
+
+
+def _firmware_dirs(argv: list) -> list:
+    """The ``-L`` directories of a command line (a restart of an adopted QEMU keeps them)."""
+    return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "-L"]
 
 
 def _refuse_busy(actions, busy: dict) -> None:

@@ -133,3 +133,43 @@ def kill(pid: int, timeout: float = 5.0) -> None:
             return
         if wait_exit(pid, timeout):
             return
+
+
+# -- adopted QEMUs (docs/migration.md "Adoption") ---------------------------------------------
+
+def peer_pid(socket_path: str) -> int:
+    """The pid of the process serving a unix socket (SO_PEERCRED of a connection to it)."""
+    import socket
+    import struct
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(5.0)
+        sock.connect(socket_path)
+        pid, _uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                              struct.calcsize("3i")))
+    except OSError as exc:
+        raise QemuError("cannot connect to QMP socket %s: %s" % (socket_path, exc.strerror or exc)) from None
+    finally:
+        sock.close()
+    return pid
+
+
+def cmdline_of(pid: int) -> list:
+    """A process's argv as text (empty when it is gone)."""
+    args = _cmdline(pid) or []
+    if args and args[-1] == b"":
+        args = args[:-1]  # /proc ends every argument with a NUL
+    return [a.decode("utf-8", "surrogateescape") for a in args]
+
+
+def exe_of(pid: int) -> Optional[str]:
+    try:
+        return os.readlink("/proc/%d/exe" % pid)
+    except OSError:
+        return None
+
+
+def is_adopted_process(pid, argv: list) -> bool:
+    """True when ``pid`` is alive and still runs the command line recorded at adoption (a
+    reused pid runs another one)."""
+    return bool(pid) and bool(argv) and _state(pid) not in ("Z", "X") and cmdline_of(pid) == list(argv)

@@ -100,6 +100,9 @@ class HostBinding:
     accel: str = "tcg"
     argv: List[str] = field(default_factory=list)
     pid: Optional[int] = None
+    # The QMP socket of an adopted QEMU (one the collection did not start); None: the state
+    # dir's own qmp.sock (docs/migration.md "Adoption").
+    qmp_socket: Optional[str] = None
 
 
 @dataclass
@@ -214,6 +217,7 @@ def loads(text: bytes, where: str) -> Runtime:
             accel=checker.get(host, "accel", str, "host.", "tcg"),
             argv=checker.get(host, "argv", list, "host.", []),
             pid=checker.get(host, "pid", (int, type(None)), "host.", None),
+            qmp_socket=checker.get(host, "qmp_socket", (str, type(None)), "host.", None),
         ),
         status=checker.get(data, "status", str, "", STATUS_RUNNING),
         journal=[Pending(**checker.pending(entry, i)) for i, entry in enumerate(checker.get(data, "journal", list))],

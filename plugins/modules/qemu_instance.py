@@ -580,6 +580,39 @@ options:
       - Devices this module declared are removed when they are no longer declared, either way.
     type: bool
     default: false
+  adopt:
+    description:
+      - Take over a QEMU that the collection did not start (by hand, by Ganeti, by another tool)
+        instead of starting one, when the instance has no runtime file yet. Its layout is read
+        over QMP with read-only queries, each disk and NIC is bound to the declared one, and the
+        runtime file is written; from then on the instance is managed like any other (hot-plug
+        next to the found devices, hot-unplug, a no-op second run). Ignored once the instance has
+        a runtime file.
+      - Every disk and NIC the QEMU has must be declared, with the image path, format, mode,
+        O(disks[].disk_type), MAC and O(nics[].nic_type) it has; the rest of a device's options
+        are taken from the declaration. Other devices (a balloon, a CD-ROM) are left alone and
+        reported in a warning.
+      - The adopted QEMU keeps serving its own QMP socket; the runtime file records it.
+        O(state=stopped) and O(state=absent) stop an adopted QEMU like any other, and nothing
+        else ever ends it. A later start runs a new QEMU from the declaration.
+      - See C(docs/migration.md), section "Adoption".
+    type: dict
+    suboptions:
+      qmp_socket:
+        description: The QMP unix socket the running QEMU serves (C(-qmp unix:PATH,server=on)).
+        type: path
+        required: true
+      ganeti_runtime:
+        description:
+          - A Ganeti KVM runtime file of this instance (any shape, Ganeti 2.9 to 3.x). Its disk and NIC
+            names and UUIDs name the devices QEMU has under the Ganeti ids.
+        type: path
+      names:
+        description:
+          - QEMU device id -> the name of the declared disk or NIC it is. Without an entry, a device
+            is the declared disk with the same image path, the declared NIC with the same MAC, the
+            device Ganeti's runtime file names, or else the disk or NIC named after its QEMU id.
+        type: dict
   unplug_timeout:
     description:
       - Seconds to wait for the guest to release unplugged devices (C(DEVICE_DELETED)). All
@@ -785,6 +818,8 @@ ARGUMENT_SPEC = dict(
     nics=dict(type="list", elements="dict", default=[], options=args.NIC_OPTIONS),
     allow_restart=dict(type="bool", default=False),
     purge_undeclared=dict(type="bool", default=False),
+    adopt=dict(type="dict", options=dict(qmp_socket=dict(type="path", required=True),
+                                         ganeti_runtime=dict(type="path"), names=dict(type="dict"))),
     **args.LIVE_OPTIONS,
     start_timeout=dict(type="float", default=30.0),
     shutdown_timeout=dict(type="float", default=60.0),
@@ -814,6 +849,8 @@ def converge(task: Task) -> dict:
         kept = plan.kept_devices(instance.rt.layout if instance.rt else None, params)
         params = dict(params, disks=params["disks"] + kept["disks"], nics=params["nics"] + kept["nics"])
     instance_spec = spec.instance_from(params, _supported_aio(params))
+    if params["adopt"]:
+        instance.adopt(instance_spec, params["adopt"])  # a QEMU someone else started (docs/migration.md)
     return instance.ensure_running(instance_spec, params["allow_restart"], params["qemu_firmware_dirs"],
                                    params["qemu_module_dir"])
 
