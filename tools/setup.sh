@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 apt_packages=(make qemu-system-x86 qemu-utils qemu-block-extra ipxe-qemu genisoimage cpio busybox-static
-              shellcheck python3 python3-venv python3-packaging openssh-server zstd)
+              shellcheck python3 python3-venv python3-packaging openssh-server zstd iproute2)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

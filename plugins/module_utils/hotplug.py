@@ -24,7 +24,9 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils.recovery import RE
 # user_creatable_del).
 _GONE = ("Failed to find node", "not found", "No medium")
 # object-del of a throttle group a throttle node still uses (user_creatable_del()).
-_IN_USE = "is in use"
+# object-del of a throttle group a node still uses: QEMU 7.2-10.0 say "is in use"
+# (user_creatable_del), 11.1 "Cannot delete throttle group ... with active references".
+_IN_USE = ("is in use", "with active references")
 # object-add of an id that exists (object_property_try_add()): recovery re-adds groups.
 _DUPLICATE = "attempt to add duplicate property"
 UNPLUG_EVENTS = ("DEVICE_DELETED", "DEVICE_UNPLUG_GUEST_ERROR")
@@ -159,7 +161,7 @@ class Applier:
         try:
             self._send_tolerant(action.commands[0])
         except QemuError as exc:
-            if _IN_USE not in exc.desc:
+            if not any(text in exc.desc for text in _IN_USE):
                 raise
             self.warnings.append("%s (%s) is still used by a throttle node; a later run deletes it"
                                  % (action.label, action.id))

@@ -37,6 +37,7 @@ _TRANSLATIONS = (
                                          "unplug request"),
     ("does not support hotplugging", "this bus cannot hot-plug or hot-unplug devices"),
     ("is in use", "a device or another node still uses it"),
+    ("with active references", "a node still uses it"),
     ("Unknown driver 'http", "this QEMU has no curl block driver; install qemu-block-extra"),
 )
 
