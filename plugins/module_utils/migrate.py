@@ -323,6 +323,12 @@ class Migration:
             raise ConfigError("prepare: the target did not start: %s" % exc) from None
         except QemuError as exc:
             self._undo_prepare(previous)
+            if "unsupported machine type" in (exc.desc or ""):
+                raise ConfigError(
+                    "prepare: the target's QEMU %s has no machine type %s, which the source's QEMU emulates: a guest "
+                    "moves only to a QEMU at least as new as the machine it started on (one started on an older "
+                    "QEMU and moved up keeps that older machine, and can move back)"
+                    % (version, layout.machine or layout.machine_type)) from None
             raise QemuError("prepare: the target did not start: %s" % exc, exc.error_class, exc.desc,
                             exc.command) from None
         except BaseException:

@@ -94,7 +94,7 @@ PIDFILE = "qemu.pid"
 CONSOLE_LOG = "console.log"
 AGENT_SOCKET = "agent.sock"
 # The unix socket a migration target listens on when no other address is given.
-MIGRATION_SOCKET = "migration.sock"
+MIGRATION_SOCKET = "mig.sock"
 # Format 1 locked a file named "lock"; format 2 locks the directory itself (docs/faults.md).
 LEGACY_LOCK = "lock"
 # What QEMU creates when it starts: removed before a start so that QEMU makes them afresh.
