@@ -97,10 +97,10 @@ def main(argv=None) -> int:
     dirs = [str(workdir / "a"), str(workdir / "b")]
     binaries = [opts.source, opts.target]
     try:
-        _, boot = module("qemu_instance", dict(
+        boot = module("qemu_instance", dict(
             name="b", state_dir=dirs[0], accel="tcg", qemu_binary=opts.source, shutdown_timeout=0,
             kernel_path=str(GUEST / "vmlinux"), initrd_path=str(GUEST / "initramfs.gz"),
-            kernel_args="console=ttyS0 panic=-1 quiet", agent_channel=True), workdir)
+            kernel_args="console=ttyS0 panic=-1 quiet", agent_channel=True), workdir)[1]
         with GuestAgent(os.path.join(dirs[0], "agent.sock"), timeout=120) as agent:
             agent.wait_ready()
         print("guest started on %s (qemu_instance: %.2f s; 256 MiB, TCG)" % (opts.source, boot))
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
         print("%-14s %s" % ("hop (ms)", " ".join("%10s" % k for k in keys)))
         for label, figures in rows:
             print("%-14s %s" % (label, " ".join("%10.0f" % (figures[k] * 1000) for k in keys)))
-        print("%-14s %s" % ("median", " ".join("%10.0f" % (statistics.median(f[k] for _, f in rows) * 1000)
+        print("%-14s %s" % ("median", " ".join("%10.0f" % (statistics.median(row[1][k] for row in rows) * 1000)
                                                for k in keys)))
     finally:
         kill_leftovers(str(workdir))

@@ -280,8 +280,8 @@ class Migration:
                               % (self.paths.runtime_file, old.uuid, layout.uuid))
         if old and old.status not in runtime.GONE_STATUSES + (runtime.STATUS_INCOMING,):
             raise ConfigError("prepare: %s says instance %s is %s here, but no QEMU runs: run "
-                              "blocklayer.qemu.qemu_instance state: stopped first" % (self.paths.runtime_file,
-                                                                                       inst.name, old.status))
+                              "blocklayer.qemu.qemu_instance state: stopped first"
+                              % (self.paths.runtime_file, inst.name, old.status))
         if old and old.status == runtime.STATUS_INCOMING:
             return None  # a dead target of an earlier attempt: nothing worth keeping
         return self.state.read(runtime.RUNTIME_FILE) if old else None
@@ -404,9 +404,9 @@ class Migration:
             if status == "completed":
                 return status, info
             self._resume_source(qmp, events, before, seen)
+        reason = info.get("error-desc") or "no reason given (the target may have rejected the device state)"
         why = ("it did not complete within %s s (timeout) and was cancelled" % self.params["timeout"]) if timed_out \
-            else "QEMU reports it %s: %s" % (status, info.get("error-desc") or "no reason given (the target may "
-                                              "have rejected the device state; see its log)")
+            else "QEMU reports it %s: %s" % (status, reason)
         raise QemuError("migrate: the migration to %s failed, %s; the source runs on and its runtime file is "
                         "unchanged: run step abort on the target" % (uri, why), desc=info.get("error-desc") or "")
 

@@ -96,6 +96,8 @@ attributes:
   check_mode:
     support: partial
     details: O(step=export) runs as usual; the other steps report the action and change nothing.
+  diff_mode:
+    support: none
 notes:
   - Both hosts must see the same images (shared storage); the source holds the image locks until
     the switch-over, the target from then on, so a guest never runs twice.

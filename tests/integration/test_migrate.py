@@ -94,7 +94,7 @@ def _exported_and_prepared(pair, **prepare):
     assert not exported.get("failed"), exported
     prepared = pair.step(pair.dst, "prepare", layout=exported["layout"], source=exported["source"],
                          qemu_binary=pair.target_binary, **prepare)
-    return exported, prepared
+    return prepared
 
 
 def _source_machine(pair):
@@ -125,7 +125,7 @@ def test_the_guest_moves_with_its_hot_plugged_disk_and_overlay(pair):
     machine = _source_machine(pair)
     source_pid = qemu_pids(pair.src)[0]
 
-    _, prepared = _exported_and_prepared(pair)
+    prepared = _exported_and_prepared(pair)
     assert not prepared.get("failed"), prepared
     target_pid = prepared["pid"]
     argv = cmdline_of(target_pid)
@@ -189,7 +189,7 @@ def test_failed_migrations_leave_the_source_running_and_no_target(pair):
     before = pair.runtime_bytes(pair.src)
 
     # 1. The target's layout differs: its images are not where the path_map says.
-    _, prepared = _exported_and_prepared(pair, path_map={str(pair.images): str(pair.tmp / "nowhere")})
+    prepared = _exported_and_prepared(pair, path_map={str(pair.images): str(pair.tmp / "nowhere")})
     assert prepared.get("failed") and prepared["msg"].startswith("prepare:"), prepared
     assert "nowhere/root.qcow2" in prepared["msg"]
     _assert_no_target(pair)
@@ -197,7 +197,7 @@ def test_failed_migrations_leave_the_source_running_and_no_target(pair):
 
     # 2. The migration times out: cancelled, the source runs on; abort ends the target.
     _slow(pair)
-    _, prepared = _exported_and_prepared(pair)
+    prepared = _exported_and_prepared(pair)
     assert not prepared.get("failed"), prepared
     timed_out = pair.step(pair.src, "migrate", uri=prepared["uri"], timeout=1)
     assert timed_out.get("failed") and timed_out["msg"].startswith("migrate:") and "timeout" in timed_out["msg"]
@@ -207,7 +207,7 @@ def test_failed_migrations_leave_the_source_running_and_no_target(pair):
     _assert_no_target(pair)
 
     # 3. The target dies while the guest is sent.
-    _, prepared = _exported_and_prepared(pair)
+    prepared = _exported_and_prepared(pair)
     target_pid = prepared["pid"]
     with Qmp(os.path.join(pair.dst, "qmp.sock")) as target:
         proc = subprocess.Popen([sys.executable, "-c", _MIGRATE_IN_CHILD, pair.src, prepared["uri"]],
@@ -218,7 +218,7 @@ def test_failed_migrations_leave_the_source_running_and_no_target(pair):
             if event and event["event"] == "MIGRATION" and event["data"]["status"] == "active":
                 break
     os.kill(target_pid, signal.SIGKILL)
-    out, _ = proc.communicate(timeout=300)
+    out = proc.communicate(timeout=300)[0]
     died = json.loads(out)
     assert died.get("failed") and died["msg"].startswith("migrate:"), died
     _assert_source_untouched(pair, before, source_pid)
