@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from typing import Optional
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import throttle_group_object
 from ansible_collections.blocklayer.qemu.plugins.module_utils.layout import Layout
@@ -23,16 +24,30 @@ def as_json(obj: dict) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
+# A named model under TCG: its feature set is the same in every QEMU version, so the guest can
+# migrate between versions (``max`` grows with each release). KVM passes the host CPU through.
+DEFAULT_CPU = {"kvm": "host", "tcg": "qemu64"}
+# What instances started before the CPU was recorded in the runtime file got.
+LEGACY_CPU = {"kvm": "host", "tcg": "max"}
+
+
+def default_cpu(accel: str) -> str:
+    return DEFAULT_CPU.get(accel, DEFAULT_CPU["tcg"])
+
+
 def build_argv(spec: InstanceSpec, layout: Layout, accel: str, paths: RuntimePaths,
-               firmware_dirs=()) -> list:
+               firmware_dirs=(), machine: Optional[str] = None, cpu: Optional[str] = None,
+               incoming: bool = False) -> list:
+    """The command line of a start; a migration target (``incoming``) passes the source's
+    versioned ``machine`` and ``cpu`` and waits for ``migrate-incoming`` instead of ``cont``."""
     m = spec.machine
     argv = [
         spec.qemu_binary,
         "-name", "guest=%s,debug-threads=on" % _opt(spec.name),
         "-uuid", spec.uuid,
-        "-machine", m.machine_type,
+        "-machine", machine or m.machine_type,
         "-accel", accel,
-        "-cpu", "host" if accel == "kvm" else "max",
+        "-cpu", cpu or default_cpu(accel),
         "-m", str(m.memory),
         "-smp", str(m.vcpus),
         "-nodefaults", "-no-user-config", "-display", "none",
@@ -73,6 +88,8 @@ def build_argv(spec: InstanceSpec, layout: Layout, accel: str, paths: RuntimePat
             argv += ["-netdev", as_json(device.netdev)]
         argv += ["-device", as_json(device.props)]
     # Paused until every device is verified over QMP; daemonized once QEMU has initialised,
-    # so a failed start is an exit status with QEMU's message on stderr.
-    argv += ["-pidfile", paths.pidfile, "-daemonize", "-S"]
+    # so a failed start is an exit status with QEMU's message on stderr. A migration target
+    # runs once the stream is loaded (the source's run state comes with it).
+    argv += ["-pidfile", paths.pidfile, "-daemonize"]
+    argv += ["-incoming", "defer"] if incoming else ["-S"]
     return argv

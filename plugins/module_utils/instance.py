@@ -88,7 +88,7 @@ class Instance:
                 self.damaged = exc
         self.uuid = self.rt.uuid if self.rt else uuid
         self.before = self.rt
-        if self.rt and self.rt.status == runtime.STATUS_STOPPED:
+        if self.rt and self.rt.status in runtime.GONE_STATUSES:
             self.rt = None  # no QEMU to manage; the next start reads the chains from ``before``
         self.pid, self.trusted = self._find_qemu()
 
@@ -230,6 +230,7 @@ class Instance:
     def ensure_running(self, spec, allow_restart: bool, firmware_dirs=None, module_dir=None,
                        owner: str = plan.OWNER_INSTANCE) -> dict:
         self.owner = owner
+        self._refuse_migration_states()
         if self.pid:
             self._require_trusted()
             self.rt.host.pid = self.pid  # format 1 kept it only in the pidfile; saved with the next change
@@ -243,6 +244,18 @@ class Instance:
         if not self.rt:
             return self.result(self._start(self._prepare_start(spec, firmware_dirs, module_dir)))
         return self.result(self._reconcile(spec, allow_restart, firmware_dirs, module_dir))
+
+    def _refuse_migration_states(self) -> None:
+        """A guest that moved away, or is moving here, is qemu_migrate's (docs/migration.md)."""
+        last = self.rt or self.before
+        if last and last.status == runtime.STATUS_MIGRATED and not self.pid:
+            raise ConfigError("instance %s was migrated to another host (%s says migrated): starting it here "
+                              "would run the guest twice on its images; run state: absent here to forget it"
+                              % (self.name, self.paths.runtime_file))
+        if last and last.status == runtime.STATUS_INCOMING:
+            raise ConfigError("instance %s is the target of a migration in progress (%s says incoming): end it "
+                              "with blocklayer.qemu.qemu_migrate step finish or abort first"
+                              % (self.name, self.paths.runtime_file))
 
     def _reconcile(self, spec, allow_restart, firmware_dirs, module_dir):
         """Make the running QEMU match the declaration live, or restart it when allowed.
@@ -444,7 +457,8 @@ class Instance:
                 controllers=[plan.normalise(d.to_dict()) for d in placed.controllers],
                 devices=[dict(plan.normalise(d.to_dict()), state=runtime.STATE_ATTACHED, origin=runtime.ORIGIN_BLOCKDEV,
                               owner=owners.get(d.id) or plan.OWNER_INSTANCE) for d in placed.devices],
-                throttle_groups=[plan.normalise(g) for g in placed.throttle_groups]),
+                throttle_groups=[plan.normalise(g) for g in placed.throttle_groups],
+                cpu=cmdline.default_cpu(accel)),
             host=runtime.HostBinding(binary=binary, firmware_dirs=firmware_dirs, module_dir=module_dir,
                                      accel=accel, argv=argv),
             status=runtime.STATUS_STARTING)
@@ -491,6 +505,7 @@ class Instance:
         if status == "prelaunch":
             if self._missing(qmp, rt):
                 return False
+            self._record_machine(qmp, rt)
             # Images smaller than declared grow before the guest first sees them.
             named = qmp.execute("query-named-block-nodes", {"flat": True})
             for command in plan.start_resizes(rt.layout.devices, verify.sizes_by_node(named)):
@@ -505,6 +520,14 @@ class Instance:
         self._save(rt)
         self.changed = True
         return True
+
+    @staticmethod
+    def _record_machine(qmp, rt) -> None:
+        """The versioned machine type the alias stands for in this QEMU: a migration target,
+        of any version, must emulate exactly this machine (docs/migration.md)."""
+        if rt.layout.machine is None:
+            from ansible_collections.blocklayer.qemu.plugins.module_utils import probe  # only at start
+            rt.layout.machine = probe.versioned_machine(qmp.execute("query-machines"), rt.layout.machine_type)
 
     # -- stopped / absent ---------------------------------------------------------------------
     def ensure_stopped(self) -> dict:

@@ -6,10 +6,13 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
+from typing import Optional
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import process
+from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession
 
 
@@ -74,3 +77,33 @@ def accel_works(binary: str, accel: str, env=None, timeout: float = 10.0) -> boo
         except (OSError, subprocess.TimeoutExpired):
             return False
         return proc.returncode == PROOF_EXIT_STATUS
+
+
+def versioned_machine(machines: list, machine_type: str) -> Optional[str]:
+    """The versioned name (``pc-i440fx-7.2``) an alias (``pc``) stands for in a ``query-machines``
+    answer; a name that is already versioned is itself; None when the QEMU has no such type.
+
+    Migration needs it: the target must emulate the machine of the source's QEMU version,
+    which ``-machine pc`` of a newer QEMU does not (QEMU refuses "Machine type received is ...").
+    """
+    for entry in machines:
+        if entry.get("alias") == machine_type:
+            return entry["name"]
+    return machine_type if any(e.get("name") == machine_type for e in machines) else None
+
+
+_VERSION = re.compile(r"QEMU emulator version (\d+\.\d+(?:\.\d+)?)")
+
+
+def binary_version(binary: str, env=None, timeout: float = 10.0) -> str:
+    """The version a QEMU binary reports (``7.2.22``), without starting a machine."""
+    try:
+        proc = subprocess.run([binary, "--version"], env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise QemuError("%s --version failed: %s" % (binary, exc)) from None
+    found = _VERSION.search(proc.stdout.decode("utf-8", "replace"))
+    if proc.returncode != 0 or not found:
+        raise QemuError("%s --version did not report a QEMU version (exit status %d): %s"
+                        % (binary, proc.returncode, proc.stderr.decode("utf-8", "replace").strip()))
+    return found.group(1)

@@ -43,6 +43,14 @@ STATUS_RUNNING = "running"
 # No QEMU runs: the layout is kept so that the next start rebuilds each disk's current chain
 # (its overlays, a mirror's new image), not the image first declared (docs/block-graph.md).
 STATUS_STOPPED = "stopped"
+# A QEMU started with -incoming defer waits for (or is loading) a migration; the file becomes
+# authoritative (running) only once qemu_migrate's finish step saw the guest run (docs/migration.md).
+STATUS_INCOMING = "incoming"
+# The instance left this host by migration: its QEMU is gone and must not be started here again
+# (the guest runs on the target, on the same images).
+STATUS_MIGRATED = "migrated"
+# Statuses without a QEMU of this host to manage.
+GONE_STATUSES = (STATUS_STOPPED, STATUS_MIGRATED)
 
 _LEGACY_DRIVERS = {"disk": "virtio-blk-pci", "nic": "virtio-net-pci"}
 
@@ -76,15 +84,21 @@ class RuntimePaths:
     def agent_socket(self) -> str:
         return self._in(AGENT_SOCKET)
 
+    @property
+    def migration_socket(self) -> str:
+        return self._in(MIGRATION_SOCKET)
+
 
 QMP_SOCKET = "qmp.sock"
 PIDFILE = "qemu.pid"
 CONSOLE_LOG = "console.log"
 AGENT_SOCKET = "agent.sock"
+# The unix socket a migration target listens on when no other address is given.
+MIGRATION_SOCKET = "mig.sock"
 # Format 1 locked a file named "lock"; format 2 locks the directory itself (docs/faults.md).
 LEGACY_LOCK = "lock"
 # What QEMU creates when it starts: removed before a start so that QEMU makes them afresh.
-QEMU_FILES = (QMP_SOCKET, PIDFILE, CONSOLE_LOG, AGENT_SOCKET)
+QEMU_FILES = (QMP_SOCKET, PIDFILE, CONSOLE_LOG, AGENT_SOCKET, MIGRATION_SOCKET)
 # Everything the collection or its QEMU puts in a state dir (images are never among them).
 OWNED_FILES = (RUNTIME_FILE,) + QEMU_FILES + (LEGACY_LOCK,)
 
@@ -117,6 +131,11 @@ class GuestLayout:
     devices: List[dict] = field(default_factory=list)
     throttle_groups: List[dict] = field(default_factory=list)
     iothreads: List[dict] = field(default_factory=list)
+    # What the alias machine_type resolved to in the QEMU that started the guest (e.g.
+    # pc-i440fx-7.2), and the -cpu model: a migration target must use exactly these. None in
+    # files written before they were recorded: the alias and the default CPU of that time.
+    machine: Optional[str] = None
+    cpu: Optional[str] = None
 
     def records(self) -> List[dict]:
         return self.controllers + self.devices
@@ -208,6 +227,8 @@ def loads(text: bytes, where: str) -> Runtime:
             devices=checker.records(layout, "devices"),
             throttle_groups=checker.get(layout, "throttle_groups", list, "layout.", []),
             iothreads=checker.get(layout, "iothreads", list, "layout.", []),
+            machine=checker.get(layout, "machine", (str, type(None)), "layout.", None),
+            cpu=checker.get(layout, "cpu", (str, type(None)), "layout.", None),
         ),
         host=HostBinding(
             binary=checker.get(host, "binary", str, "host."),

@@ -1,0 +1,289 @@
+"""Live migration between two "hosts" on this machine (a state dir each), with the tiny guest:
+what the guest wrote on the source it reads on the target, with its hot-plugged disk and its
+snapshot overlay, between QEMU 7.2 and 10.0 either way; a failed migration leaves the source
+running with its runtime file unchanged and no target QEMU."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from . import qemus
+from .conftest import ROOT, Qmp, alive, cmdline_of, qemu_img, qemu_pids, run_module
+from .test_guest import GUEST, MiB, by_serial, pytestmark  # noqa: F401  pylint: disable=unused-import
+from .test_guest_blockdev import image_holds
+from .test_shared_instance import task_status
+
+sys.path.insert(0, os.path.join(ROOT, "tools", "guest"))
+from agent import GuestAgent  # noqa: E402  pylint: disable=wrong-import-position
+
+BOOT = dict(kernel_path=os.path.join(GUEST, "vmlinux"), initrd_path=os.path.join(GUEST, "initramfs.gz"),
+            kernel_args="console=ttyS0 panic=-1 quiet", agent_channel=True)
+_FOUND = {"%d.%d" % v[:2]: b for v, b in qemus.found()}
+_PAIRS = [("7.2", "7.2"), ("7.2", "10.0"), ("10.0", "7.2")]
+PAIRS = [pytest.param((_FOUND[a], _FOUND[b]), id="%s-to-%s" % (a, b)) for a, b in _PAIRS if a in _FOUND and b in _FOUND]
+
+
+class Pair:
+    """A source and a target state dir, the images both see, and the guest booted on the source."""
+
+    def __init__(self, tmp_path, source_binary, target_binary):
+        self.tmp = tmp_path
+        self.src, self.dst = str(tmp_path / "src"), str(tmp_path / "dst")
+        self.source_binary, self.target_binary = source_binary, target_binary
+        self.images = tmp_path / "images"
+        self.images.mkdir()
+
+    def image(self, name, size, fmt):
+        path = str(self.images / name)
+        qemu_img("create", "-q", "-f", fmt, path, size)
+        return path
+
+    def boot(self, **declared):
+        """The guest running in the source state dir on the source QEMU. A newer source for an
+        older target must emulate the older machine (qemu_instance starts -machine pc, the newest
+        one): it is booted on the target's QEMU and migrated to the source first, as an upgrade."""
+        first = self.target_binary if qemus.version(self.source_binary) > qemus.version(self.target_binary) \
+            else self.source_binary
+        where = self.src if first == self.source_binary else str(self.tmp / "origin")
+        args = dict(BOOT, name="m", state_dir=where, accel="tcg", qemu_binary=first,
+                    shutdown_timeout=0, unplug_timeout=60, **declared)
+        result = run_module("qemu_instance", args)
+        assert not result.get("failed"), result
+        if where != self.src:
+            self.move(where, self.src, self.source_binary)
+        return result
+
+    def move(self, source, target, binary):
+        exported = self.step(source, "export")
+        prepared = self.step(target, "prepare", layout=exported["layout"], source=exported["source"],
+                             qemu_binary=binary)
+        assert self.step(source, "migrate", uri=prepared["uri"], timeout=120).get("status") == "completed"
+        assert self.step(target, "finish", timeout=60).get("status") == "running"
+
+    def step(self, state_dir, step, **args):
+        return run_module("qemu_migrate", dict(args, name="m", state_dir=state_dir, step=step))
+
+    def agent(self, state_dir):
+        ga = GuestAgent(os.path.join(state_dir, "agent.sock"), timeout=90)
+        ga.wait_ready()
+        return ga
+
+    def runtime_bytes(self, state_dir):
+        with open(os.path.join(state_dir, "runtime.json"), "rb") as handle:
+            return handle.read()
+
+    def status(self, state_dir):
+        with Qmp(os.path.join(state_dir, "qmp.sock")) as qmp:
+            return qmp("query-status")["status"]
+
+
+@pytest.fixture
+def pair(tmp_path, request):
+    source_binary, target_binary = request.param
+    yield Pair(tmp_path, source_binary, target_binary)
+    for pid in qemu_pids(str(tmp_path)):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _exported_and_prepared(pair, **prepare):
+    exported = pair.step(pair.src, "export")
+    assert not exported.get("failed"), exported
+    prepared = pair.step(pair.dst, "prepare", layout=exported["layout"], source=exported["source"],
+                         qemu_binary=pair.target_binary, **prepare)
+    return prepared
+
+
+def _source_machine(pair):
+    """The machine the source's QEMU emulates, from its command line or, for the alias pc, as
+    that QEMU resolves it (query-machines)."""
+    argv = cmdline_of(qemu_pids(pair.src)[0])
+    machine = argv[argv.index("-machine") + 1]
+    with Qmp(os.path.join(pair.src, "qmp.sock")) as qmp:
+        return next((m["name"] for m in qmp("query-machines") if m.get("alias") == machine), machine)
+
+
+@pytest.mark.parametrize("pair", PAIRS, indirect=True)
+def test_the_guest_moves_with_its_hot_plugged_disk_and_overlay(pair):
+    root = pair.image("root.qcow2", "32M", "qcow2")
+    pair.boot(scsi_controller_type="virtio-scsi-pci", disks=[dict(name="root", path=root, format="qcow2", serial="R1")])
+    hot = pair.image("hot.raw", "16M", "raw")
+    added = run_module("qemu_device", dict(name="m", state_dir=pair.src, kind="disk", unplug_timeout=60,
+                                           device=dict(name="hot", path=hot, disk_type="scsi-hd", serial="H1")))
+    assert added["changed"], added
+    overlay = str(pair.images / "ov.qcow2")
+    snap = run_module("qemu_blockdev", dict(name="m", state_dir=pair.src, disk="root", snapshot=dict(path=overlay)))
+    assert snap["changed"], snap
+    with pair.agent(pair.src) as ga:
+        ga.wait_disk("sda")
+        seen = by_serial(ga)
+        ga.write(seen["R1"]["name"], 2 * MiB, MiB, 0x5A)  # into the overlay
+        ga.write(seen["H1"]["name"], MiB, MiB, 0xA5)
+    machine = _source_machine(pair)
+    source_pid = qemu_pids(pair.src)[0]
+
+    prepared = _exported_and_prepared(pair)
+    assert not prepared.get("failed"), prepared
+    target_pid = prepared["pid"]
+    argv = cmdline_of(target_pid)
+    assert argv[argv.index("-machine") + 1] == machine and argv[argv.index("-cpu") + 1] == "qemu64"
+    assert pair.status(pair.dst) == "inmigrate"
+    sent = pair.step(pair.src, "migrate", uri=prepared["uri"], timeout=120)
+    assert sent.get("status") == "completed", sent
+    assert sent["total_time"] > 0 and sent["downtime"] > 0
+    finished = pair.step(pair.dst, "finish", timeout=60)
+    assert finished.get("status") == "running", finished
+
+    assert not alive(source_pid) and qemu_pids(pair.src) == []
+    assert json.loads(pair.runtime_bytes(pair.src))["status"] == "migrated"
+    assert json.loads(pair.runtime_bytes(pair.dst))["status"] == "running"
+    with Qmp(os.path.join(pair.dst, "qmp.sock")) as qmp:
+        assert qmp("query-status")["status"] == "running"
+        files = {b["qdev"]: b["inserted"]["file"] for b in qmp("query-block") if b.get("inserted")}
+    assert overlay in files.values() and hot in files.values()  # the overlay is the root's top on the target
+    with pair.agent(pair.dst) as ga:
+        seen = by_serial(ga)
+        assert ga.read_is(seen["R1"]["name"], 2 * MiB, MiB, 0x5A)
+        assert ga.read_is(seen["H1"]["name"], MiB, MiB, 0xA5)
+        ga.write(seen["H1"]["name"], 4 * MiB, MiB, 0x3C)  # the target owns the image now
+    # The instance is managed on the target: stopping it ends its QEMU, and the images hold
+    # what the guest wrote on both hosts.
+    stopped = run_module("qemu_instance", dict(name="m", state_dir=pair.dst, state="stopped", shutdown_timeout=0))
+    assert stopped["changed"] and qemu_pids(pair.dst) == []
+    assert image_holds(hot, "raw", 0xA5, MiB, MiB) and image_holds(hot, "raw", 0x3C, 4 * MiB, MiB)
+    assert image_holds(overlay, "qcow2", 0x5A, 2 * MiB, MiB)
+    # The source host refuses to start the guest a second time.
+    again = run_module("qemu_instance", dict(BOOT, name="m", state_dir=pair.src, accel="tcg",
+                                             qemu_binary=pair.source_binary,
+                                             disks=[dict(name="root", path=root, format="qcow2")]))
+    assert again.get("failed") and "migrated" in again["msg"] and qemu_pids(pair.src) == []
+
+
+def _slow(pair):
+    """Make the source's migration take minutes (1 MiB/s for ~77 MB), so a test can act during it."""
+    with Qmp(os.path.join(pair.src, "qmp.sock")) as qmp:
+        qmp("migrate-set-parameters", **{"max-bandwidth": MiB})
+
+
+def _assert_source_untouched(pair, before, source_pid):
+    assert alive(source_pid) and qemu_pids(pair.src) == [source_pid]
+    assert pair.status(pair.src) == "running"
+    assert pair.runtime_bytes(pair.src) == before
+
+
+def _assert_no_target(pair):
+    assert qemu_pids(pair.dst) == []
+    assert not os.path.exists(os.path.join(pair.dst, "runtime.json"))
+
+
+@pytest.mark.parametrize("pair", PAIRS, indirect=True)
+def test_failed_migrations_leave_the_source_running_and_no_target(pair):
+    root = pair.image("root.qcow2", "32M", "qcow2")
+    pair.boot(disks=[dict(name="root", path=root, format="qcow2", serial="R1")])
+    with pair.agent(pair.src) as ga:
+        ga.write(by_serial(ga)["R1"]["name"], MiB, MiB, 0x77)
+    source_pid = qemu_pids(pair.src)[0]
+    before = pair.runtime_bytes(pair.src)
+
+    # 1. The target's layout differs: its images are not where the path_map says.
+    prepared = _exported_and_prepared(pair, path_map={str(pair.images): str(pair.tmp / "nowhere")})
+    assert prepared.get("failed") and prepared["msg"].startswith("prepare:"), prepared
+    assert "nowhere/root.qcow2" in prepared["msg"]
+    _assert_no_target(pair)
+    _assert_source_untouched(pair, before, source_pid)
+
+    # 2. The migration times out: cancelled, the source runs on; abort ends the target.
+    _slow(pair)
+    prepared = _exported_and_prepared(pair)
+    assert not prepared.get("failed"), prepared
+    timed_out = pair.step(pair.src, "migrate", uri=prepared["uri"], timeout=1)
+    assert timed_out.get("failed") and timed_out["msg"].startswith("migrate:") and "timeout" in timed_out["msg"]
+    _assert_source_untouched(pair, before, source_pid)
+    aborted = pair.step(pair.dst, "abort")
+    assert aborted["changed"], aborted
+    _assert_no_target(pair)
+
+    # 3. The target dies while the guest is sent.
+    prepared = _exported_and_prepared(pair)
+    target_pid = prepared["pid"]
+    with Qmp(os.path.join(pair.dst, "qmp.sock")) as target:
+        proc = subprocess.Popen([sys.executable, "-c", _MIGRATE_IN_CHILD, pair.src, prepared["uri"]],
+                                stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        # The target's own events say when the stream flows (events are on since prepare).
+        while True:
+            event = target.mon.pull_event(wait=60.0)
+            if event and event["event"] == "MIGRATION" and event["data"]["status"] == "active":
+                break
+    os.kill(target_pid, signal.SIGKILL)
+    out = proc.communicate(timeout=300)[0]
+    died = json.loads(out)
+    assert died.get("failed") and died["msg"].startswith("migrate:"), died
+    _assert_source_untouched(pair, before, source_pid)
+    assert pair.step(pair.dst, "abort")["changed"]
+    _assert_no_target(pair)
+    with pair.agent(pair.src) as ga:  # the guest carried on on the source
+        assert ga.read_is(by_serial(ga)["R1"]["name"], MiB, MiB, 0x77)
+
+
+_MIGRATE_IN_CHILD = """
+import json, sys
+from tests.integration.conftest import run_module
+print(json.dumps(run_module("qemu_migrate", dict(name="m", state_dir=sys.argv[1], step="migrate", uri=sys.argv[2],
+                                                 timeout=240))))
+"""
+
+
+PLAY = """
+- hosts: src
+  gather_facts: false
+  roles:
+    - role: blocklayer.qemu.migrate
+      migrate_instance: m
+      migrate_source: src
+      migrate_target: dst
+      migrate_state_dir: {src}
+      migrate_target_state_dir: {dst}
+      migrate_target_qemu_binary: {binary}
+      migrate_path_map: {path_map}
+"""
+
+
+def _play(pair, path_map):
+    play = pair.tmp / "play.yml"
+    play.write_text(PLAY.format(src=pair.src, dst=pair.dst, binary=pair.target_binary, path_map=json.dumps(path_map)))
+    inventory = pair.tmp / "inventory.yml"
+    inventory.write_text("all:\n  hosts:\n" + "".join(
+        "    %s:\n      ansible_connection: local\n      ansible_python_interpreter: %s\n" % (h, sys.executable)
+        for h in ("src", "dst")))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="default",
+               ANSIBLE_NOCOLOR="1")
+    return subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(inventory),
+                           str(play)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False)
+
+
+@pytest.mark.parametrize("pair", PAIRS[1:2] or PAIRS[:1], indirect=True)
+def test_the_role_migrates_and_a_failed_prepare_aborts_naming_the_step(pair):
+    root = pair.image("root.qcow2", "32M", "qcow2")
+    pair.boot(disks=[dict(name="root", path=root, format="qcow2", serial="R1")])
+    with pair.agent(pair.src) as ga:
+        ga.write(by_serial(ga)["R1"]["name"], MiB, MiB, 0x42)
+    before = pair.runtime_bytes(pair.src)
+    source_pid = qemu_pids(pair.src)[0]
+
+    failed = _play(pair, {str(pair.images): str(pair.tmp / "nowhere")})
+    assert failed.returncode != 0
+    assert "failed at 'Prepare the target'" in failed.stdout and "nowhere/root.qcow2" in failed.stdout, failed.stdout
+    _assert_no_target(pair)
+    _assert_source_untouched(pair, before, source_pid)
+
+    moved = _play(pair, {})
+    assert moved.returncode == 0, moved.stdout[-3000:] + moved.stderr[-2000:]
+    status = task_status(moved.stdout)
+    assert status["blocklayer.qemu.migrate : Send the guest from the source"] == "changed", status
+    assert not alive(source_pid) and qemu_pids(pair.src) == []
+    assert pair.status(pair.dst) == "running"
+    with pair.agent(pair.dst) as ga:
+        assert ga.read_is(by_serial(ga)["R1"]["name"], MiB, MiB, 0x42)

@@ -1,0 +1,194 @@
+"""The pure part of qemu_migrate: what may migrate, the layout re-bound to the target, its argv."""
+
+import json
+from dataclasses import asdict
+
+import pytest
+
+from ansible_collections.blocklayer.qemu.plugins.module_utils import migrate, plan, probe, runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
+from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
+
+from .helpers import QCOW2, disk, place_with_spec
+
+TARGET = RuntimePaths("/var/lib/t/vm1")
+
+
+def guest_layout(machine="pc-i440fx-7.2", cpu="qemu64", **over):
+    """A layout as instance.py records it at start (records from the placed declaration)."""
+    decl = dict(scsi_controller_type="virtio-scsi-pci", kernel_path="/boot/k", initrd_path="/boot/i",
+                disks=[disk("root", path="/srv/img/root.qcow2", format="qcow2"),
+                       disk("data", path="/srv/img/data.raw", disk_type="scsi-hd")])
+    decl.update(over)
+    s, lay = place_with_spec({"/srv/img/root.qcow2": QCOW2}, **decl)
+    return runtime.GuestLayout(
+        name=s.name, uuid=s.uuid, machine_type="pc", declaration=plan.normalise(s.to_dict()),
+        controllers=[plan.normalise(d.to_dict()) for d in lay.controllers],
+        devices=[dict(plan.normalise(d.to_dict()), state=runtime.STATE_ATTACHED, origin=runtime.ORIGIN_BLOCKDEV)
+                 for d in lay.devices],
+        machine=machine, cpu=cpu)
+
+
+def running(lay, journal=()):
+    return runtime.Runtime(layout=lay, host=runtime.HostBinding(binary="/usr/bin/qemu-system-x86_64",
+                                                                version="7.2.22"),
+                           status=runtime.STATUS_RUNNING, journal=list(journal))
+
+
+def values(argv, flag):
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+# -- refusals ---------------------------------------------------------------------------------
+
+def test_a_settled_running_instance_may_migrate():
+    assert migrate.refusals(running(guest_layout())) == []
+
+
+def test_an_unplug_pending_device_is_refused_by_id():
+    lay = guest_layout()
+    lay.devices[1]["state"] = runtime.STATE_UNPLUG_PENDING
+    reasons = migrate.refusals(running(lay))
+    assert len(reasons) == 1 and lay.devices[1]["id"] in reasons[0] and "unplug-pending" in reasons[0]
+
+
+def test_a_block_job_in_the_journal_is_refused_naming_the_job():
+    entry = runtime.Pending(action="mirror", id="disk-1", creates={"jobs": ["disk-1.mirror2"]})
+    reasons = migrate.refusals(running(guest_layout(), [entry]))
+    assert len(reasons) == 1 and "disk-1.mirror2" in reasons[0] and "qemu_blockdev" in reasons[0]
+
+
+def test_an_unfinished_hotplug_and_a_starting_instance_are_refused():
+    rt = running(guest_layout(), [runtime.Pending(action="attach", id="disk-2")])
+    rt.status = runtime.STATUS_STARTING
+    reasons = migrate.refusals(rt)
+    assert any("starting" in r for r in reasons) and any("attach of disk-2" in r for r in reasons)
+
+
+def test_devices_started_with_drive_are_refused():
+    lay = guest_layout()
+    lay.devices[0]["origin"] = runtime.ORIGIN_DRIVE
+    assert "-drive" in migrate.refusals(running(lay))[0]
+
+
+# -- versions ---------------------------------------------------------------------------------
+
+def test_the_same_minor_version_takes_any_recorded_state():
+    migrate.check_versions(guest_layout(machine=None, cpu=None), "7.2.22", "7.2.1")
+
+
+def test_across_versions_a_pinned_machine_and_named_cpu_migrate():
+    migrate.check_versions(guest_layout(), "7.2.22", "10.0.2")
+    migrate.check_versions(guest_layout(), "10.0.2", "7.2.22")
+
+
+@pytest.mark.parametrize("machine,cpu,needle", [(None, "qemu64", "machine type"), ("pc-i440fx-7.2", None, "-cpu"),
+                                                ("pc-i440fx-7.2", "max", "-cpu max")])
+def test_across_versions_an_old_record_or_max_cpu_is_refused(machine, cpu, needle):
+    with pytest.raises(ConfigError, match="prepare: .*%s" % needle):
+        migrate.check_versions(guest_layout(machine=machine, cpu=cpu), "7.2.22", "10.0.2")
+
+
+def test_without_the_source_version_only_a_pinned_layout_migrates():
+    migrate.check_versions(guest_layout(), None, "10.0.2")
+    with pytest.raises(ConfigError, match="unknown version"):
+        migrate.check_versions(guest_layout(cpu=None), None, "10.0.2")
+
+
+def test_versioned_machine_from_query_machines():
+    machines = [{"name": "pc-q35-7.2", "alias": "q35"}, {"name": "pc-i440fx-7.2", "alias": "pc", "is-default": True},
+                {"name": "pc-i440fx-7.1"}]
+    assert probe.versioned_machine(machines, "pc") == "pc-i440fx-7.2"
+    assert probe.versioned_machine(machines, "q35") == "pc-q35-7.2"
+    assert probe.versioned_machine(machines, "pc-i440fx-7.1") == "pc-i440fx-7.1"
+    assert probe.versioned_machine(machines, "microvm") is None
+
+
+# -- path_map and re-binding ------------------------------------------------------------------
+
+@pytest.mark.parametrize("path,expected", [
+    ("/srv/img/root.qcow2", "/mnt/san/root.qcow2"),
+    ("/srv/img/fast/a.raw", "/fast/a.raw"),        # the longest prefix wins
+    ("/srv/image/x.raw", "/srv/image/x.raw"),      # a prefix is a whole path component
+    ("/srv/img", "/mnt/san"),
+    ("/boot/k", "/boot/k"),
+])
+def test_map_path(path, expected):
+    assert migrate.map_path(path, {"/srv/img": "/mnt/san", "/srv/img/fast/": "/fast"}) == expected
+
+
+def test_rebind_maps_every_image_and_boot_file_and_keeps_the_records():
+    lay = guest_layout()
+    lay.devices[0]["former_images"] = ["/srv/img/old.qcow2"]
+    lay.devices[0]["unused_nodes"] = ["disk-x.fmt2"]
+    bound = migrate.rebind(asdict(lay), {"/srv/img": "/mnt/san", "/boot": "/b"}, TARGET.state_dir, "/opt/q/bin/qemu")
+    files = [n["filename"] for d in bound.devices for n in d["nodes"] if "filename" in n]
+    assert files == ["/mnt/san/root.qcow2", "/mnt/san/data.raw"]
+    assert bound.devices[0]["former_images"] == ["/mnt/san/old.qcow2"] and "unused_nodes" not in bound.devices[0]
+    assert [d["spec"]["path"] for d in bound.devices] == ["/mnt/san/root.qcow2", "/mnt/san/data.raw"]
+    assert bound.declaration["machine"]["kernel_path"] == "/b/k"
+    assert bound.declaration["state_dir"] == "/var/lib/t/vm1" and bound.declaration["qemu_binary"] == "/opt/q/bin/qemu"
+    # Everything the guest sees, and the names QMP uses, is the source's.
+    assert [(d["id"], d["hvinfo"], d["props"]) for d in bound.records()] == \
+        [(d["id"], d["hvinfo"], d["props"]) for d in lay.records()]
+    assert (bound.machine, bound.cpu, bound.uuid) == ("pc-i440fx-7.2", "qemu64", lay.uuid)
+
+
+def test_rebind_refuses_a_damaged_layout_by_key_and_a_relative_map():
+    data = asdict(guest_layout())
+    del data["devices"][0]["hvinfo"]
+    with pytest.raises(ConfigError, match=r"layout\.devices\[0\]\.hvinfo is missing"):
+        migrate.rebind(data, {}, TARGET.state_dir, "/usr/bin/qemu-system-x86_64")
+    with pytest.raises(ConfigError, match="path_map"):
+        migrate.rebind(asdict(guest_layout()), {"srv": "/mnt"}, TARGET.state_dir, "/usr/bin/qemu-system-x86_64")
+
+
+def test_missing_images_name_the_device_and_the_path():
+    lay = guest_layout()
+    with pytest.raises(ConfigError, match=r"prepare: data \(disk-[0-9a-f-]+\) /srv/img/data.raw: not found.*path_map"):
+        migrate.check_files(lay, exists=lambda p: p != "/srv/img/data.raw")
+
+
+# -- the target's command line ----------------------------------------------------------------
+
+def test_the_incoming_argv_has_the_source_machine_cpu_and_every_record():
+    lay = guest_layout(machine="pc-i440fx-7.2", cpu="qemu64")
+    argv = migrate.incoming_argv(lay, "tcg", TARGET, ["/opt/q/share/qemu"], "/opt/q/bin/qemu")
+    assert argv[0] == "/opt/q/bin/qemu"
+    assert values(argv, "-machine") == ["pc-i440fx-7.2"] and values(argv, "-cpu") == ["qemu64"]
+    assert argv[-2:] == ["-incoming", "defer"] and "-S" not in argv
+    assert values(argv, "-L") == ["/opt/q/share/qemu"]
+    assert [json.loads(v) for v in values(argv, "-device")] == [r["props"] for r in lay.records()]
+    assert [json.loads(v) for v in values(argv, "-blockdev")] == [n for r in lay.devices for n in r["nodes"]]
+    assert "socket,id=qmp,path=/var/lib/t/vm1/qmp.sock,server=on,wait=off" in argv
+
+
+def test_an_old_record_starts_the_target_with_the_alias_and_the_old_default_cpu():
+    argv = migrate.incoming_argv(guest_layout(machine=None, cpu=None), "tcg", TARGET, [], "/usr/bin/q")
+    assert values(argv, "-machine") == ["pc"] and values(argv, "-cpu") == ["max"]
+
+
+def test_hot_plugged_records_and_overlays_are_on_the_target_as_recorded():
+    lay = guest_layout()
+    # An overlay on root, as qemu_blockdev snapshot records it: the chain bottom-up, top last.
+    root = lay.devices[0]
+    overlay = [{"driver": "file", "node-name": root["id"] + ".stor2", "filename": "/srv/img/ov.qcow2"},
+               {"driver": "qcow2", "node-name": root["id"] + ".fmt2", "file": root["id"] + ".stor2",
+                "backing": root["id"] + ".fmt"}]
+    root["nodes"] = root["nodes"] + overlay
+    root["props"] = dict(root["props"], drive=root["id"] + ".fmt2")
+    argv = migrate.incoming_argv(lay, "tcg", TARGET, [], "/usr/bin/q")
+    blockdevs = [json.loads(v) for v in values(argv, "-blockdev")]
+    assert blockdevs[len(root["nodes"]) - 2:len(root["nodes"])] == overlay
+    assert json.loads(values(argv, "-device")[1])["drive"] == root["id"] + ".fmt2"
+
+
+@pytest.mark.parametrize("listen,uri", [(None, "unix:/var/lib/t/vm1/mig.sock"), ("/run/m.sock", "unix:/run/m.sock"),
+                                        ("192.0.2.1:4444", "tcp:192.0.2.1:4444"), ("tcp:[::1]:5", "tcp:[::1]:5")])
+def test_listen_uri(listen, uri):
+    assert migrate.listen_uri(listen, TARGET) == uri
+
+
+def test_listen_refuses_what_is_no_address():
+    with pytest.raises(ConfigError, match="listen"):
+        migrate.listen_uri("somewhere", TARGET)
