@@ -230,7 +230,7 @@ class Instance:
     def ensure_running(self, spec, allow_restart: bool, firmware_dirs=None, module_dir=None,
                        owner: str = plan.OWNER_INSTANCE) -> dict:
         self.owner = owner
-        self._refuse_migration_states()
+        self.refuse_migration_states()
         if self.pid:
             self._require_trusted()
             self.rt.host.pid = self.pid  # format 1 kept it only in the pidfile; saved with the next change
@@ -245,7 +245,7 @@ class Instance:
             return self.result(self._start(self._prepare_start(spec, firmware_dirs, module_dir)))
         return self.result(self._reconcile(spec, allow_restart, firmware_dirs, module_dir))
 
-    def _refuse_migration_states(self) -> None:
+    def refuse_migration_states(self) -> None:
         """A guest that moved away, or is moving here, is qemu_migrate's (docs/migration.md)."""
         last = self.rt or self.before
         if last and last.status == runtime.STATUS_MIGRATED and not self.pid:

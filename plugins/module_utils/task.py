@@ -39,6 +39,7 @@ class Task:
     def open_running_instance(self) -> Instance:
         """The instance, which must be running (qemu_device, qemu_blockdev): else a clear failure."""
         instance = self.open_instance("")
+        instance.refuse_migration_states()
         if not (instance.rt and instance.pid):
             if instance.damaged:
                 raise instance.damaged
