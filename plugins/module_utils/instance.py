@@ -152,7 +152,10 @@ class Instance:
         if self.before or self.damaged or self.pid:
             return  # adopted already, or the collection's own: ``adopt`` is for the first run only
         from ansible_collections.blocklayer.qemu.plugins.module_utils import adopt  # adoption only
-        sock = options["qmp_socket"]
+        sock = options.get("qmp_socket")
+        if not sock:
+            raise ConfigError("adopt.qmp_socket is required: the QMP unix socket of the QEMU to take over "
+                              "(its -qmp unix:PATH,server=on); leave adopt out to start a new QEMU")
         try:
             pid = process.peer_pid(sock)
             with QmpSession(sock, self.timeouts.qmp_connect, self.timeouts.qmp_command) as qmp:

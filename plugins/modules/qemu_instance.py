@@ -599,9 +599,10 @@ options:
     type: dict
     suboptions:
       qmp_socket:
-        description: The QMP unix socket the running QEMU serves (C(-qmp unix:PATH,server=on)).
+        description:
+          - The QMP unix socket the running QEMU serves (C(-qmp unix:PATH,server=on)).
+          - Required whenever O(adopt) is not empty (an empty O(adopt) adopts nothing).
         type: path
-        required: true
       ganeti_runtime:
         description:
           - A Ganeti KVM runtime file of this instance (any shape, Ganeti 2.9 to 3.x). Its disk and NIC
@@ -818,7 +819,7 @@ ARGUMENT_SPEC = dict(
     nics=dict(type="list", elements="dict", default=[], options=args.NIC_OPTIONS),
     allow_restart=dict(type="bool", default=False),
     purge_undeclared=dict(type="bool", default=False),
-    adopt=dict(type="dict", options=dict(qmp_socket=dict(type="path", required=True),
+    adopt=dict(type="dict", options=dict(qmp_socket=dict(type="path"),
                                          ganeti_runtime=dict(type="path"), names=dict(type="dict"))),
     **args.LIVE_OPTIONS,
     start_timeout=dict(type="float", default=30.0),
@@ -849,8 +850,9 @@ def converge(task: Task) -> dict:
         kept = plan.kept_devices(instance.rt.layout if instance.rt else None, params)
         params = dict(params, disks=params["disks"] + kept["disks"], nics=params["nics"] + kept["nics"])
     instance_spec = spec.instance_from(params, _supported_aio(params))
-    if params["adopt"]:
-        instance.adopt(instance_spec, params["adopt"])  # a QEMU someone else started (docs/migration.md)
+    adopt = {key: value for key, value in (params["adopt"] or {}).items() if value}
+    if adopt:
+        instance.adopt(instance_spec, adopt)  # a QEMU someone else started (docs/migration.md)
     return instance.ensure_running(instance_spec, params["allow_restart"], params["qemu_firmware_dirs"],
                                    params["qemu_module_dir"])
 
