@@ -12,8 +12,6 @@ from .test_hotplug import mutating, record, runtime_of
 MiB = 1 << 20
 
 
-
-
 def image_size(path):
     """The virtual size qemu-img reads from the image (-U: QEMU holds it)."""
     out = subprocess.run(["qemu-img", "info", "-U", "--output=json", path], check=True, capture_output=True, text=True)
