@@ -157,6 +157,40 @@ EXAMPLES = r"""
     mirror:
       path: /srv/fast/web1-data.qcow2
     delete_unused: true
+
+- name: A long copy in the background; Ansible polls it every 30 seconds (async), up to an hour
+  blocklayer.qemu.qemu_blockdev:
+    name: web1
+    state_dir: /var/lib/blocklayer-qemu/web1
+    disk: data
+    mirror:
+      path: /srv/fast/web1-data.qcow2
+    job_timeout: 3600
+  async: 3600
+  poll: 30
+
+- name: Or start it and return at once, then see where it stands in a later task
+  blocklayer.qemu.qemu_blockdev:
+    name: web1
+    state_dir: /var/lib/blocklayer-qemu/web1
+    disk: data
+    mirror:
+      path: /srv/fast/web1-data.qcow2
+    wait: false
+  register: started
+
+- name: Wait for the copy (the returned job carries its progress, current of total bytes)
+  blocklayer.qemu.qemu_blockdev:
+    name: web1
+    state_dir: /var/lib/blocklayer-qemu/web1
+    disk: data
+    mirror:
+      path: /srv/fast/web1-data.qcow2
+    job_timeout: 60
+  register: copy
+  until: copy.job is not defined or copy.job.result is defined
+  retries: 60
+  delay: 1
 """
 
 RETURN = r"""
