@@ -1,7 +1,8 @@
 """Live migration between two "hosts" on this machine (a state dir each), with the tiny guest:
 what the guest wrote on the source it reads on the target, with its hot-plugged disk and its
-snapshot overlay, between QEMU 7.2 and 10.0 either way; a failed migration leaves the source
-running with its runtime file unchanged and no target QEMU."""
+snapshot overlay, between the two QEMU generations the machine has (Debian 12: 7.2 and 10.0; 13: 10.0
+and 11.1) either way; a failed migration leaves the source running with its runtime file unchanged
+and no target QEMU."""
 
 import json
 import os
@@ -22,9 +23,18 @@ from agent import GuestAgent  # noqa: E402  pylint: disable=wrong-import-positio
 
 BOOT = dict(kernel_path=os.path.join(GUEST, "vmlinux"), initrd_path=os.path.join(GUEST, "initramfs.gz"),
             kernel_args="console=ttyS0 panic=-1 quiet", agent_channel=True)
-_FOUND = {"%d.%d" % v[:2]: b for v, b in qemus.found()}
-_PAIRS = [("7.2", "7.2"), ("7.2", "10.0"), ("10.0", "7.2")]
-PAIRS = [pytest.param((_FOUND[a], _FOUND[b]), id="%s-to-%s" % (a, b)) for a, b in _PAIRS if a in _FOUND and b in _FOUND]
+
+def _pairs():
+    """(source, target) binaries: the older generation to itself, to the newer, and back."""
+    found = [("%d.%d" % v[:2], b) for v, b in qemus.found()]
+    if not found:
+        return []
+    old, new = found[0], found[-1]
+    pairs = [(old, old)] + ([(old, new), (new, old)] if new != old else [])
+    return [pytest.param((a[1], b[1]), id="%s-to-%s" % (a[0], b[0])) for a, b in pairs]
+
+
+PAIRS = _pairs()
 
 
 class Pair:
