@@ -52,7 +52,6 @@ class GraphOp:
     job_id: Optional[str] = None
     at_ready: str = "complete"  # a ready job: "complete" (pivot) or "keep" (cancel, keep the copy)
     unused: tuple = ()  # node names the disk no longer uses once done, top-down
-    dropped: tuple = ()  # node names of the prepared nodes when the change does not happen
     create: Optional[dict] = None  # {"path", "format", "backing", "backing_format", "size"}: an image to create
     former: tuple = ()  # image paths that leave the chain
 
@@ -174,7 +173,6 @@ def plan_snapshot(record: dict, path: str, create: bool, facts) -> Optional[Grap
     change = _cmd("blockdev-snapshot", node=_fmt_name(record["id"], top), overlay=added[1]["node-name"])
     return GraphOp(SNAPSHOT, label, record["id"], record, new, "an overlay %s on %s" % (path, top.path),
                    prepare=tuple(_cmd("blockdev-add", **n) for n in added), change=change,
-                   dropped=tuple(n["node-name"] for n in reversed(added)),
                    create={"path": path, "format": "qcow2", "backing": top.path, "backing_format": top.fmt}
                    if create else None)
 
@@ -275,7 +273,7 @@ def plan_mirror(record: dict, path: str, fmt: str, create: bool, pivot: bool, fa
         new, unused, reason = record, target_names, "copy to %s (the disk stays on %s)" % (path, chain[-1].path)
     return GraphOp(MIRROR, label, record["id"], record, new, reason,
                    prepare=tuple(_cmd("blockdev-add", **n) for n in added), change=_cmd("blockdev-mirror", **args),
-                   job_id=job_id, at_ready="complete" if pivot else "keep", unused=unused, dropped=target_names,
+                   job_id=job_id, at_ready="complete" if pivot else "keep", unused=unused,
                    create={"path": path, "format": fmt, "size": size} if create else None,
                    former=tuple(c.path for c in chain) if pivot else ())
 

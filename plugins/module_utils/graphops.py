@@ -102,17 +102,20 @@ class GraphRunner:
         entry = op.pending()
         self.rt.journal.append(entry)
         self.save(self.rt)
-        created, sent = False, []
+        sent = []
         try:
             if op.create:
-                entry.creates["file_ids"] = [create_image(op.create)]
-                created = True
+                try:
+                    entry.creates["file_ids"] = [create_image(op.create)]
+                except (ConfigError, QemuError):
+                    entry.creates.pop("files")  # nothing was created: nothing to warn about
+                    raise
                 self.save(self.rt)  # a later run may now delete that file, and only that one
             for command in op.prepare:
                 self._send(command)
                 sent.append(command["arguments"]["node-name"])
         except (ConfigError, QemuError):
-            self._undo(entry, list(reversed(sent)), op.create if created else None)
+            self._undo(entry, list(reversed(sent)))
             raise
         if op.action == graph.SNAPSHOT:
             self._commit_point(entry)
@@ -120,7 +123,7 @@ class GraphRunner:
                 self._send(op.change)
             except QemuError as exc:
                 if exc.error_class:  # QEMU refused it: the overlay is not in place
-                    self._undo(entry, list(op.dropped), op.create if created else None)
+                    self._undo(entry, _dropped(entry))
                 raise  # else no answer: the next run finds out (settle)
             self._done(entry, op.record, [])
             return
@@ -145,9 +148,9 @@ class GraphRunner:
                 # Past the commit point, or the job runs on: a later run settles it (settle).
                 self.save(self.rt)
                 raise
-            self._undo(entry, list(op.dropped), op.create if created else None)
+            self._undo(entry, _dropped(entry))
             raise
-        self._outcome(entry, outcome, op.create if created else None)
+        self._outcome(entry, outcome)
 
     def _job_exists(self, job_id: str) -> bool:
         try:
@@ -170,10 +173,10 @@ class GraphRunner:
                 if entry.phase == runtime.PHASE_FINALIZING:
                     self._done(entry, entry.record, list(entry.removes.get("nodes") or []))
                 else:
-                    self._undo(entry, _present(_dropped(entry), live_nodes), None)
+                    self._undo(entry, _present(_dropped(entry), live_nodes))
                 continue
             if state.status == "concluded":
-                self._outcome(entry, self.jobs.dismiss_concluded(job_id), None)
+                self._outcome(entry, self.jobs.dismiss_concluded(job_id))
             elif entry.id in wait_for or state.status in ("pending", "waiting"):
                 at_ready = "complete" if entry.record != entry.old else "keep"  # pivot: false keeps the record
                 try:
@@ -182,7 +185,7 @@ class GraphRunner:
                 except jobs.JobTimeout as exc:
                     self.job = _state_report(exc.state)
                     continue
-                self._outcome(entry, outcome, None)
+                self._outcome(entry, outcome)
             else:
                 self.job = _state_report(state)
                 self.warnings.append("disks[%s]: block job %s is %s (%d/%d); qemu_blockdev on that disk waits for "
@@ -195,19 +198,19 @@ class GraphRunner:
         if state is None:
             return self.settle(set())
         keep = entry.action == graph.MIRROR and state.status == "ready"
-        self._outcome(entry, self.jobs.cancel(job_id, keep_copy=keep), None, asked_to_cancel=True)
+        self._outcome(entry, self.jobs.cancel(job_id, keep_copy=keep), asked_to_cancel=True)
         return None
 
     def _settle_snapshot(self, entry, live_nodes) -> None:
         new_top, old_top = _top_format(entry.record), _top_format(entry.old)
         if entry.phase != runtime.PHASE_FINALIZING or new_top not in live_nodes:
-            self._undo(entry, _present(_dropped(entry), live_nodes), None)
+            self._undo(entry, _present(_dropped(entry), live_nodes))
             return
         try:
             self._send({"execute": "blockdev-snapshot", "arguments": {"node": old_top, "overlay": new_top}})
         except QemuError as exc:
             if not any(text in exc.desc for text in _SNAPSHOT_DONE):
-                self._undo(entry, _present(_dropped(entry), live_nodes), None)
+                self._undo(entry, _present(_dropped(entry), live_nodes))
                 raise
         self._done(entry, entry.record, [])
 
@@ -216,7 +219,7 @@ class GraphRunner:
         entry.phase = runtime.PHASE_FINALIZING
         self.save(self.rt)
 
-    def _outcome(self, entry, outcome, created, asked_to_cancel: bool = False) -> None:
+    def _outcome(self, entry, outcome, asked_to_cancel: bool = False) -> None:
         self.job = {"id": outcome.id, "type": outcome.type, "result": outcome.result, "error": outcome.error,
                     "current": outcome.current, "total": outcome.total}
         label = "disks[%s]" % (entry.old or {}).get("name")
@@ -226,10 +229,10 @@ class GraphRunner:
             # A kept copy: the target's nodes are unused now (for pivot: false they are ``removes``).
             self._done(entry, entry.old, _dropped(entry) if entry.record != entry.old else
                        list(entry.removes.get("nodes") or []))
-        elif asked_to_cancel:
-            self._undo(entry, _dropped(entry), created)
         else:
-            self._undo(entry, _dropped(entry), created)
+            self._undo(entry, _dropped(entry))
+            if asked_to_cancel:
+                return
             raise QemuError("%s: job %s %s; the disk stays on its chain: %s" % (
                 label, outcome.id, "was cancelled" if outcome.result == "cancelled" else "failed",
                 outcome.error or outcome.result), desc=outcome.error or "")
@@ -272,7 +275,7 @@ class GraphRunner:
                     left.append(name)
         return left
 
-    def _undo(self, entry, names: list, created=None) -> None:
+    def _undo(self, entry, names: list) -> None:
         """Take back what an operation added: its nodes, and the image file it created."""
         self._delete(names)
         for path, identity in zip(entry.creates.get("files") or [], entry.creates.get("file_ids") or []):

@@ -510,9 +510,10 @@ class Instance:
                 return False
             self._record_machine(qmp, rt)
             # Images smaller than declared grow before the guest first sees them.
-            named = qmp.execute("query-named-block-nodes", {"flat": True})
-            for command in plan.start_resizes(rt.layout.devices, verify.sizes_by_node(named)):
-                qmp.execute(command["execute"], command["arguments"])
+            if plan.declares_size(rt.layout.devices):
+                named = qmp.execute("query-named-block-nodes", {"flat": True})
+                for command in plan.start_resizes(rt.layout.devices, verify.sizes_by_node(named)):
+                    qmp.execute(command["execute"], command["arguments"])
             qmp.execute("cont")
         if not fresh:
             self.actions.append({"action": "finish-start",

@@ -479,12 +479,21 @@ def _grown_at_attach(commands: list, record: dict, item, facts: dict) -> list:
     return commands[:-1] + [resize_command(record["nodes"], size)] + commands[-1:]
 
 
+def _declared_size(record: dict):
+    return (record.get("spec") or {}).get("size") if record.get("kind") == "disk" else None
+
+
+def declares_size(devices: list) -> bool:
+    """Whether any disk declares a size (else a start need not read QEMU's sizes)."""
+    return any(_declared_size(record) for record in devices)
+
+
 def start_resizes(devices: list, sizes: dict) -> list:
     """At start, QEMU paused: block_resize for each disk whose image is smaller than declared
     (a shrink was refused before QEMU started, layout.Placer.disk)."""
     cmds = []
     for record in devices:
-        size = (record.get("spec") or {}).get("size") if record.get("kind") == "disk" else None
+        size = _declared_size(record)
         current = sizes.get(top_format_node(record.get("nodes")))
         if size and current is not None and current < size:
             cmds.append(resize_command(record["nodes"], size))
