@@ -2,11 +2,12 @@
 # Copyright (c) blocklayer.qemu contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """qemu_blockdev's run: find the disk, settle what an earlier run left, plan one operation on
-its chain (graph.py) and carry it out (graphops.py)."""
+its chain (graph.py) and carry it out (graphops.py); or open or close a standalone node
+(standalone.py)."""
 
 from __future__ import annotations
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import graph, host, runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils import graph, host, layout, runtime, spec, standalone
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 
 
@@ -24,7 +25,7 @@ def _disk_record(rt, name: str) -> dict:
     return record
 
 
-def plan_operation(params: dict, record: dict):
+def plan_operation(params: dict, record: dict, rt=None):
     """The GraphOp the task's parameters ask for on ``record``, or None when it is done already."""
     if params.get("snapshot"):
         opts = params["snapshot"]
@@ -36,6 +37,8 @@ def plan_operation(params: dict, record: dict):
     if params.get("mirror"):
         from ansible_collections.blocklayer.qemu.plugins.module_utils import graphops  # qemu-img
         opts = params["mirror"]
+        if opts.get("node"):
+            return _plan_copy_to_node(opts, record, rt)
         chain = graph.chain_of(record)
         if chain and [layer.path for layer in chain] == [opts["path"]]:
             return None
@@ -47,12 +50,29 @@ def plan_operation(params: dict, record: dict):
                 raise ConfigError("mirror.path: %s has %d bytes and disks[%s] %d; QEMU would accept it and then fail "
                                   "the job: give an image of the disk's size, or create: true"
                                   % (opts["path"], target, record["name"], size))
-        return graph.plan_mirror(record, opts["path"], opts["format"], opts["create"], opts["pivot"], facts, size)
+        pivot = True if opts["pivot"] is None else opts["pivot"]
+        return graph.plan_mirror(record, opts["path"], opts["format"], opts["create"], pivot, facts, size)
     return None
+
+
+def _plan_copy_to_node(opts: dict, record: dict, rt):
+    from ansible_collections.blocklayer.qemu.plugins.module_utils import graphops  # qemu-img
+    if opts["pivot"]:
+        raise ConfigError("mirror.pivot: a copy to node %s keeps the disk where it is; a disk moves only onto an "
+                          "image of its own: give mirror.path instead of mirror.node to move it" % opts["node"])
+    target = rt.layout.named_node(opts["node"])
+    if target is None:
+        names = ", ".join(sorted(n["name"] for n in rt.layout.named_nodes)) or "none"
+        raise ConfigError("mirror.node: instance %s has no node %r (its nodes: %s); open it first with "
+                          "qemu_blockdev node: %s, path: ..." % (rt.layout.name, opts["node"], names, opts["node"]))
+    disk_size = graphops.image_size(graph.chain_of(record)[-1].path)
+    return graph.plan_copy_to_node(record, target, disk_size, graphops.image_size(target["path"]))
 
 
 def converge(task) -> dict:
     params = task.module.params
+    if params.get("node"):
+        return converge_node(task)
     instance = task.open_running_instance()
     instance._require_trusted()
     record = _disk_record(instance.rt, params["disk"])
@@ -61,7 +81,7 @@ def converge(task) -> dict:
         if params["cancel"]:
             running = any(e.action in graph.GRAPH_ACTIONS and e.id == record["id"] for e in instance.rt.journal)
             return _result(instance, record, before, running, None)
-        op = plan_operation(params, record)
+        op = plan_operation(params, record, instance.rt)
         if op:
             instance.actions.append(op.report())
             instance.qmp_commands = list(op.prepare) + ([op.change] if op.change else [])
@@ -83,7 +103,7 @@ def converge(task) -> dict:
         if entry:  # still running after job_timeout without progress
             return runner
         current = _disk_record(rt, params["disk"])
-        op = plan_operation(params, current)
+        op = plan_operation(params, current, rt)
         if op:
             instance.actions.append(op.report())
             instance.changed = True
@@ -130,3 +150,107 @@ def _result(instance, record: dict, before: list, changed: bool, job) -> dict:
     if job:
         result["job"] = job
     return result
+
+
+# -- standalone nodes ------------------------------------------------------------------------------
+def _node_plan(params: dict, rt):
+    """(record to open, image to create) for state present, or (None, None) when it is open."""
+    name = params["node"]
+    path, fmt = params.get("path"), params["format"]
+    if not path:
+        raise ConfigError("path: node %s needs the image to open; give path (and size to create it)" % name)
+    facts = host.inspect_path(path)
+    size = spec.parse_size(params.get("size"), "size")
+    what = "node[%s]" % name
+    create = None
+    if facts.kind == "missing" and size:
+        create = {"path": path, "format": fmt, "size": size}
+        kind = "file"
+    else:
+        if facts.kind == "missing":
+            raise ConfigError("path: %s does not exist; give size to create it (a new %s image), or create it "
+                              "first" % (path, fmt))
+        kind = layout.check_path(what, path, facts, "disk", fmt)
+    record = standalone.plan_present(rt.layout, name, path, fmt, params["read_only"], kind)
+    if record and size and not create:
+        from ansible_collections.blocklayer.qemu.plugins.module_utils import graphops  # qemu-img
+        have = graphops.image_size(path)
+        if have != size:
+            raise ConfigError("size: %s has %d bytes, not %d; the collection never changes an existing image: "
+                              "leave size out to open it as it is, or give a new path" % (path, have, size))
+    return record, create
+
+
+def converge_node(task) -> dict:
+    params = task.module.params
+    name = standalone.check_name(params["node"])
+    instance = task.open_running_instance()
+    instance._require_trusted()
+    before = _node_report(instance.rt.layout.named_node(name))
+
+    def plan(rt):
+        current = rt.layout.named_node(name)
+        if params.get("state") == "absent":
+            return ("delete", current, None) if current else None
+        record, create = _node_plan(params, rt)
+        return ("add", record, create) if record else None
+
+    def report(step) -> None:
+        verb, record, create = step
+        reason = ("close %s" if verb == "delete" else "open %s" + (" (created)" if create else "")) % record["path"]
+        instance.actions.append({"action": "node-" + verb, "kind": "node", "name": name, "id": name,
+                                 "reason": reason})
+
+    if task.module.check_mode:
+        step = plan(instance.rt)
+        if step:
+            report(step)
+            instance.qmp_commands = ([{"execute": "blockdev-del", "arguments": {"node-name": n["node-name"]}}
+                                      for n in reversed(step[1]["nodes"])] if step[0] == "delete" else
+                                     [{"execute": "blockdev-add", "arguments": n} for n in step[1]["nodes"]])
+        after = None if step and step[0] == "delete" else (step[1] if step else instance.rt.layout.named_node(name))
+        return _node_result(instance, name, before, _node_report(after), step is not None)
+
+    def work(qmp, rt, live):
+        runner = instance.settle_graph(qmp, rt, live, job_timeout=params["job_timeout"])
+        step = plan(rt)
+        if step:
+            report(step)
+            instance.changed = True
+            if step[0] == "delete":
+                runner.delete_node(step[1])
+            else:
+                runner.add_node(step[1], step[2])
+        return runner
+
+    runner = None
+    try:
+        runner = instance.operate(work)
+    finally:
+        if runner is not None:
+            instance.warnings += runner.warnings
+    return _node_result(instance, name, before, _node_report(instance.rt.layout.named_node(name)), instance.changed)
+
+
+def _node_report(record):
+    if record is None:
+        return None
+    out = {"name": record["name"], "path": record["path"], "format": record["format"],
+           "read_only": record["read_only"], "node": standalone.format_node(record)}
+    if record.get("copy_of"):
+        out["copy_of"] = record["copy_of"]
+    return out
+
+
+def _node_result(instance, name: str, before, after, changed: bool) -> dict:
+    def line(report):
+        return "%s (%s%s)" % (report["path"], report["format"], ", read-only" if report["read_only"] else "") \
+            if report else "absent"
+    return {
+        "changed": changed,
+        "actions": instance.actions,
+        "qmp_commands": instance.qmp_commands,
+        "node": after,
+        "warnings": instance.warnings,
+        "diff": {"before": {"node[%s]" % name: line(before)}, "after": {"node[%s]" % name: line(after)}},
+    }

@@ -87,6 +87,9 @@ def build_argv(spec: InstanceSpec, layout: Layout, accel: str, paths: RuntimePat
         if device.netdev:
             argv += ["-netdev", as_json(device.netdev)]
         argv += ["-device", as_json(device.props)]
+    for named in layout.named_nodes:  # standalone nodes (standalone.py): no device uses them
+        for node in named["nodes"]:
+            argv += ["-blockdev", as_json(node)]
     # Paused until every device is verified over QMP; daemonized once QEMU has initialised,
     # so a failed start is an exit status with QEMU's message on stderr. A migration target
     # runs once the stream is loaded (the source's run state comes with it).

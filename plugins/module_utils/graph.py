@@ -23,13 +23,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, runtime, standalone
 from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import Layer
 from ansible_collections.blocklayer.qemu.plugins.module_utils.cache import io_settings
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 
 SNAPSHOT, COMMIT, STREAM, MIRROR = "snapshot", "commit", "stream", "mirror"
-GRAPH_ACTIONS = (SNAPSHOT, COMMIT, STREAM, MIRROR)
+# Journal entries qemu_blockdev settles (graphops), not the device recovery of recovery.py.
+GRAPH_ACTIONS = (SNAPSHOT, COMMIT, STREAM, MIRROR) + standalone.NODE_ACTIONS
 JOB_ACTIONS = (COMMIT, STREAM, MIRROR)
 
 
@@ -54,6 +55,7 @@ class GraphOp:
     unused: tuple = ()  # node names the disk no longer uses once done, top-down
     create: Optional[dict] = None  # {"path", "format", "backing", "backing_format", "size"}: an image to create
     former: tuple = ()  # image paths that leave the chain
+    target_node: Optional[str] = None  # the standalone node a copy goes to (mirror.node)
 
     def pending(self) -> runtime.Pending:
         """The journal entry, written before the first command (docs/faults.md)."""
@@ -62,6 +64,8 @@ class GraphOp:
             creates["jobs"] = [self.job_id]
         if self.create:
             creates["files"] = [self.create["path"]]
+        if self.target_node:
+            creates["targets"] = [self.target_node]
         return runtime.Pending(self.action, self.dev_id, creates, {"nodes": list(self.unused)}, self.record, self.old)
 
     def report(self) -> dict:
@@ -276,6 +280,30 @@ def plan_mirror(record: dict, path: str, fmt: str, create: bool, pivot: bool, fa
                    job_id=job_id, at_ready="complete" if pivot else "keep", unused=unused,
                    create={"path": path, "format": fmt, "size": size} if create else None,
                    former=tuple(c.path for c in chain) if pivot else ())
+
+
+def plan_copy_to_node(record: dict, target: dict, disk_size: int, target_size: int) -> Optional[GraphOp]:
+    """Copy the disk into the standalone node ``target`` and stay on its chain (a mirror ended
+    at ready without a pivot); None when that node holds a copy of this disk already."""
+    label = "disks[%s]" % record["name"]
+    if target.get("copy_of") == record["id"]:
+        return None
+    if target.get("copy_of"):
+        raise ConfigError("mirror.node: node %s holds a copy of another disk already; give a node of its own "
+                          "for disks[%s]" % (target["name"], record["name"]))
+    if target["read_only"]:
+        raise ConfigError("mirror.node: node %s is read-only; a copy needs a writable node" % target["name"])
+    if target_size != disk_size:
+        raise ConfigError("mirror.node: node %s (%s) has %d bytes and %s %d; QEMU would fail the job: give an "
+                          "image of the disk's size" % (target["name"], target["path"], target_size, label, disk_size))
+    job_id = _job_id(record, MIRROR)
+    args = {"job-id": job_id, "device": record["nodes"][-1]["node-name"], "target": standalone.format_node(target),
+            "sync": "full", "filter-node-name": _filter_node(record), "auto-finalize": False, "auto-dismiss": False}
+    return GraphOp(MIRROR, label, record["id"], record, record,
+                   "copy to node %s (%s); the disk stays on %s" % (target["name"], target["path"],
+                                                                   chain_of(record)[-1].path),
+                   change=_cmd("blockdev-mirror", **args), job_id=job_id, at_ready="keep",
+                   target_node=target["name"])
 
 
 def _layer_names(dev_id: str, layers) -> tuple:

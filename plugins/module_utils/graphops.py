@@ -15,7 +15,7 @@ import json
 import os
 import subprocess
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import graph, jobs, runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils import graph, jobs, runtime, standalone
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
 
 # QEMU's texts for "this overlay is in place already" (bdrv_append / qmp_blockdev_snapshot).
@@ -104,13 +104,7 @@ class GraphRunner:
         self.save(self.rt)
         sent = []
         try:
-            if op.create:
-                try:
-                    entry.creates["file_ids"] = [create_image(op.create)]
-                except (ConfigError, QemuError):
-                    entry.creates.pop("files")  # nothing was created: nothing to warn about
-                    raise
-                self.save(self.rt)  # a later run may now delete that file, and only that one
+            self._create_file(entry, op.create)
             for command in op.prepare:
                 self._send(command)
                 sent.append(command["arguments"]["node-name"])
@@ -152,6 +146,16 @@ class GraphRunner:
             raise
         self._outcome(entry, outcome)
 
+    def _create_file(self, entry, create) -> None:
+        if not create:
+            return
+        try:
+            entry.creates["file_ids"] = [create_image(create)]
+        except (ConfigError, QemuError):
+            entry.creates.pop("files")  # nothing was created: nothing to warn about
+            raise
+        self.save(self.rt)  # a later run may now delete that file, and only that one
+
     def _job_exists(self, job_id: str) -> bool:
         try:
             return any(s.id == job_id for s in self.jobs.query())
@@ -165,6 +169,9 @@ class GraphRunner:
         for entry in [e for e in self.rt.journal if e.action in graph.GRAPH_ACTIONS]:
             if entry.action == graph.SNAPSHOT:
                 self._settle_snapshot(entry, live_nodes)
+                continue
+            if entry.action in standalone.NODE_ACTIONS:
+                self._settle_node(entry, live_nodes)
                 continue
             job_id = (entry.creates.get("jobs") or [None])[0]
             state = next((s for s in self.jobs.query() if s.id == job_id), None)
@@ -226,6 +233,7 @@ class GraphRunner:
         if outcome.result == "completed":
             self._done(entry, entry.record, list(entry.removes.get("nodes") or []))
         elif outcome.result == "kept":
+            self._mark_copies(entry)
             # A kept copy: the target's nodes are unused now (for pivot: false they are ``removes``).
             self._done(entry, entry.old, _dropped(entry) if entry.record != entry.old else
                        list(entry.removes.get("nodes") or []))
@@ -286,6 +294,70 @@ class GraphRunner:
         if entry in self.rt.journal:
             self.rt.journal.remove(entry)
         self.save(self.rt)
+
+    # -- standalone nodes (standalone.py) -------------------------------------------------------
+    def add_node(self, record: dict, create=None) -> None:
+        """Open a standalone node (its image created first when asked), bottom-up."""
+        entry = standalone.pending_add(record, create)
+        self.rt.journal.append(entry)
+        self.save(self.rt)
+        sent = []
+        try:
+            self._create_file(entry, create)
+            for node in record["nodes"]:
+                self._send({"execute": "blockdev-add", "arguments": node})
+                sent.append(node["node-name"])
+        except (ConfigError, QemuError):
+            self._undo(entry, list(reversed(sent)))
+            raise
+        self._node_done(entry, record)
+
+    def delete_node(self, record: dict) -> None:
+        """Close a standalone node top-down; QEMU's refusal (a job or a node on it) is the
+        user's to act on, and leaves the node as it was."""
+        job = standalone.job_using(self.rt.journal, record["name"])
+        if job:
+            raise ConfigError("node: %s is the target of block job %s; wait for it or cancel it (qemu_blockdev "
+                              "cancel: true on its disk) first" % (record["name"], job))
+        entry = standalone.pending_del(record)
+        self.rt.journal.append(entry)
+        self.save(self.rt)
+        top = entry.removes["nodes"][0]
+        try:
+            self._send({"execute": "blockdev-del", "arguments": {"node-name": top}})
+        except QemuError as exc:
+            if not any(text in exc.desc for text in _GONE):
+                self.rt.journal.remove(entry)
+                self.save(self.rt)
+                raise QemuError("node: %s cannot be closed, QEMU still uses it: %s; end what uses it (a block job, "
+                                "an export, a node on top of it) first" % (record["name"], exc.desc or exc),
+                                exc.error_class, exc.desc) from None
+        self._delete(entry.removes["nodes"][1:])
+        self._node_done(entry, None)
+
+    def _settle_node(self, entry, live_nodes) -> None:
+        if entry.action == standalone.NODE_ADD:
+            if all(n["node-name"] in live_nodes for n in entry.record["nodes"]):
+                self._node_done(entry, entry.record)  # a killed run had opened it all
+            else:
+                self._undo(entry, _present(_dropped(entry), live_nodes))
+            return
+        left = self._delete(_present(entry.removes["nodes"], live_nodes))
+        self._node_done(entry, entry.old if left else None)
+
+    def _node_done(self, entry, record) -> None:
+        """The layout holds ``record`` under the entry's name (None: no such node any more)."""
+        nodes = self.rt.layout.named_nodes
+        nodes[:] = [n for n in nodes if n["name"] != entry.id] + ([record] if record else [])
+        self.rt.journal.remove(entry)
+        self.save(self.rt)
+
+    def _mark_copies(self, entry) -> None:
+        """A standalone node a kept copy went to holds that disk's copy now (a re-run is a no-op)."""
+        for name in entry.creates.get("targets") or []:
+            target = self.rt.layout.named_node(name)
+            if target is not None:
+                target["copy_of"] = entry.id
 
     def _send(self, command: dict):
         return self.qmp.execute(command["execute"], command["arguments"])

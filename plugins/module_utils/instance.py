@@ -357,13 +357,13 @@ class Instance:
         from ansible_collections.blocklayer.qemu.plugins.module_utils import graphops  # block jobs only
         runner = graphops.GraphRunner(qmp, rt, self._save, job_timeout, delete_unused)
         if self._graph_entries(rt):
-            before = len(rt.journal), [r.get("nodes") for r in rt.layout.devices]
+            before = len(rt.journal), [r.get("nodes") for r in rt.layout.devices], list(rt.layout.named_nodes)
             try:
                 runner.settle(live.nodes, wait_for)
             finally:
                 self.warnings += runner.warnings
                 runner.warnings = []
-            if before != (len(rt.journal), [r.get("nodes") for r in rt.layout.devices]):
+            if before != (len(rt.journal), [r.get("nodes") for r in rt.layout.devices], rt.layout.named_nodes):
                 self.changed = True
                 self.actions.append({"action": "settle-jobs", "reason": "block-graph operations an earlier run left"})
         return runner
@@ -442,6 +442,12 @@ class Instance:
         facts.update({c.path: host.inspect_path(c.path) for chain in chains.values() for c in chain
                       if c.path not in facts})
         placed = layout.layout_instance(spec, facts, chains)
+        if self.before and self.before.layout.named_nodes:
+            from ansible_collections.blocklayer.qemu.plugins.module_utils import standalone  # only when recorded
+            named, warnings = standalone.start_nodes(self.before.layout.named_nodes, {
+                n["path"]: host.inspect_path(n["path"]).kind for n in self.before.layout.named_nodes})
+            placed = replace(placed, named_nodes=tuple(named))
+            self.warnings += warnings
         host.check_boot_file("kernel_path", spec.machine.kernel_path)
         host.check_boot_file("initrd_path", spec.machine.initrd_path)
         binary = binary or resolve_binary(spec.qemu_binary)
@@ -461,6 +467,7 @@ class Instance:
                 devices=[dict(plan.normalise(d.to_dict()), state=runtime.STATE_ATTACHED, origin=runtime.ORIGIN_BLOCKDEV,
                               owner=owners.get(d.id) or plan.OWNER_INSTANCE) for d in placed.devices],
                 throttle_groups=[plan.normalise(g) for g in placed.throttle_groups],
+                named_nodes=[plan.normalise(n) for n in placed.named_nodes],
                 cpu=cmdline.default_cpu(accel)),
             host=runtime.HostBinding(binary=binary, firmware_dirs=firmware_dirs, module_dir=module_dir,
                                      accel=accel, argv=argv),

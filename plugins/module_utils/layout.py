@@ -83,6 +83,8 @@ class Layout:
     globals: tuple = ()
     # Shared throttle groups some disk uses: runtime records {"name", "id", "limits"}.
     throttle_groups: tuple = ()
+    # Standalone nodes qemu_blockdev opened (runtime records, standalone.py).
+    named_nodes: tuple = ()
 
     def all_devices(self) -> tuple:
         return self.controllers + self.devices

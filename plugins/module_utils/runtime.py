@@ -131,6 +131,9 @@ class GuestLayout:
     devices: List[dict] = field(default_factory=list)
     throttle_groups: List[dict] = field(default_factory=list)
     iothreads: List[dict] = field(default_factory=list)
+    # Standalone nodes qemu_blockdev added (a job's target): {"name", "path", "format",
+    # "read_only", "nodes"}; no device uses them, a start rebuilds them (docs/block-graph.md).
+    named_nodes: List[dict] = field(default_factory=list)
     # What the alias machine_type resolved to in the QEMU that started the guest (e.g.
     # pc-i440fx-7.2), and the -cpu model: a migration target must use exactly these. None in
     # files written before they were recorded: the alias and the default CPU of that time.
@@ -151,6 +154,9 @@ class GuestLayout:
                 group[index] = record
                 return
         group.append(record)
+
+    def named_node(self, name: str) -> Optional[dict]:
+        return next((n for n in self.named_nodes if n["name"] == name), None)
 
     def drop(self, dev_id: str) -> None:
         self.controllers[:] = [r for r in self.controllers if r["id"] != dev_id]
@@ -227,6 +233,7 @@ def loads(text: bytes, where: str) -> Runtime:
             devices=checker.records(layout, "devices"),
             throttle_groups=checker.get(layout, "throttle_groups", list, "layout.", []),
             iothreads=checker.get(layout, "iothreads", list, "layout.", []),
+            named_nodes=checker.get(layout, "named_nodes", list, "layout.", []),
             machine=checker.get(layout, "machine", (str, type(None)), "layout.", None),
             cpu=checker.get(layout, "cpu", (str, type(None)), "layout.", None),
         ),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: qemu_blockdev
-short_description: Snapshots, commit, stream and mirror on the disks of a running QEMU instance
+short_description: Snapshots, commit, stream, mirror and standalone nodes on a running QEMU instance
 version_added: 0.2.0
 description:
   - Changes the chain of images under one disk of a running instance (started by
@@ -25,15 +25,54 @@ description:
   - A failed or cancelled job leaves the disk on its chain and says why. The images a disk no
     longer uses stay open in QEMU (and locked) until a run with O(delete_unused=true); image files
     are never deleted, except a file this task created for an operation that then failed.
+  - With O(node) instead of O(disk) it opens (O(state=present)) or closes (O(state=absent)) a
+    standalone node - an image no device uses, named C(<node>.fmt) over C(<node>.stor) - for
+    example the target of a copy (O(mirror.node)). Such a node is recorded in the runtime file,
+    opened again at every start, and closed only when a play asks, top-down; while a block job or
+    another node uses it, closing is refused with QEMU's reason.
 author:
   - blocklayer.qemu developers (@blocklayer)
 extends_documentation_fragment:
   - blocklayer.qemu.instance
 options:
   disk:
-    description: The declared name of the disk (an item of O(blocklayer.qemu.qemu_instance#module:disks)).
+    description:
+      - The declared name of the disk (an item of O(blocklayer.qemu.qemu_instance#module:disks)).
+      - Exactly one of O(disk) and O(node).
     type: str
-    required: true
+  node:
+    description:
+      - The name of a standalone node to open or close (O(state)). QEMU's node names are
+        C(<node>.fmt) (the format node, the one a job or an export uses) and C(<node>.stor).
+      - A letter, then up to 25 letters, digits, C(-) or C(_); not starting like the collection's
+        device ids (C(disk-), C(cdrom-), ...).
+    type: str
+  state:
+    description:
+      - With O(node) - V(present) opens the node on O(path) (a re-run with the same path, format
+        and read-only is a no-op; another image under the same name is refused), V(absent) closes it
+        (the file is kept). Default V(present). Not used with O(disk).
+    type: str
+    choices: [present, absent]
+  path:
+    description:
+      - With O(node) - the node's image (absolute path). It may not be an image of a disk.
+    type: path
+  format:
+    description: With O(node) - the image's format.
+    type: str
+    choices: [qcow2, raw]
+    default: qcow2
+  read_only:
+    description: With O(node) - open the image read-only.
+    type: bool
+    default: false
+  size:
+    description:
+      - With O(node) - create O(path) with this virtual size when it does not exist (C(qemu-img create),
+        exclusively, never over an existing file), in bytes or with a binary unit (C(10G), C(512M)).
+        An existing image must have this size (it is never resized).
+    type: str
   snapshot:
     description:
       - Put a new qcow2 overlay on top of the disk - the guest keeps running and writes into the
@@ -76,12 +115,20 @@ options:
       - Copy the disk to a new image while the guest writes (C(blockdev-mirror), C(sync=full)) and
         then move the disk onto it; the device and its id stay, the guest does not see a change.
         A disk with I/O limits keeps its throttle filter (the copy replaces the image below it).
+      - Or copy it into a standalone node (O(mirror.node)) and stay - a consistent copy as of the
+        end of the job. A node holds one disk's copy; a re-run is a no-op (close the node and open it
+        again for a new copy).
+      - Exactly one of O(mirror.path) and O(mirror.node).
     type: dict
     suboptions:
       path:
         description: The target image (absolute path).
         type: path
-        required: true
+      node:
+        description:
+          - A standalone node opened by an earlier task (O(node)), of the disk's size, to copy into.
+            O(mirror.format) and O(mirror.create) do not apply, O(mirror.pivot) must not be V(true).
+        type: str
       format:
         description: The target's format.
         type: str
@@ -98,8 +145,8 @@ options:
           - V(true) moves the disk onto the copy. V(false) ends the job without moving (the
             C(block-job-cancel) of a ready mirror) - the target is a consistent copy as of then and
             the disk stays where it is.
+          - Default V(true) with O(mirror.path); a copy to O(mirror.node) never moves the disk.
         type: bool
-        default: true
   cancel:
     description:
       - Cancel the disk's block job recorded by an earlier run. A ready mirror is ended keeping a
@@ -123,8 +170,8 @@ options:
     type: float
     default: 600
 notes:
-  - Exactly one of O(snapshot), O(commit), O(stream), O(mirror) and O(cancel) per task, or none with
-    O(delete_unused=true).
+  - With O(disk), exactly one of O(snapshot), O(commit), O(stream), O(mirror) and O(cancel) per task,
+    or none with O(delete_unused=true).
   - For long copies use O(wait=false), or Ansible's C(async)/C(poll), and a later task with the same
     operation to wait for the end.
 seealso:
@@ -157,6 +204,29 @@ EXAMPLES = r"""
     mirror:
       path: /srv/fast/web1-data.qcow2
     delete_unused: true
+
+- name: Open a standalone node for a copy of the data disk (the image is created, 1 GiB)
+  blocklayer.qemu.qemu_blockdev:
+    name: web1
+    state_dir: /var/lib/blocklayer-qemu/web1
+    node: data-copy
+    path: /srv/backup/web1-data.qcow2
+    size: 1G
+
+- name: Copy the data disk into it while the guest runs; the disk stays where it is
+  blocklayer.qemu.qemu_blockdev:
+    name: web1
+    state_dir: /var/lib/blocklayer-qemu/web1
+    disk: data
+    mirror:
+      node: data-copy
+
+- name: Close the node once the copy is taken away (the file stays)
+  blocklayer.qemu.qemu_blockdev:
+    name: web1
+    state_dir: /var/lib/blocklayer-qemu/web1
+    node: data-copy
+    state: absent
 
 - name: A long copy in the background; Ansible polls it every 30 seconds (async), up to an hour
   blocklayer.qemu.qemu_blockdev:
@@ -208,13 +278,13 @@ qmp_commands:
   elements: dict
 chain:
   description: The disk's images, bottom-up, after the task - path, format and node name of each.
-  returned: always
+  returned: with O(disk)
   type: list
   elements: dict
   sample: [{"path": "/srv/images/root.qcow2", "format": "qcow2", "node": "disk-9e7c85f6-b6e5-4243.fmt"}]
 unused_nodes:
   description: Nodes of images the disk no longer uses that QEMU still holds (see O(delete_unused)).
-  returned: always
+  returned: with O(disk)
   type: list
   elements: str
 job:
@@ -226,6 +296,15 @@ job:
   type: dict
   sample: {"id": "disk-9e7c85f6-b6e5-4243.mirror3", "type": "mirror", "result": "completed", "current": 67108864,
            "total": 67108864, "error": null}
+node:
+  description:
+    - With O(node) - the standalone node after the task (null once closed) - its name, path, format,
+      read_only, the QEMU node a job or an export uses (C(<node>.fmt)), and C(copy_of), the id of the
+      disk whose copy it holds.
+  returned: with O(node)
+  type: dict
+  sample: {"name": "data-copy", "path": "/srv/backup/web1-data.qcow2", "format": "qcow2", "read_only": false,
+           "node": "data-copy.fmt", "copy_of": "disk-9e7c85f6-b6e5-4243"}
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
@@ -236,15 +315,22 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils.task import Task  
 OPERATIONS = ("snapshot", "commit", "stream", "mirror", "cancel")
 ARGUMENT_SPEC = dict(
     args.INSTANCE_OPTIONS,
-    disk=dict(type="str", required=True),
+    disk=dict(type="str"),
+    node=dict(type="str"),
+    state=dict(type="str", choices=["present", "absent"]),
+    path=dict(type="path"),
+    format=dict(type="str", choices=["qcow2", "raw"], default="qcow2"),
+    read_only=dict(type="bool", default=False),
+    size=dict(type="str"),
     snapshot=dict(type="dict", options=dict(path=dict(type="path", required=True),
                                             create=dict(type="bool", default=True))),
     commit=dict(type="dict", options=dict(top=dict(type="path"), base=dict(type="path"))),
     stream=dict(type="dict", options=dict(base=dict(type="path"))),
-    mirror=dict(type="dict", options=dict(path=dict(type="path", required=True),
+    mirror=dict(type="dict", options=dict(path=dict(type="path"), node=dict(type="str"),
                                           format=dict(type="str", choices=["qcow2", "raw"], default="qcow2"),
                                           create=dict(type="bool", default=True),
-                                          pivot=dict(type="bool", default=True))),
+                                          pivot=dict(type="bool")),
+                mutually_exclusive=[("path", "node")], required_one_of=[("path", "node")]),
     cancel=dict(type="bool", default=False),
     delete_unused=dict(type="bool", default=False),
     wait=dict(type="bool", default=True),
@@ -254,7 +340,11 @@ ARGUMENT_SPEC = dict(
 
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
-                           mutually_exclusive=[("snapshot", "commit", "stream", "mirror")])
+                           mutually_exclusive=[("snapshot", "commit", "stream", "mirror"), ("disk", "node"),
+                                               ("node", "snapshot"), ("node", "commit"), ("node", "stream"),
+                                               ("node", "mirror"), ("node", "cancel"), ("node", "delete_unused")],
+                           required_one_of=[("disk", "node")],
+                           required_by={"state": "node", "path": "node", "size": "node"})
     from ansible_collections.blocklayer.qemu.plugins.module_utils import blockops  # after the argument check
     Task(module).run(blockops.converge)
 
