@@ -84,7 +84,7 @@ def converge(task) -> dict:
         op = plan_operation(params, record, instance.rt)
         if op:
             instance.actions.append(op.report())
-            instance.qmp_commands = list(op.prepare) + ([op.change] if op.change else [])
+            instance.qmp_commands = op.commands()
         return _result(instance, record, before, op is not None, None)
     job = {}
 

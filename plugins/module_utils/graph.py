@@ -56,6 +56,11 @@ class GraphOp:
     create: Optional[dict] = None  # {"path", "format", "backing", "backing_format", "size"}: an image to create
     former: tuple = ()  # image paths that leave the chain
     target_node: Optional[str] = None  # the standalone node a copy goes to (mirror.node)
+    reopen: Optional[dict] = None  # blockdev-reopen of read-only images the job must write
+
+    def commands(self) -> list:
+        """Every command the operation sends to make its change, in order (check mode shows them)."""
+        return list(self.prepare) + ([self.reopen] if self.reopen else []) + ([self.change] if self.change else [])
 
     def pending(self) -> runtime.Pending:
         """The journal entry, written before the first command (docs/faults.md)."""
@@ -212,9 +217,12 @@ def plan_commit(record: dict, top: Optional[str], base: Optional[str]) -> Option
         args["top-node"] = _fmt_name(record["id"], chain[top_index])
     unused = _layer_names(record["id"], reversed(gone))
     what = "%s into %s" % (", ".join(layer.path for layer in gone), chain[base_index].path)
+    # The job writes the base and, for an intermediate commit, the backing name in the image
+    # above top (block/commit.c, commit_start): both must be writable first.
+    written = [chain[base_index]] + ([] if active else [chain[top_index + 1]])
     return GraphOp(COMMIT, label, record["id"], record, new, ("active commit of " if active else "commit of ") + what,
                    change=_cmd("block-commit", **args), job_id=job_id, unused=unused,
-                   former=tuple(layer.path for layer in gone))
+                   former=tuple(layer.path for layer in gone), reopen=_reopen_writable(record, written))
 
 
 def plan_stream(record: dict, base: Optional[str]) -> Optional[GraphOp]:
@@ -304,6 +312,27 @@ def plan_copy_to_node(record: dict, target: dict, disk_size: int, target_size: i
                                                                    chain_of(record)[-1].path),
                    change=_cmd("blockdev-mirror", **args), job_id=job_id, at_ready="keep",
                    target_node=target["name"])
+
+
+def _reopen_writable(record: dict, layers: list) -> dict:
+    """blockdev-reopen of the images ``layers`` read-write.
+
+    A start opens the images below the top read-only, protocol node included, and an explicit
+    ``read-only`` is not changed by the reopen a job does of the format node, so QEMU would
+    refuse the job ("Block node is read-only"). blockdev-reopen takes every option again
+    (qapi/block-core.json), so each node is sent as recorded but writable."""
+    names = set(_layer_names(record["id"], layers))
+    return _cmd("blockdev-reopen", options=[dict(n, **{"read-only": False}) for n in record["nodes"]
+                                            if n["node-name"] in names])
+
+
+def read_only_again(record: dict) -> Optional[dict]:
+    """After a commit (done or not): blockdev-reopen of the images ``record`` keeps read-only,
+    which the commit's reopen made writable (QEMU only restores what it changed itself,
+    block/commit.c commit_clean); None when there is none. The reopen also writes out their
+    cached metadata, so the files are consistent on disk."""
+    nodes = [n for n in blockdev.image_nodes(record.get("nodes") or []) if n.get("read-only")]
+    return _cmd("blockdev-reopen", options=nodes) if nodes else None
 
 
 def _layer_names(dev_id: str, layers) -> tuple:

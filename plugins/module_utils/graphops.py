@@ -108,6 +108,8 @@ class GraphRunner:
             for command in op.prepare:
                 self._send(command)
                 sent.append(command["arguments"]["node-name"])
+            if op.reopen:
+                self._send(op.reopen)  # writable images stay so: nothing to take back
         except (ConfigError, QemuError):
             self._undo(entry, list(reversed(sent)))
             raise
@@ -248,6 +250,7 @@ class GraphRunner:
     def _done(self, entry, record, unused: list) -> None:
         """The disk keeps ``record``; ``unused`` nodes are deleted now when asked, else kept
         (QEMU holds their images open and locked) and recorded for a later run."""
+        self._read_only_again(entry, record)
         record = dict(record)
         left = list(record.get("unused_nodes") or []) + [n for n in unused if n not in (record.get("unused_nodes") or [])]
         if self.delete_unused:
@@ -285,6 +288,7 @@ class GraphRunner:
 
     def _undo(self, entry, names: list) -> None:
         """Take back what an operation added: its nodes, and the image file it created."""
+        self._read_only_again(entry, entry.old)
         self._delete(names)
         for path, identity in zip(entry.creates.get("files") or [], entry.creates.get("file_ids") or []):
             remove_created(path, identity)
@@ -358,6 +362,15 @@ class GraphRunner:
             target = self.rt.layout.named_node(name)
             if target is not None:
                 target["copy_of"] = entry.id
+
+    def _read_only_again(self, entry, record) -> None:
+        command = graph.read_only_again(record) if entry.action == graph.COMMIT and record else None
+        if command:
+            try:
+                self._send(command)
+            except QemuError as exc:  # the images stay writable until the next start: say so
+                self.warnings.append("%s: the images below the top stay writable until the next start: %s"
+                                     % ((entry.old or {}).get("name"), exc))
 
     def _send(self, command: dict):
         return self.qmp.execute(command["execute"], command["arguments"])

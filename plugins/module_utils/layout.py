@@ -232,7 +232,7 @@ class Placer:
         return Device("disk", disk.name, disk.uuid, dev_id, info, props, tuple(nodes), asdict(disk), None, objects)
 
     def _disk_nodes(self, what, disk, dev_id, path_kind, facts, io) -> list:
-        chain = self.chains.get(dev_id)
+        chain = self.chains.get(dev_id) or declared_chain(disk, facts)
         if not chain:
             return blockdev.node_chain(dev_id, disk.path, path_kind, disk.format, io, disk.read_only,
                                        force_share=disk.force_share)
@@ -266,6 +266,23 @@ class Placer:
         info["netdev"] = netdev["id"]
         props = devices.nic_props(info, nic.mac, bootindex)
         return Device("nic", nic.name, nic.uuid, dev_id, info, props, (), asdict(nic), netdev)
+
+
+def declared_chain(disk, facts: dict) -> list:
+    """A declared qcow2 overlay's whole chain, bottom-up: the backing files its header names
+    (checked by check_path) as images of the disk, named like the chains qemu_blockdev builds,
+    so that commit and stream work on them and QEMU opens no node under a name of its own.
+    [] for an image without a backing file, and for force_share (which a chain does not carry)."""
+    below = facts[disk.path].backing
+    if not below or disk.force_share:
+        return []
+    images = [(b.path, b.declared_format) for b in reversed(below)] + [(disk.path, disk.format)]
+    return [blockdev.Layer(gen, path, fmt) for gen, (path, fmt) in enumerate(images, 1)]
+
+
+def backing_paths(facts: dict) -> list:
+    """The backing files the declared images name, whose facts a layout needs too."""
+    return [b.path for f in list(facts.values()) for b in f.backing if b.path not in facts]
 
 
 def own_group_id(dev_id: str) -> str:

@@ -227,6 +227,60 @@ def test_mirror_to_an_image_of_another_size_is_refused_before_qemu(data_vm):
     assert not runtime_of(vm)["journal"]
 
 
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A 1 MiB filesystem: a copy of more than that fails inside the job, with ENOSPC."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                      capture_output=True, check=False).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_job_that_fails_in_qemu_leaves_the_disk_on_its_chain_and_says_why(data_vm, tiny_fs):
+    vm = data_vm
+    for offset in range(0, 4 << 20, 64 << 10):  # 4 MiB of data: more than the target's filesystem holds
+        write(vm, 0x44, offset)
+    target = str(tiny_fs / "copy.raw")
+    chain = device_node(vm)
+    failed = blockdev(vm, mirror=dict(path=target, format="raw"))
+    assert failed.get("failed"), failed
+    assert "failed; the disk stays on its chain" in failed["msg"] and "No space left on device" in failed["msg"], failed
+    assert [c["execute"] for c in failed["qmp_commands"] if c["execute"] == "blockdev-mirror"] == ["blockdev-mirror"]
+    assert device_node(vm) == chain and holds(vm.base, 0x44, 0)
+    assert not os.path.exists(target)  # the file this task created goes with the job
+    assert not [n for n in nodes_in_qemu(vm) if n.startswith(disk_id(vm) + ".") and n not in
+                {disk_id(vm) + ".stor", disk_id(vm) + ".fmt"}]
+    assert not runtime_of(vm)["journal"]
+    assert [c["path"] for c in blockdev(vm, commit={})["chain"]] == [vm.base]  # the disk works on
+
+
+def test_a_declared_overlay_is_a_named_chain_that_commits_into_its_base(vm):
+    base = vm.image("base.qcow2", fmt="qcow2")
+    subprocess.run(["qemu-io", "-c", "write -P 0x11 0 64k", base], check=True, capture_output=True)
+    top = str(vm.images / "top.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", top], check=True)
+    subprocess.run(["qemu-io", "-c", "write -P 0x22 1M 64k", top], check=True, capture_output=True)
+    disks = [dict(name="data", path=top, format="qcow2")]
+    vm.run(disks=disks)
+    dev = disk_id(vm)
+    assert device_node(vm) == (dev + ".fmt2", [top, base])
+    live = nodes_in_qemu(vm)
+    assert {dev + ".stor", dev + ".fmt", dev + ".stor2", dev + ".fmt2"} <= live
+    assert not [n for n in live if n.startswith("#")]  # no node under a name of QEMU's own
+    assert vm.run(disks=disks)["changed"] is False
+
+    done = blockdev(vm, commit={}, delete_unused=True)
+    assert done.get("job", {}).get("result") == "completed" and [c["path"] for c in done["chain"]] == [base], done
+    assert holds(base, 0x11, 0) and holds(base, 0x22, 1 << 20)
+    assert vm.run(disks=disks)["changed"] is False  # the declared overlay was folded: the same disk
+    vm.run(state="stopped", disks=disks)
+    vm.run(disks=disks)
+    assert device_node(vm) == (dev + ".fmt", [base])
+
+
 def test_unknown_disk_names_the_disks(data_vm):
     failed = blockdev(data_vm, disk="nope", commit={})
     assert failed.get("failed") and "no disk 'nope'" in failed["msg"] and "data" in failed["msg"]
@@ -242,6 +296,10 @@ def test_a_restart_with_allow_restart_rebuilds_the_current_chain(data_vm):
     assert device_node(vm)[1] == [overlay, vm.base]
     assert holds(overlay, 0x22, 1 << 20) and holds(overlay, 0x11, 0)
     assert vm.run(disks=vm.disks, memory=160)["changed"] is False
+    # The restarted base is read-only; a commit into it still works (reopened writable first).
+    done = blockdev(vm, commit={})
+    assert done.get("job", {}).get("result") == "completed", done
+    assert device_node(vm)[1] == [vm.base] and holds(vm.base, 0x22, 1 << 20)
 
 
 def test_a_mirror_pivot_keeps_the_disks_limits(vm):

@@ -24,6 +24,7 @@ from agent import GuestAgent  # noqa: E402  pylint: disable=wrong-import-positio
 BOOT = dict(kernel_path=os.path.join(GUEST, "vmlinux"), initrd_path=os.path.join(GUEST, "initramfs.gz"),
             kernel_args="console=ttyS0 panic=-1 quiet", agent_channel=True)
 
+
 def _pairs():
     """(source, target) binaries: the older generation to itself, to the newer, and back."""
     found = [("%d.%d" % v[:2], b) for v, b in qemus.found()]

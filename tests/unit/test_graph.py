@@ -75,6 +75,12 @@ def test_active_commit_moves_the_device_to_the_base_and_leaves_the_overlay_unuse
     assert op.record["props"]["drive"] == dev + ".fmt" and not op.record["nodes"][1]["read-only"]
     assert op.unused == (dev + ".fmt2", dev + ".stor2")
     assert op.record["former_images"] == ["/img/ov1.qcow2"]
+    # The base is read-only as a start opens it: made writable before the job, both its nodes.
+    reopened = op.reopen["arguments"]["options"]
+    assert op.reopen["execute"] == "blockdev-reopen" and [n["node-name"] for n in reopened] == [dev + ".stor", dev + ".fmt"]
+    assert rec["nodes"][1]["read-only"] and not any(n["read-only"] for n in reopened)
+    assert reopened[1] == dict(rec["nodes"][1], **{"read-only": False})  # every other option as recorded
+    assert [c["execute"] for c in op.commands()] == ["blockdev-reopen", "block-commit"]
     assert graph.plan_commit(op.record, None, None) is None
     assert graph.plan_commit(op.record, "/img/ov1.qcow2", None) is None  # a re-run naming the folded image
 
@@ -88,6 +94,9 @@ def test_intermediate_commit_names_top_and_base_and_relinks_the_image_above():
     names = [n["node-name"] for n in op.record["nodes"]]
     assert names == [dev + ".stor", dev + ".fmt", dev + ".stor3", dev + ".fmt3"]
     assert op.record["nodes"][3]["backing"] == dev + ".fmt"
+    # The base and the image above top (whose backing name changes) are made writable.
+    assert [n["node-name"] for n in op.reopen["arguments"]["options"]] == [
+        dev + ".stor", dev + ".fmt", dev + ".stor3", dev + ".fmt3"]
     with pytest.raises(ConfigError, match="is not an image of disks"):
         graph.plan_commit(rec, "/img/typo.qcow2", None)
     with pytest.raises(ConfigError, match="must be below"):
@@ -165,3 +174,34 @@ def test_a_stopped_layout_keeps_the_new_chain_only_past_the_commit_point():
         entry = op.pending()
         entry.phase = phase
         assert graph.settle_stopped(lay, [entry]).devices == [expected]
+
+
+# -- a declared overlay: its backing files are images of the disk -------------------------------
+def overlay_record(**over):
+    top = layout.PathFacts("file", b"QFI\xfb", backing=(
+        layout.Backing("/img/mid.qcow2", "qcow2", b"QFI\xfb"), layout.Backing("/img/base.raw", "raw", b"\0\0\0\0")))
+    facts = {"/img/top.qcow2": top, "/img/mid.qcow2": QCOW2, "/img/base.raw": layout.PathFacts("file", b"\0\0\0\0")}
+    lay = place(facts=facts, disks=[disk("data", path="/img/top.qcow2", format="qcow2", **over)])
+    return dict(plan.normalise(by_name(lay, "data").to_dict()), state="attached", origin="blockdev")
+
+
+def test_a_declared_overlay_opens_its_backing_files_as_named_read_only_images_of_the_disk():
+    rec = overlay_record()
+    dev = rec["id"]
+    assert [(layer.gen, layer.path, layer.fmt) for layer in graph.chain_of(rec)] == [
+        (1, "/img/base.raw", "raw"), (2, "/img/mid.qcow2", "qcow2"), (3, "/img/top.qcow2", "qcow2")]
+    nodes = {n["node-name"]: n for n in rec["nodes"]}
+    assert nodes[dev + ".fmt2"]["backing"] == dev + ".fmt" and nodes[dev + ".fmt3"]["backing"] == dev + ".fmt2"
+    assert nodes[dev + ".fmt"]["read-only"] and nodes[dev + ".fmt2"]["read-only"] and not nodes[dev + ".fmt3"]["read-only"]
+    assert rec["props"]["drive"] == dev + ".fmt3"
+    # So the chain's operations see it: an active commit folds the overlays into the base.
+    op = graph.plan_commit(rec, None, None)
+    assert op.change["arguments"]["base-node"] == dev + ".fmt" and [layer.path for layer in graph.chain_of(op.record)] \
+        == ["/img/base.raw"]
+
+
+def test_force_share_keeps_a_declared_overlay_as_one_image():
+    rec = overlay_record(mode="ro", force_share=True)
+    assert [layer.path for layer in graph.chain_of(rec)] == ["/img/top.qcow2"]
+    assert layout.backing_paths({"/img/top.qcow2": layout.PathFacts("file", b"QFI\xfb", backing=(
+        layout.Backing("/img/mid.qcow2", "qcow2", b"QFI\xfb"),))}) == ["/img/mid.qcow2"]
