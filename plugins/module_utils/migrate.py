@@ -94,11 +94,14 @@ def backends(query_block: list) -> dict:
     return found
 
 
-def drive_problems(record: dict, entry: Optional[dict]) -> list:
-    """Why this -drive disk cannot be re-written faithfully as -blockdev nodes; empty when it can."""
+def drive_problems(record: dict, entry: Optional[dict], qom: dict) -> list:
+    """Why this -drive record cannot be re-written faithfully for the target; empty when it can.
+    ``qom``: the device's properties as QEMU reads them (a NIC's ``netdev`` and ``mac``)."""
+    if record.get("kind") == "nic":
+        return [] if qom.get("netdev") and qom.get("mac") else [
+            "QEMU does not show the netdev and MAC address of this NIC, which its record lacks"]
     if record.get("kind") != "disk":
-        return ["it is a %s recorded by a format-0 runtime file, without the netdev or media it was started "
-                "with" % record.get("kind")]
+        return ["it is a %s recorded by a format-0 runtime file, which kept no media of it" % record.get("kind")]
     inserted = (entry or {}).get("inserted")
     if not inserted:
         return ["QEMU shows no medium in it"]
@@ -178,6 +181,28 @@ def blockdev_form(record: dict, entry: dict, path_kind: str, qom: dict) -> dict:
                 origin=runtime.ORIGIN_BLOCKDEV)
 
 
+def nic_form(record: dict, qom: dict) -> dict:
+    """A format-0 NIC record (only its PCI slot was kept) with the netdev and MAC QEMU shows, as
+    the collection records a NIC it started; the netdev's type and options are the record's spec."""
+    from types import SimpleNamespace
+    from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import netdev_props
+    spec = record.get("spec") or {}
+    netdev = dict(netdev_props(SimpleNamespace(netdev=spec.get("netdev") or "user", ifname=spec.get("ifname"),
+                                               bridge=spec.get("bridge")), record["id"]), id=qom["netdev"])
+    hvinfo = dict(record["hvinfo"], netdev=qom["netdev"])
+    props = dict(record.get("props") or record["hvinfo"], netdev=qom["netdev"], mac=qom["mac"])
+    return dict(record, hvinfo=hvinfo, props=props, netdev=netdev, origin=runtime.ORIGIN_BLOCKDEV)
+
+
+def _converted(record: dict, entries: dict, path_kinds: dict, qom: dict) -> dict:
+    if record.get("origin") != runtime.ORIGIN_DRIVE:
+        return record
+    if record.get("kind") == "nic":
+        return nic_form(record, qom.get(record["id"]) or {})
+    entry = entries[record["id"]]
+    return blockdev_form(record, entry, path_kinds[entry["inserted"]["file"]], qom.get(record["id"]) or {})
+
+
 def converted_layout(layout: runtime.GuestLayout, entries: dict, path_kinds: dict, qom: dict
                      ) -> runtime.GuestLayout:
     """The layout with every -drive disk in its -blockdev form; refuses, naming each device and
@@ -185,9 +210,9 @@ def converted_layout(layout: runtime.GuestLayout, entries: dict, path_kinds: dic
     query-block entry; ``path_kinds``: image path -> file or block; ``qom``: id -> properties."""
     problems = []
     for record in drive_records(layout):
-        found = drive_problems(record, entries.get(record["id"]))
+        found = drive_problems(record, entries.get(record["id"]), qom.get(record["id"]) or {})
         path = ((entries.get(record["id"]) or {}).get("inserted") or {}).get("file")
-        if not found and path_kinds.get(path) not in ("file", "block"):
+        if not found and record.get("kind") == "disk" and path_kinds.get(path) not in ("file", "block"):
             found = ["its image %s is %s on this host, not a file or block device"
                      % (path, path_kinds.get(path) or "missing")]
         problems += ["%s (%s): %s" % (record.get("name") or record["id"], record["id"], "; ".join(found))] \
@@ -196,10 +221,7 @@ def converted_layout(layout: runtime.GuestLayout, entries: dict, path_kinds: dic
         raise ConfigError("export: the -drive devices of instance %s cannot be re-written as -blockdev nodes for the "
                           "target: %s; fix that, or restart the instance with blocklayer.qemu.qemu_instance "
                           "(allow_restart) instead of migrating" % (layout.name, "; ".join(problems)))
-    devices = [blockdev_form(r, entries[r["id"]], path_kinds[entries[r["id"]]["inserted"]["file"]],
-                             qom.get(r["id"]) or {}) if r.get("origin") == runtime.ORIGIN_DRIVE else r
-               for r in layout.devices]
-    return replace(layout, devices=devices)
+    return replace(layout, devices=[_converted(r, entries, path_kinds, qom) for r in layout.devices])
 
 
 def _minor(version: Optional[str]) -> Optional[tuple]:
@@ -409,7 +431,7 @@ class Migration:
         with self._session() as qmp:
             try:
                 entries = backends(qmp.execute("query-block"))
-                qom = {r["id"]: self._qom_props(qmp, r) for r in drive_records(layout) if r.get("kind") == "disk"}
+                qom = {r["id"]: self._qom_props(qmp, r) for r in drive_records(layout)}
             finally:
                 self.instance.qmp_commands += qmp.sent
         paths = {(e.get("inserted") or {}).get("file") for e in entries.values()} - {None}
@@ -417,8 +439,12 @@ class Migration:
 
     @staticmethod
     def _qom_props(qmp, record: dict) -> dict:
-        """The guest-visible properties -drive may have set implicitly, as the device reads them."""
-        wanted = ["serial"] + (["device_id"] if record["hvinfo"].get("driver") in DEVICE_ID_DRIVERS else [])
+        """The guest-visible properties -drive may have set implicitly (or a format-0 record lacks),
+        as the device reads them."""
+        if record.get("kind") == "nic":
+            wanted = ["netdev", "mac"]
+        else:
+            wanted = ["serial"] + (["device_id"] if record["hvinfo"].get("driver") in DEVICE_ID_DRIVERS else [])
         path = "/machine/peripheral/" + record["id"]
         found = {}
         for prop in wanted:

@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from . import qemus
-from .conftest import Qmp, alive, cmdline_of, qemu_pids, qemu_private_args, run_module
+from .conftest import Qmp, alive, cmdline_of, qemu_img, qemu_pids, qemu_private_args, run_module
 from .test_guest import GUEST, MiB, by_serial, pytestmark  # noqa: F401  pylint: disable=unused-import
 from .test_migrate import BOOT, Pair
 from agent import GuestAgent  # noqa: E402,I100  tools/guest, on sys.path through test_migrate  pylint: disable=wrong-import-order
@@ -82,7 +82,9 @@ def pair(tmp_path, request):
 
 
 def test_a_drive_instance_moves_to_blockdev_nodes_and_its_disk_then_hot_removes(pair):
-    root = pair.image("root.qcow2", "32M", "qcow2")
+    base = pair.image("base.qcow2", "32M", "qcow2")
+    root = str(pair.images / "root.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", root)  # an overlay, as -drive opens it
     data = pair.image("data.raw", "16M", "raw")
     source_pid, sock = start_drive_qemu(pair, root, data)
     with agent_at(os.path.join(str(pair.tmp), "hand-agent.sock")) as ga:
@@ -119,8 +121,10 @@ def test_a_drive_instance_moves_to_blockdev_nodes_and_its_disk_then_hot_removes(
     assert {d["id"]: d["origin"] for d in target["layout"]["devices"]} == {"vd0": "blockdev", "sd0": "blockdev"}
     dst_sock = os.path.join(pair.dst, "qmp.sock")
     with Qmp(dst_sock) as qmp:
-        files = {b["qdev"]: (b["inserted"]["node-name"], b["inserted"]["file"]) for b in qmp("query-block")}
-    assert files["sd0"] == ("sd0.fmt", data)
+        files = {b["qdev"]: (b["inserted"]["node-name"], b["inserted"]["file"], b["inserted"].get("backing_file"))
+                 for b in qmp("query-block")}
+    assert files["sd0"] == ("sd0.fmt", data, None)
+    assert files["/machine/peripheral/vd0/virtio-backend"] == ("vd0.fmt", root, base)  # its backing file came along
     with agent_at(os.path.join(pair.dst, "agent.sock")) as ga:
         seen = by_serial(ga)
         assert ga.read_is(seen["R1"]["name"], 2 * MiB, MiB, 0x5A)

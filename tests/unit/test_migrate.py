@@ -1,6 +1,7 @@
 """The pure part of qemu_migrate: what may migrate, the layout re-bound to the target, its argv."""
 
 import json
+import os
 import re
 from dataclasses import asdict
 
@@ -253,6 +254,15 @@ def test_cache_read_only_and_detect_zeroes_come_from_what_qemu_has_open():
     assert rec["nodes"][1]["detect-zeroes"] == "unmap"
 
 
+def test_a_backing_file_is_opened_from_the_image_header_as_for_a_declared_disk():
+    lay, entries = adopted_drive_layout()
+    entries["vd0"]["inserted"]["image"].update({
+        "backing-filename": "/srv/images/hand/base.qcow2", "backing-filename-format": "qcow2",
+        "backing-image": {"filename": "/srv/images/hand/base.qcow2", "format": "qcow2"}})
+    rec = next(r for r in migrate.converted_layout(lay, entries, KINDS, QOM).devices if r["id"] == "vd0")
+    assert [n["node-name"] for n in rec["nodes"]] == ["vd0.stor", "vd0.fmt"] and "backing" not in rec["nodes"][1]
+
+
 def test_the_export_data_carries_the_converted_layout_and_the_source_record_stays():
     lay, entries = adopted_drive_layout()
     rt = running(lay)
@@ -286,10 +296,35 @@ def test_what_cannot_be_converted_faithfully_is_refused_naming_the_device(change
     assert "sd0" not in msg
 
 
-def test_an_image_that_is_not_a_file_here_and_a_legacy_nic_are_refused():
-    assert "is missing on this host" in _refusal(lambda i: None, kinds={})
-    lay, entries = adopted_drive_layout()
-    nic = next(r for r in lay.devices if r["kind"] == "nic")
-    nic["origin"] = runtime.ORIGIN_DRIVE  # as the format 0 -> 1 migrator records NICs
-    with pytest.raises(ConfigError, match=re.escape("lan (nic0): it is a nic recorded by a format-0 runtime file")):
-        migrate.converted_layout(lay, entries, KINDS, QOM)
+def test_an_image_that_is_not_a_file_here_is_refused():
+    assert "its image /srv/images/hand/vda.qcow2 is missing on this host" in _refusal(lambda i: None, kinds={})
+
+
+def format0_layout():
+    """tests/data/runtime-v0.json as read (format 0 -> 2): a disk and a NIC with only their PCI slot."""
+    with open(os.path.join(test_adopt.DATA, "runtime-v0.json"), "rb") as handle:
+        return runtime.loads(handle.read(), "runtime-v0.json").layout
+
+
+def test_a_format0_record_gets_its_chain_and_the_nic_its_netdev_and_mac_from_qemu():
+    lay = format0_layout()
+    disk_id, nic_id = "disk-4ebf0f12-96f4-5d1b", "nic-61771629-eb60-512b"
+    assert {r["id"]: r["origin"] for r in lay.devices} == {disk_id: "drive", nic_id: "drive"}
+    _, entries = adopted_drive_layout()
+    entry = dict(entries["vd0"], qdev="/machine/peripheral/%s/virtio-backend" % disk_id)
+    entry["inserted"] = dict(entry["inserted"], file="/srv/images/web1/root.qcow2",
+                             cache={"writeback": True, "direct": True, "no-flush": False})  # its cache=none
+    qom = {nic_id: {"netdev": nic_id + ".net", "mac": "52:54:00:f4:a2:00"}, disk_id: {"serial": ""}}
+    after = {r["id"]: r for r in migrate.converted_layout(lay, migrate.backends([entry]),
+                                                          {"/srv/images/web1/root.qcow2": "file"}, qom).devices}
+    assert after[disk_id]["props"] == {"driver": "virtio-blk-pci", "id": disk_id, "bus": "pci.0", "addr": "0xd",
+                                       "drive": disk_id + ".fmt", "write-cache": "on"}
+    assert after[disk_id]["nodes"][0]["cache"] == {"direct": True, "no-flush": False}
+    assert after[nic_id]["netdev"] == {"type": "user", "id": nic_id + ".net"}
+    assert after[nic_id]["props"] == {"driver": "virtio-net-pci", "id": nic_id, "bus": "pci.0", "addr": "0xe",
+                                      "netdev": nic_id + ".net", "mac": "52:54:00:f4:a2:00"}
+    assert {r["origin"] for r in after.values()} == {runtime.ORIGIN_BLOCKDEV}
+    # Without what QEMU shows of the NIC its record cannot be completed.
+    with pytest.raises(ConfigError, match=re.escape("lan (%s): QEMU does not show the netdev" % nic_id)):
+        migrate.converted_layout(lay, migrate.backends([entry]), {"/srv/images/web1/root.qcow2": "file"},
+                                 {disk_id: {}})
