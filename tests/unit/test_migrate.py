@@ -274,11 +274,11 @@ def test_the_export_data_carries_the_converted_layout_and_the_source_record_stay
         "/mnt/images/hand/sda.raw", "/mnt/images/hand/vda.qcow2"]
 
 
-def _refusal(change, device="vd0", kinds=KINDS):
+def _refusal(change, device="vd0", kinds=None):
     lay, entries = adopted_drive_layout()
     change(entries[device]["inserted"])
     with pytest.raises(ConfigError) as exc:
-        migrate.converted_layout(lay, entries, kinds, QOM)
+        migrate.converted_layout(lay, entries, KINDS if kinds is None else kinds, QOM)
     return str(exc.value)
 
 
@@ -310,7 +310,7 @@ def test_a_format0_record_gets_its_chain_and_the_nic_its_netdev_and_mac_from_qem
     lay = format0_layout()
     disk_id, nic_id = "disk-4ebf0f12-96f4-5d1b", "nic-61771629-eb60-512b"
     assert {r["id"]: r["origin"] for r in lay.devices} == {disk_id: "drive", nic_id: "drive"}
-    _, entries = adopted_drive_layout()
+    entries = adopted_drive_layout()[1]
     entry = dict(entries["vd0"], qdev="/machine/peripheral/%s/virtio-backend" % disk_id)
     entry["inserted"] = dict(entry["inserted"], file="/srv/images/web1/root.qcow2",
                              cache={"writeback": True, "direct": True, "no-flush": False})  # its cache=none
