@@ -120,8 +120,8 @@ def drive_problems(record: dict, entry: Optional[dict], qom: dict) -> list:
     path = spec.get("path")
     if inserted.get("file") != path:
         if path and inserted.get("backing_file") == path:
-            problems.append("the guest writes to a temporary overlay %s over %s (snapshot=on), which a target "
-                            "cannot open" % (inserted.get("file"), path))
+            problems.append("the guest writes to a temporary overlay over %s (snapshot=on), which a target "
+                            "cannot open" % path)
         else:
             problems.append("QEMU has %s open, the runtime file records %s" % (inserted.get("file"), path))
     elif spec.get("format") and spec["format"] != inserted.get("drv"):

@@ -284,7 +284,11 @@ def _refusal(change, device="vd0", kinds=None):
 
 @pytest.mark.parametrize("change,needle", [
     (lambda i: i.update(iops_wr=100, bps=1000), "I/O limits set with -drive (bps=1000, iops_wr=100)"),
-    (lambda i: i.update(file="/var/tmp/vl.Ab12", backing_file="/srv/images/hand/vda.qcow2"), "snapshot=on"),
+    # What 7.2's query-block shows for -drive snapshot=on.
+    (lambda i: i.update(file='json:{"backing": {"driver": "qcow2", "file": {"driver": "file", "filename": '
+                             '"/srv/images/hand/vda.qcow2"}}, "driver": "qcow2", "file": {"driver": "file", '
+                             '"filename": "/var/tmp/vl.JRY4Y3"}}', backing_file="/srv/images/hand/vda.qcow2"),
+     "a temporary overlay over /srv/images/hand/vda.qcow2 (snapshot=on)"),
     (lambda i: i.update(drv="vmdk"), "format vmdk"),
     (lambda i: i.update(encrypted=True), "encrypted"),
     (lambda i: i.update(file="/elsewhere.qcow2"), "QEMU has /elsewhere.qcow2 open"),
