@@ -19,7 +19,8 @@ from . import qemus
 from .conftest import Qmp, alive, cmdline_of, qemu_img, qemu_pids, qemu_private_args, run_module
 from .test_guest import GUEST, MiB, by_serial, pytestmark  # noqa: F401  pylint: disable=unused-import
 from .test_migrate import BOOT, Pair
-from agent import GuestAgent  # noqa: E402,I100  tools/guest, on sys.path through test_migrate  pylint: disable=wrong-import-order
+# tools/guest is on sys.path through test_migrate.
+from agent import GuestAgent  # noqa: E402  pylint: disable=wrong-import-order
 
 # Each QEMU generation the machine has, to itself.
 BINARIES = [pytest.param(b, id="%d.%d" % v[:2]) for v, b in qemus.found()]
