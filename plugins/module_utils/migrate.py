@@ -57,16 +57,171 @@ def refusals(rt: runtime.Runtime) -> list:
         else:
             reasons.append("a killed run left %s of %s unfinished: run blocklayer.qemu.qemu_instance first"
                            % (entry.action, entry.id))
-    drives = sorted(r["id"] for r in rt.layout.records() if r.get("origin") == runtime.ORIGIN_DRIVE)
-    if drives:
-        reasons.append("%s were started with -drive by an older tool, so their nodes are not recorded: restart the "
-                       "instance with blocklayer.qemu.qemu_instance (allow_restart) first" % ", ".join(drives))
     return reasons
 
 
-def export_data(rt: runtime.Runtime) -> dict:
-    """What the target needs: the guest layout as data, and what the source runs."""
-    return {"layout": asdict(rt.layout), "source": {"version": rt.host.version, "accel": rt.host.accel}}
+def export_data(rt: runtime.Runtime, layout: Optional[runtime.GuestLayout] = None) -> dict:
+    """What the target needs: the guest layout as data (``layout``: with -drive disks converted),
+    and what the source runs."""
+    return {"layout": asdict(layout or rt.layout), "source": {"version": rt.host.version, "accel": rt.host.accel}}
+
+
+# -- pure: -drive disks in the collection's -blockdev form (docs/migration.md) ----------------
+
+# query-block's legacy throttling fields: limits set with -drive (or block_set_io_throttle).
+DRIVE_LIMITS = ("bps", "bps_rd", "bps_wr", "iops", "iops_rd", "iops_wr")
+DRIVE_FORMATS = ("raw", "qcow2")
+# scsi-disk's realize takes the VPD 0x83 identifier, when none is given, from the serial or else
+# the BlockBackend's name (hw/scsi/scsi-disk.c, scsi_realize); a -blockdev BlockBackend has no
+# name, so the value the source's device reads back is pinned.
+DEVICE_ID_DRIVERS = ("scsi-hd", "scsi-cd")
+
+
+def drive_records(layout: runtime.GuestLayout) -> list:
+    """The records of devices started with -drive (QEMU owns their nodes)."""
+    return [r for r in layout.records() if r.get("origin") == runtime.ORIGIN_DRIVE]
+
+
+def backends(query_block: list) -> dict:
+    """qdev id -> query-block entry (virtio-blk answers ``/machine/peripheral/<id>/virtio-backend``)."""
+    found = {}
+    for entry in query_block:
+        qdev = entry.get("qdev") or ""
+        if qdev.startswith("/machine/peripheral/"):
+            qdev = qdev[len("/machine/peripheral/"):].split("/")[0]
+        if qdev:
+            found[qdev] = entry
+    return found
+
+
+def drive_problems(record: dict, entry: Optional[dict], qom: dict) -> list:
+    """Why this -drive record cannot be re-written faithfully for the target; empty when it can.
+    ``qom``: the device's properties as QEMU reads them (a NIC's ``netdev`` and ``mac``)."""
+    if record.get("kind") == "nic":
+        return [] if qom.get("netdev") and qom.get("mac") else [
+            "QEMU does not show the netdev and MAC address of this NIC, which its record lacks"]
+    if record.get("kind") != "disk":
+        return ["it is a %s recorded by a format-0 runtime file, which kept no media of it" % record.get("kind")]
+    inserted = (entry or {}).get("inserted")
+    if not inserted:
+        return ["QEMU shows no medium in it"]
+    problems = []
+    spec = record.get("spec") or {}
+    if inserted.get("drv") not in DRIVE_FORMATS:
+        problems.append("its image is in format %s; the collection opens %s only"
+                        % (inserted.get("drv"), " and ".join(DRIVE_FORMATS)))
+    if inserted.get("encrypted"):
+        problems.append("its image is encrypted, which the collection does not open")
+    limits = ["%s=%s" % (k, inserted[k]) for k in DRIVE_LIMITS if inserted.get(k)]
+    if limits:
+        problems.append("it has I/O limits set with -drive (%s), which a -blockdev chain carries as a throttle "
+                        "node only: clear them (block_set_io_throttle with 0s) and declare limits after the "
+                        "migration" % ", ".join(limits))
+    path = spec.get("path")
+    if inserted.get("file") != path:
+        if path and inserted.get("backing_file") == path:
+            problems.append("the guest writes to a temporary overlay over %s (snapshot=on), which a target "
+                            "cannot open" % path)
+        else:
+            problems.append("QEMU has %s open, the runtime file records %s" % (inserted.get("file"), path))
+    elif spec.get("format") and spec["format"] != inserted.get("drv"):
+        problems.append("QEMU opened it as %s, the runtime file records %s" % (inserted.get("drv"), spec["format"]))
+    problems += _backing_problems(inserted.get("image") or {})
+    return problems
+
+
+def _backing_problems(image: dict) -> list:
+    """A backing file whose format the overlay's header does not name would be probed by the
+    target (the collection never probes formats, docs/design.md "Start")."""
+    while image.get("backing-filename"):
+        if not image.get("backing-filename-format"):
+            return ["%s names its backing file %s without a format: set it with qemu-img rebase -u -F <format>"
+                    % (image.get("filename"), image["backing-filename"])]
+        image = image.get("backing-image") or {}
+    return []
+
+
+def blockdev_form(record: dict, entry: dict, path_kind: str, qom: dict) -> dict:
+    """A -drive disk's record as the collection records a disk it started: the ``<id>.stor`` /
+    ``<id>.fmt`` nodes of the image QEMU has open (its backing files opened from the image
+    header, as for any declared disk), with the cache, read-only and detect-zeroes settings
+    QEMU reports; the device's ``drive`` on the top node, and the properties -drive had given
+    it implicitly (``write-cache`` from the BlockBackend, scsi-disk's ``device_id``) made
+    explicit. Id, bus, address and every other property stay as they are: the migration stream
+    matches devices by address. ``qom`` holds the device's ``serial``/``device_id`` as QEMU
+    reads them. Call only when ``drive_problems`` is empty."""
+    from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev
+    from ansible_collections.blocklayer.qemu.plugins.module_utils.cache import CacheSettings, IoSettings
+    from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import PASSTHROUGH_DRIVERS
+    inserted = entry["inserted"]
+    spec = record.get("spec") or {}
+    cache = inserted.get("cache") or {}
+    settings = CacheSettings(writeback=bool(cache.get("writeback", True)), direct=bool(cache.get("direct")),
+                             no_flush=bool(cache.get("no-flush")))
+    detect_zeroes = inserted.get("detect_zeroes") or "off"
+    # Neither is in query-block: the record's, within what QEMU accepted from -drive (detect-zeroes
+    # unmap needs discard unmap; aio native needs cache.direct).
+    discard = "unmap" if detect_zeroes == "unmap" else spec.get("discard") or "ignore"
+    aio = spec.get("aio") or "threads"
+    if aio == "native" and not settings.direct:
+        aio = "threads"
+    io = IoSettings(settings, aio, discard, detect_zeroes)
+    nodes = blockdev.node_chain(record["id"], inserted["file"], path_kind, inserted["drv"], io,
+                                bool(inserted.get("ro")))
+    top = blockdev.top_node(nodes)
+    props = dict(record.get("props") or record["hvinfo"], drive=top)
+    driver = record["hvinfo"].get("driver")
+    if driver not in PASSTHROUGH_DRIVERS:
+        props.setdefault("write-cache", settings.write_cache())
+        if qom.get("serial"):
+            props.setdefault("serial", qom["serial"])
+    if driver in DEVICE_ID_DRIVERS and qom.get("device_id"):
+        props.setdefault("device_id", qom["device_id"])
+    return dict(record, hvinfo=dict(record["hvinfo"], drive=top), props=props, nodes=nodes,
+                origin=runtime.ORIGIN_BLOCKDEV)
+
+
+def nic_form(record: dict, qom: dict) -> dict:
+    """A format-0 NIC record (only its PCI slot was kept) with the netdev and MAC QEMU shows, as
+    the collection records a NIC it started; the netdev's type and options are the record's spec."""
+    from types import SimpleNamespace
+    from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import netdev_props
+    spec = record.get("spec") or {}
+    netdev = dict(netdev_props(SimpleNamespace(netdev=spec.get("netdev") or "user", ifname=spec.get("ifname"),
+                                               bridge=spec.get("bridge")), record["id"]), id=qom["netdev"])
+    hvinfo = dict(record["hvinfo"], netdev=qom["netdev"])
+    props = dict(record.get("props") or record["hvinfo"], netdev=qom["netdev"], mac=qom["mac"])
+    return dict(record, hvinfo=hvinfo, props=props, netdev=netdev, origin=runtime.ORIGIN_BLOCKDEV)
+
+
+def _converted(record: dict, entries: dict, path_kinds: dict, qom: dict) -> dict:
+    if record.get("origin") != runtime.ORIGIN_DRIVE:
+        return record
+    if record.get("kind") == "nic":
+        return nic_form(record, qom.get(record["id"]) or {})
+    entry = entries[record["id"]]
+    return blockdev_form(record, entry, path_kinds[entry["inserted"]["file"]], qom.get(record["id"]) or {})
+
+
+def converted_layout(layout: runtime.GuestLayout, entries: dict, path_kinds: dict, qom: dict
+                     ) -> runtime.GuestLayout:
+    """The layout with every -drive disk in its -blockdev form; refuses, naming each device and
+    why, when one cannot be converted (before anything starts). ``entries``: qdev id ->
+    query-block entry; ``path_kinds``: image path -> file or block; ``qom``: id -> properties."""
+    problems = []
+    for record in drive_records(layout):
+        found = drive_problems(record, entries.get(record["id"]), qom.get(record["id"]) or {})
+        path = ((entries.get(record["id"]) or {}).get("inserted") or {}).get("file")
+        if not found and record.get("kind") == "disk" and path_kinds.get(path) not in ("file", "block"):
+            found = ["its image %s is %s on this host, not a file or block device"
+                     % (path, path_kinds.get(path) or "missing")]
+        problems += ["%s (%s): %s" % (record.get("name") or record["id"], record["id"], "; ".join(found))] \
+            if found else []
+    if problems:
+        raise ConfigError("export: the -drive devices of instance %s cannot be re-written as -blockdev nodes for the "
+                          "target: %s; fix that, or restart the instance with blocklayer.qemu.qemu_instance "
+                          "(allow_restart) instead of migrating" % (layout.name, "; ".join(problems)))
+    return replace(layout, devices=[_converted(r, entries, path_kinds, qom) for r in layout.devices])
 
 
 def _minor(version: Optional[str]) -> Optional[tuple]:
@@ -226,7 +381,9 @@ class Migration:
     # -- helpers ------------------------------------------------------------------------------
     def _session(self) -> QmpSession:
         t = self.instance.timeouts
-        return QmpSession(self.paths.qmp_socket, t.qmp_connect, t.qmp_command)
+        # An adopted QEMU serves its own socket (docs/migration.md "Adoption").
+        sock = (self.instance.rt.host.qmp_socket if self.instance.rt else None) or self.paths.qmp_socket
+        return QmpSession(sock, t.qmp_connect, t.qmp_command)
 
     def _save(self, rt) -> None:
         self.state.write_atomic(runtime.RUNTIME_FILE, runtime.dumps(rt))
@@ -263,7 +420,39 @@ class Migration:
     # -- export -------------------------------------------------------------------------------
     def export(self) -> dict:
         rt = self._running_source("export")
-        return self._result(**export_data(rt))
+        if not drive_records(rt.layout):
+            return self._result(**export_data(rt))
+        return self._result(**export_data(rt, self._converted(rt.layout)))
+
+    def _converted(self, layout: runtime.GuestLayout) -> runtime.GuestLayout:
+        """The layout with its -drive disks as -blockdev nodes, from what QEMU has open (read-only
+        queries; the source and its runtime file stay as they are)."""
+        from ansible_collections.blocklayer.qemu.plugins.module_utils import host
+        with self._session() as qmp:
+            try:
+                entries = backends(qmp.execute("query-block"))
+                qom = {r["id"]: self._qom_props(qmp, r) for r in drive_records(layout)}
+            finally:
+                self.instance.qmp_commands += qmp.sent
+        paths = {(e.get("inserted") or {}).get("file") for e in entries.values()} - {None}
+        return converted_layout(layout, entries, {p: host.inspect_path(p).kind for p in paths}, qom)
+
+    @staticmethod
+    def _qom_props(qmp, record: dict) -> dict:
+        """The guest-visible properties -drive may have set implicitly (or a format-0 record lacks),
+        as the device reads them."""
+        if record.get("kind") == "nic":
+            wanted = ["netdev", "mac"]
+        else:
+            wanted = ["serial"] + (["device_id"] if record["hvinfo"].get("driver") in DEVICE_ID_DRIVERS else [])
+        path = "/machine/peripheral/" + record["id"]
+        found = {}
+        for prop in wanted:
+            try:
+                found[prop] = qmp.execute("qom-get", {"path": path, "property": prop})
+            except QemuError:
+                pass  # a device type without it
+        return found
 
     # -- prepare ------------------------------------------------------------------------------
     def _check_target_free(self, layout: runtime.GuestLayout) -> Optional[bytes]:

@@ -17,6 +17,12 @@ description:
     as it is now, hot-plugged ones, overlays of snapshots and media included - and the source's
     QEMU version. It refuses an instance that is not running, has a device the guest has not
     released (unplug-pending), or has a block job or an unfinished action in its journal.
+  - Disks started with C(-drive) (an adopted QEMU, or a format 0 or 1 runtime file) are exported as
+    the C(<id>.stor)/C(<id>.fmt) C(-blockdev) nodes of the image QEMU has open, with the device's id,
+    address and properties unchanged, so the instance becomes a C(-blockdev) instance on the target
+    without a reboot. A C(-drive) disk that cannot be converted faithfully (I/O limits set with
+    C(-drive), C(snapshot=on), a format other than raw and qcow2, an encrypted image) is refused,
+    naming the device.
   - O(step=prepare) (target) starts a QEMU with C(-incoming defer) from that layout, re-bound to this
     host (binary, firmware, accelerator; paths through O(path_map)), with the source's versioned
     machine type (for example C(pc-i440fx-7.2)) and CPU model, checks that it has every device,

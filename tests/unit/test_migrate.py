@@ -1,14 +1,17 @@
 """The pure part of qemu_migrate: what may migrate, the layout re-bound to the target, its argv."""
 
 import json
+import os
+import re
 from dataclasses import asdict
 
 import pytest
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import migrate, plan, probe, runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils import adopt, migrate, plan, probe, runtime
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
 
+from . import test_adopt
 from .helpers import QCOW2, disk, place_with_spec
 
 TARGET = RuntimePaths("/var/lib/t/vm1")
@@ -65,10 +68,10 @@ def test_an_unfinished_hotplug_and_a_starting_instance_are_refused():
     assert any("starting" in r for r in reasons) and any("attach of disk-2" in r for r in reasons)
 
 
-def test_devices_started_with_drive_are_refused():
+def test_devices_started_with_drive_may_migrate():
     lay = guest_layout()
     lay.devices[0]["origin"] = runtime.ORIGIN_DRIVE
-    assert "-drive" in migrate.refusals(running(lay))[0]
+    assert migrate.refusals(running(lay)) == []  # export converts them (below)
 
 
 # -- versions ---------------------------------------------------------------------------------
@@ -192,3 +195,140 @@ def test_listen_uri(listen, uri):
 def test_listen_refuses_what_is_no_address():
     with pytest.raises(ConfigError, match="listen"):
         migrate.listen_uri("somewhere", TARGET)
+
+
+# -- -drive disks in their -blockdev form -----------------------------------------------------
+
+def adopted_drive_layout():
+    """The layout adoption records for tests/data/qmp-adopt-drive-7.2.json (a virtio-blk disk and
+    a scsi-hd, both -drive), and that QEMU's query-block entries by qdev id."""
+    answers = test_adopt.answers("drive", "7.2")
+    found = adopt.found_layout(answers)
+    inst = test_adopt.declared()
+    lay = runtime.GuestLayout(name=inst.name, uuid=inst.uuid, machine_type="pc",
+                              declaration=plan.normalise(inst.to_dict()), controllers=found.controllers,
+                              devices=adopt.bind(found, inst, {}))
+    return lay, migrate.backends(answers["query-block"])
+
+
+KINDS = {"/srv/images/hand/vda.qcow2": "file", "/srv/images/hand/sda.raw": "file"}
+QOM = {"sd0": {"serial": "", "device_id": "drive-sd0"}, "vd0": {"serial": ""}}
+
+
+def test_a_drive_disk_becomes_a_stor_fmt_chain_with_its_device_unchanged():
+    lay, entries = adopted_drive_layout()
+    before = {r["id"]: r for r in lay.devices}
+    after = {r["id"]: r for r in migrate.converted_layout(lay, entries, KINDS, QOM).devices}
+    vd0, sd0 = after["vd0"], after["sd0"]
+    assert [n["node-name"] for n in vd0["nodes"]] == ["vd0.stor", "vd0.fmt"]
+    assert vd0["nodes"][0]["filename"] == "/srv/images/hand/vda.qcow2" and vd0["nodes"][0]["driver"] == "file"
+    assert vd0["nodes"][1]["driver"] == "qcow2" and vd0["nodes"][1]["file"] == "vd0.stor"
+    assert all(n["cache"] == {"direct": False, "no-flush": False} and n["read-only"] is False
+               for n in vd0["nodes"] + sd0["nodes"])
+    assert [n["driver"] for n in sd0["nodes"]] == ["file", "raw"]
+    for dev_id, rec in after.items():
+        if rec["kind"] != "disk":
+            assert rec == before[dev_id]  # the NIC is untouched
+            continue
+        assert rec["origin"] == runtime.ORIGIN_BLOCKDEV and before[dev_id]["origin"] == runtime.ORIGIN_DRIVE
+        assert rec["hvinfo"] == dict(before[dev_id]["hvinfo"], drive=dev_id + ".fmt")
+        # Every guest-visible property stays; write-cache and scsi-disk's device_id become explicit.
+        assert rec["props"] == dict(before[dev_id]["props"], drive=dev_id + ".fmt", **{"write-cache": "on"},
+                                    **({"device_id": "drive-sd0"} if dev_id == "sd0" else {}))
+        assert rec["spec"] == before[dev_id]["spec"] and rec["name"] == before[dev_id]["name"]
+    # What the target starts with: -blockdev nodes and the device on the top node.
+    argv = migrate.incoming_argv(migrate.converted_layout(lay, entries, KINDS, QOM), "tcg", TARGET, [], "/q")
+    assert "-drive" not in argv
+    assert "vd0.fmt" in [json.loads(v)["node-name"] for v in values(argv, "-blockdev")]
+
+
+def test_cache_read_only_and_detect_zeroes_come_from_what_qemu_has_open():
+    lay, entries = adopted_drive_layout()
+    inserted = entries["vd0"]["inserted"]
+    inserted.update(cache={"writeback": False, "direct": True, "no-flush": False}, detect_zeroes="unmap", ro=True)
+    rec = next(r for r in migrate.converted_layout(lay, entries, KINDS, QOM).devices if r["id"] == "vd0")
+    assert rec["props"]["write-cache"] == "off"
+    for node in rec["nodes"]:
+        assert node["cache"] == {"direct": True, "no-flush": False} and node["read-only"] is True
+        assert node["discard"] == "unmap"  # detect-zeroes unmap was only accepted with it
+    assert rec["nodes"][1]["detect-zeroes"] == "unmap"
+
+
+def test_a_backing_file_is_opened_from_the_image_header_as_for_a_declared_disk():
+    lay, entries = adopted_drive_layout()
+    entries["vd0"]["inserted"]["image"].update({
+        "backing-filename": "/srv/images/hand/base.qcow2", "backing-filename-format": "qcow2",
+        "backing-image": {"filename": "/srv/images/hand/base.qcow2", "format": "qcow2"}})
+    rec = next(r for r in migrate.converted_layout(lay, entries, KINDS, QOM).devices if r["id"] == "vd0")
+    assert [n["node-name"] for n in rec["nodes"]] == ["vd0.stor", "vd0.fmt"] and "backing" not in rec["nodes"][1]
+
+
+def test_the_export_data_carries_the_converted_layout_and_the_source_record_stays():
+    lay, entries = adopted_drive_layout()
+    rt = running(lay)
+    data = migrate.export_data(rt, migrate.converted_layout(lay, entries, KINDS, QOM))
+    assert {d["id"]: d["origin"] for d in data["layout"]["devices"]}["vd0"] == runtime.ORIGIN_BLOCKDEV
+    assert {d["id"]: d["origin"] for d in rt.layout.devices}["vd0"] == runtime.ORIGIN_DRIVE
+    rebound = migrate.rebind(data["layout"], {"/srv/images": "/mnt/images"}, "/var/lib/t/vm1", "/q")
+    assert [r["nodes"][0]["filename"] for r in rebound.devices if r["kind"] == "disk"] == [
+        "/mnt/images/hand/sda.raw", "/mnt/images/hand/vda.qcow2"]
+
+
+def _refusal(change, device="vd0", kinds=None):
+    lay, entries = adopted_drive_layout()
+    change(entries[device]["inserted"])
+    with pytest.raises(ConfigError) as exc:
+        migrate.converted_layout(lay, entries, KINDS if kinds is None else kinds, QOM)
+    return str(exc.value)
+
+
+@pytest.mark.parametrize("change,needle", [
+    (lambda i: i.update(iops_wr=100, bps=1000), "I/O limits set with -drive (bps=1000, iops_wr=100)"),
+    # What 7.2's query-block shows for -drive snapshot=on.
+    (lambda i: i.update(file='json:{"backing": {"driver": "qcow2", "file": {"driver": "file", "filename": '
+                             '"/srv/images/hand/vda.qcow2"}}, "driver": "qcow2", "file": {"driver": "file", '
+                             '"filename": "/var/tmp/vl.JRY4Y3"}}', backing_file="/srv/images/hand/vda.qcow2"),
+     "a temporary overlay over /srv/images/hand/vda.qcow2 (snapshot=on)"),
+    (lambda i: i.update(drv="vmdk"), "format vmdk"),
+    (lambda i: i.update(encrypted=True), "encrypted"),
+    (lambda i: i.update(file="/elsewhere.qcow2"), "QEMU has /elsewhere.qcow2 open"),
+    (lambda i: i["image"].update({"backing-filename": "/b.img"}), "without a format"),
+])
+def test_what_cannot_be_converted_faithfully_is_refused_naming_the_device(change, needle):
+    msg = _refusal(change)
+    assert msg.startswith("export:") and "root (vd0)" in msg and needle in msg, msg
+    assert "sd0" not in msg
+
+
+def test_an_image_that_is_not_a_file_here_is_refused():
+    assert "its image /srv/images/hand/vda.qcow2 is missing on this host" in _refusal(lambda i: None, kinds={})
+
+
+def format0_layout():
+    """tests/data/runtime-v0.json as read (format 0 -> 2): a disk and a NIC with only their PCI slot."""
+    with open(os.path.join(test_adopt.DATA, "runtime-v0.json"), "rb") as handle:
+        return runtime.loads(handle.read(), "runtime-v0.json").layout
+
+
+def test_a_format0_record_gets_its_chain_and_the_nic_its_netdev_and_mac_from_qemu():
+    lay = format0_layout()
+    disk_id, nic_id = "disk-4ebf0f12-96f4-5d1b", "nic-61771629-eb60-512b"
+    assert {r["id"]: r["origin"] for r in lay.devices} == {disk_id: "drive", nic_id: "drive"}
+    entries = adopted_drive_layout()[1]
+    entry = dict(entries["vd0"], qdev="/machine/peripheral/%s/virtio-backend" % disk_id)
+    entry["inserted"] = dict(entry["inserted"], file="/srv/images/web1/root.qcow2",
+                             cache={"writeback": True, "direct": True, "no-flush": False})  # its cache=none
+    qom = {nic_id: {"netdev": nic_id + ".net", "mac": "52:54:00:f4:a2:00"}, disk_id: {"serial": ""}}
+    after = {r["id"]: r for r in migrate.converted_layout(lay, migrate.backends([entry]),
+                                                          {"/srv/images/web1/root.qcow2": "file"}, qom).devices}
+    assert after[disk_id]["props"] == {"driver": "virtio-blk-pci", "id": disk_id, "bus": "pci.0", "addr": "0xd",
+                                       "drive": disk_id + ".fmt", "write-cache": "on"}
+    assert after[disk_id]["nodes"][0]["cache"] == {"direct": True, "no-flush": False}
+    assert after[nic_id]["netdev"] == {"type": "user", "id": nic_id + ".net"}
+    assert after[nic_id]["props"] == {"driver": "virtio-net-pci", "id": nic_id, "bus": "pci.0", "addr": "0xe",
+                                      "netdev": nic_id + ".net", "mac": "52:54:00:f4:a2:00"}
+    assert {r["origin"] for r in after.values()} == {runtime.ORIGIN_BLOCKDEV}
+    # Without what QEMU shows of the NIC its record cannot be completed.
+    with pytest.raises(ConfigError, match=re.escape("lan (%s): QEMU does not show the netdev" % nic_id)):
+        migrate.converted_layout(lay, migrate.backends([entry]), {"/srv/images/web1/root.qcow2": "file"},
+                                 {disk_id: {}})
