@@ -141,15 +141,27 @@ def _backing_problems(image: dict) -> list:
     return []
 
 
-def blockdev_form(record: dict, entry: dict, path_kind: str, qom: dict) -> dict:
-    """A -drive disk's record as the collection records a disk it started: the ``<id>.stor`` /
-    ``<id>.fmt`` nodes of the image QEMU has open (its backing files opened from the image
-    header, as for any declared disk), with the cache, read-only and detect-zeroes settings
+def open_images(inserted: dict) -> list:
+    """(path, format) of the image a -drive has open and of each backing file below it
+    (query-block's ``backing-image`` chain), bottom-up."""
+    images, image = [(inserted["file"], inserted["drv"])], inserted.get("image") or {}
+    while image.get("backing-image"):
+        image = image["backing-image"]
+        images.append((image["filename"], image["format"]))
+    return list(reversed(images))
+
+
+def blockdev_form(record: dict, entry: dict, path_kinds: dict, qom: dict) -> dict:
+    """A -drive disk's record as the collection records a disk it started: the chain of the
+    images QEMU has open, named ``<id>.stor``/``<id>.fmt`` for the bottom, ``.stor2``/``.fmt2``
+    and up for each overlay (backing by node name, lower images read-only, as for a declared
+    overlay, layout.declared_chain), with the cache, read-only and detect-zeroes settings
     QEMU reports; the device's ``drive`` on the top node, and the properties -drive had given
     it implicitly (``write-cache`` from the BlockBackend, scsi-disk's ``device_id``) made
     explicit. Id, bus, address and every other property stay as they are: the migration stream
     matches devices by address. ``qom`` holds the device's ``serial``/``device_id`` as QEMU
-    reads them. Call only when ``drive_problems`` is empty."""
+    reads them; ``path_kinds`` says which images are files or block devices. Call only when
+    ``drive_problems`` is empty."""
     from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev
     from ansible_collections.blocklayer.qemu.plugins.module_utils.cache import CacheSettings, IoSettings
     from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import PASSTHROUGH_DRIVERS
@@ -166,8 +178,9 @@ def blockdev_form(record: dict, entry: dict, path_kind: str, qom: dict) -> dict:
     if aio == "native" and not settings.direct:
         aio = "threads"
     io = IoSettings(settings, aio, discard, detect_zeroes)
-    nodes = blockdev.node_chain(record["id"], inserted["file"], path_kind, inserted["drv"], io,
-                                bool(inserted.get("ro")))
+    layers = [blockdev.Layer(gen, path, fmt) for gen, (path, fmt) in enumerate(open_images(inserted), 1)]
+    nodes = blockdev.chain_nodes(record["id"], layers, lambda path: path_kinds.get(path) or blockdev.PATH_FILE, io,
+                                 bool(inserted.get("ro")))
     top = blockdev.top_node(nodes)
     props = dict(record.get("props") or record["hvinfo"], drive=top)
     driver = record["hvinfo"].get("driver")
@@ -200,7 +213,7 @@ def _converted(record: dict, entries: dict, path_kinds: dict, qom: dict) -> dict
     if record.get("kind") == "nic":
         return nic_form(record, qom.get(record["id"]) or {})
     entry = entries[record["id"]]
-    return blockdev_form(record, entry, path_kinds[entry["inserted"]["file"]], qom.get(record["id"]) or {})
+    return blockdev_form(record, entry, path_kinds, qom.get(record["id"]) or {})
 
 
 def converted_layout(layout: runtime.GuestLayout, entries: dict, path_kinds: dict, qom: dict
@@ -434,7 +447,7 @@ class Migration:
                 qom = {r["id"]: self._qom_props(qmp, r) for r in drive_records(layout)}
             finally:
                 self.instance.qmp_commands += qmp.sent
-        paths = {(e.get("inserted") or {}).get("file") for e in entries.values()} - {None}
+        paths = {path for e in entries.values() if e.get("inserted") for path, _fmt in open_images(e["inserted"])}
         return converted_layout(layout, entries, {p: host.inspect_path(p).kind for p in paths}, qom)
 
     @staticmethod

@@ -254,13 +254,16 @@ def test_cache_read_only_and_detect_zeroes_come_from_what_qemu_has_open():
     assert rec["nodes"][1]["detect-zeroes"] == "unmap"
 
 
-def test_a_backing_file_is_opened_from_the_image_header_as_for_a_declared_disk():
+def test_a_backing_file_becomes_a_named_read_only_image_below_as_for_a_declared_overlay():
     lay, entries = adopted_drive_layout()
     entries["vd0"]["inserted"]["image"].update({
         "backing-filename": "/srv/images/hand/base.qcow2", "backing-filename-format": "qcow2",
         "backing-image": {"filename": "/srv/images/hand/base.qcow2", "format": "qcow2"}})
     rec = next(r for r in migrate.converted_layout(lay, entries, KINDS, QOM).devices if r["id"] == "vd0")
-    assert [n["node-name"] for n in rec["nodes"]] == ["vd0.stor", "vd0.fmt"] and "backing" not in rec["nodes"][1]
+    nodes = {n["node-name"]: n for n in rec["nodes"]}
+    assert list(nodes) == ["vd0.stor", "vd0.fmt", "vd0.stor2", "vd0.fmt2"]
+    assert nodes["vd0.stor"]["filename"] == "/srv/images/hand/base.qcow2" and nodes["vd0.fmt"]["read-only"]
+    assert nodes["vd0.fmt2"]["backing"] == "vd0.fmt" and rec["props"]["drive"] == "vd0.fmt2"
 
 
 def test_the_export_data_carries_the_converted_layout_and_the_source_record_stays():
