@@ -99,7 +99,9 @@ def test_a_drive_instance_moves_to_blockdev_nodes_and_its_disk_then_hot_removes(
     assert not exported.get("failed"), exported
     layout = {d["id"]: d for d in exported["layout"]["devices"]}
     assert [n["node-name"] for n in layout["sd0"]["nodes"]] == ["sd0.stor", "sd0.fmt"]
-    assert layout["vd0"]["origin"] == "blockdev" and layout["vd0"]["props"]["drive"] == "vd0.fmt"
+    # vd0 is an overlay: its backing file is the named image below it.
+    assert layout["vd0"]["origin"] == "blockdev" and layout["vd0"]["props"]["drive"] == "vd0.fmt2"
+    assert [n["node-name"] for n in layout["vd0"]["nodes"]] == ["vd0.stor", "vd0.fmt", "vd0.stor2", "vd0.fmt2"]
     with Qmp(sock) as qmp:  # what -drive had made implicit is explicit now
         assert layout["sd0"]["props"]["device_id"] == qmp("qom-get", path="/machine/peripheral/sd0",
                                                           property="device_id") == "D1"  # from the serial
@@ -109,7 +111,7 @@ def test_a_drive_instance_moves_to_blockdev_nodes_and_its_disk_then_hot_removes(
     argv = cmdline_of(prepared["pid"])
     assert "-drive" not in argv
     blockdevs = [json.loads(argv[i + 1])["node-name"] for i, a in enumerate(argv) if a == "-blockdev"]
-    assert sorted(blockdevs) == ["sd0.fmt", "sd0.stor", "vd0.fmt", "vd0.stor"]
+    assert sorted(blockdevs) == ["sd0.fmt", "sd0.stor", "vd0.fmt", "vd0.fmt2", "vd0.stor", "vd0.stor2"]
     assert pair.runtime_bytes(pair.src) == before  # the source keeps its -drive record until the guest left
 
     sent = pair.step(pair.src, "migrate", uri=prepared["uri"], timeout=120)
@@ -125,7 +127,7 @@ def test_a_drive_instance_moves_to_blockdev_nodes_and_its_disk_then_hot_removes(
         files = {b["qdev"]: (b["inserted"]["node-name"], b["inserted"]["file"], b["inserted"].get("backing_file"))
                  for b in qmp("query-block")}
     assert files["sd0"] == ("sd0.fmt", data, None)
-    assert files["/machine/peripheral/vd0/virtio-backend"] == ("vd0.fmt", root, base)  # its backing file came along
+    assert files["/machine/peripheral/vd0/virtio-backend"] == ("vd0.fmt2", root, base)  # its backing file came along
     with agent_at(os.path.join(pair.dst, "agent.sock")) as ga:
         seen = by_serial(ga)
         assert ga.read_is(seen["R1"]["name"], 2 * MiB, MiB, 0x5A)
@@ -139,7 +141,7 @@ def test_a_drive_instance_moves_to_blockdev_nodes_and_its_disk_then_hot_removes(
             for c in removed["qmp_commands"] if c["execute"] in ("device_del", "blockdev-del")]
     assert sent == [("device_del", "sd0"), ("blockdev-del", "sd0.fmt"), ("blockdev-del", "sd0.stor")]
     assert not {"sd0.stor", "sd0.fmt"} & node_names(dst_sock)
-    assert {"vd0.stor", "vd0.fmt"} <= node_names(dst_sock)
+    assert {"vd0.stor", "vd0.fmt", "vd0.stor2", "vd0.fmt2"} <= node_names(dst_sock)
     assert [d["id"] for d in json.loads(pair.runtime_bytes(pair.dst))["layout"]["devices"]] == ["vd0"]
 
 
