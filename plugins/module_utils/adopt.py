@@ -53,6 +53,8 @@ def read(qmp) -> dict:
         "query-named-block-nodes": qmp.execute("query-named-block-nodes", {"flat": True}),
         "human-monitor-command": qmp.execute("human-monitor-command", {"command-line": "info network"}),
         "query-kvm": qmp.execute("query-kvm"),
+        # The machine's QOM type names its versioned machine type (e.g. pc-i440fx-7.2-machine).
+        "machine": qmp.execute("qom-get", {"path": "/machine", "property": "type"}),
         "qom-get": {},
     }
     for dev_id, driver in _peripherals(answers["qom-list"]).items():
@@ -61,6 +63,23 @@ def read(qmp) -> dict:
                 prop: qmp.execute("qom-get", {"path": _PERIPHERAL + dev_id, "property": prop})
                 for prop in _props_to_read(driver)}
     return answers
+
+
+def _versioned_machine(qom_type) -> Optional[str]:
+    suffix = "-machine"  # TYPE_MACHINE_SUFFIX, include/hw/boards.h
+    return qom_type[:-len(suffix)] if isinstance(qom_type, str) and qom_type.endswith(suffix) else None
+
+
+# QEMU's CPU model for x86 machines given no -cpu (hw/i386/pc.c: TARGET_DEFAULT_CPU_TYPE).
+DEFAULT_CPU = "qemu64"
+
+
+def cpu_of(argv: list) -> str:
+    """The -cpu a QEMU was started with, as given (model and flags), or QEMU's default."""
+    for index, arg in enumerate(argv[:-1]):
+        if arg == "-cpu":
+            return argv[index + 1]
+    return DEFAULT_CPU
 
 
 def _peripherals(qom_list: list) -> dict:
@@ -76,11 +95,14 @@ class Found:
     # Devices with an id that the collection does not manage (a balloon, a CD-ROM, ...).
     ignored: List[str] = field(default_factory=list)
     accel: str = "tcg"
+    # The versioned machine type (None when not read): a migration target must emulate it.
+    machine: Optional[str] = None
 
 
 def found_layout(answers: dict) -> Found:
     """The answers of ``read`` -> controller and device records (pure)."""
-    found = Found(accel="kvm" if (answers.get("query-kvm") or {}).get("enabled") else "tcg")
+    found = Found(accel="kvm" if (answers.get("query-kvm") or {}).get("enabled") else "tcg",
+                  machine=_versioned_machine(answers.get("machine")))
     backends = _backends(answers["query-block"])
     named = {n["node-name"]: n for n in answers["query-named-block-nodes"] if n.get("node-name")}
     netdev_types = _netdev_types(answers.get("human-monitor-command") or "")

@@ -172,7 +172,7 @@ class Instance:
         rt = runtime.Runtime(
             layout=runtime.GuestLayout(name=spec.name, uuid=spec.uuid, machine_type=spec.machine.machine_type,
                                        declaration=plan.normalise(spec.to_dict()), controllers=found.controllers,
-                                       devices=devices),
+                                       devices=devices, machine=found.machine, cpu=adopt.cpu_of(argv)),
             host=runtime.HostBinding(binary=process.exe_of(pid) or argv[0], version=version,
                                      firmware_dirs=_firmware_dirs(argv), accel=found.accel, argv=argv, pid=pid,
                                      qmp_socket=sock))

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 
+from . import qemus
 from .conftest import Qmp, alive, qemu_img, qemu_private_args
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
@@ -111,6 +112,9 @@ def test_a_blockdev_qemu_is_adopted_hotplugged_next_to_and_an_adopted_disk_remov
     assert saved["host"]["pid"] == pid and saved["host"]["qmp_socket"] == sock
     assert saved["host"]["binary"] == os.readlink("/proc/%d/exe" % pid)
     assert {d["id"]: d["origin"] for d in saved["layout"]["devices"]}["sd0"] == "blockdev"
+    # What a migration target must emulate: "-machine pc" in this QEMU's version, and its default CPU.
+    version = "%d.%d" % qemus.version(vm.binary)[:2]
+    assert (saved["layout"]["machine"], saved["layout"]["cpu"]) == ("pc-i440fx-%s" % version, "qemu64")
 
     removed = vm.run(**dict(args, disks=[d for d in args["disks"] if d["name"] != "data"]))
     assert [(a["action"], a["id"]) for a in removed["actions"]] == [("detach", "sd0")]

@@ -4,8 +4,8 @@ A QEMU started by hand with ``-drive ... if=none`` + ``-device`` and the tiny gu
 by qemu_instance, so its disks are recorded with origin ``drive``. The guest writes a pattern,
 the qemu_migrate steps move it to a target the collection starts, whose command line has
 ``-blockdev`` nodes and no ``-drive``; the guest reads its pattern there, and a disk removed with
-qemu_device goes with ``device_del`` and ``blockdev-del`` of its nodes. Adoption records no
-versioned machine type, so source and target run the same QEMU (docs/migration.md).
+qemu_device goes with ``device_del`` and ``blockdev-del`` of its nodes. Adoption records the
+versioned machine type and the CPU, so this works between QEMU generations too.
 """
 
 import json
@@ -18,23 +18,21 @@ import pytest
 from . import qemus
 from .conftest import Qmp, alive, cmdline_of, qemu_img, qemu_pids, qemu_private_args, run_module
 from .test_guest import GUEST, MiB, by_serial, pytestmark  # noqa: F401  pylint: disable=unused-import
-from .test_migrate import BOOT, Pair
+from .test_migrate import BOOT, PAIRS, Pair
 # tools/guest is on sys.path through test_migrate.
 from agent import GuestAgent  # noqa: E402  pylint: disable=wrong-import-order
-
-# Each QEMU generation the machine has, to itself.
-BINARIES = [pytest.param(b, id="%d.%d" % v[:2]) for v, b in qemus.found()]
-
 
 def start_drive_qemu(pair, root, data):
     """The tiny guest on ``-drive`` disks, started the way another tool would: the machine, CPU,
     memory and serial ports the collection's declaration gives (a target is built from it), a
     virtio-blk disk at slot 4 and a scsi-hd on the HBA ``scsi`` at slot 5. Returns (pid, qmp socket)."""
     extra, env = qemu_private_args(pair.source_binary)
+    # The older QEMU's machine, so that the guest can move to either (docs/migration.md).
+    machine = "pc-i440fx-%d.%d" % min(qemus.version(pair.source_binary), qemus.version(pair.target_binary))[:2]
     tmp = str(pair.tmp)
     sock, pidfile = os.path.join(tmp, "hand.sock"), os.path.join(tmp, "hand.pid")
     argv = [pair.source_binary] + extra + [
-        "-name", "hand", "-machine", "pc", "-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "1",
+        "-name", "hand", "-machine", machine, "-accel", "tcg", "-cpu", "qemu64", "-m", "256", "-smp", "1",
         "-nodefaults", "-display", "none", "-daemonize", "-pidfile", pidfile,
         "-qmp", "unix:%s,server=on,wait=off" % sock,
         "-chardev", "file,id=console,path=%s" % os.path.join(tmp, "hand-console.log"), "-serial", "chardev:console",
@@ -74,9 +72,9 @@ def node_names(sock):
         return {n["node-name"] for n in qmp("query-named-block-nodes", flat=True)}
 
 
-@pytest.fixture(params=BINARIES)
+@pytest.fixture(params=PAIRS)
 def pair(tmp_path, request):
-    pair = Pair(tmp_path, request.param, request.param)
+    pair = Pair(tmp_path, *request.param)
     yield pair
     for pid in qemu_pids(str(tmp_path)):
         os.kill(pid, signal.SIGKILL)

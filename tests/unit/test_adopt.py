@@ -118,3 +118,14 @@ def test_a_filter_on_top_is_refused():
     named = {"t": {"node-name": "t", "drv": "throttle", "file": "/i/x.raw"}}
     with pytest.raises(ConfigError, match="disk vd0 sits on node t \\(driver throttle\\)"):
         adopt.chain("vd0", "t", named)
+
+
+def test_the_versioned_machine_comes_from_the_machines_qom_type_and_the_cpu_from_the_command_line():
+    data = answers("drive", "7.2")
+    assert adopt.found_layout(data).machine is None  # not read: unknown, as in older runtime files
+    data["machine"] = "pc-i440fx-7.2-machine"
+    assert adopt.found_layout(data).machine == "pc-i440fx-7.2"
+    data["machine"] = "pc-q35-10.0-machine"
+    assert adopt.found_layout(data).machine == "pc-q35-10.0"
+    assert adopt.cpu_of(["qemu-system-x86_64", "-cpu", "host,+vmx", "-m", "256"]) == "host,+vmx"
+    assert adopt.cpu_of(["qemu-system-x86_64", "-m", "256"]) == "qemu64"
