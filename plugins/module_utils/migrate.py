@@ -328,7 +328,7 @@ def rebind(data: dict, path_map: dict, state_dir: str, binary: str) -> runtime.G
 def image_files(layout: runtime.GuestLayout) -> list:
     """(label, path) of every host file a node of the layout opens."""
     found = []
-    for record in layout.records():
+    for record in layout.records() + [dict(n, id="node " + n["name"]) for n in layout.named_nodes]:
         for node in record.get("nodes") or []:
             if node.get("driver") in ("file", "host_device", "host_cdrom") and node.get("filename"):
                 found.append(("%s (%s)" % (record.get("name") or record["id"], record["id"]), node["filename"]))
@@ -348,7 +348,7 @@ def recorded_layout(layout: runtime.GuestLayout):
     from ansible_collections.blocklayer.qemu.plugins.module_utils import layout as layout_mod
     return layout_mod.Layout(controllers=tuple(layout_mod.Device.from_dict(r) for r in layout.controllers),
                              devices=tuple(layout_mod.Device.from_dict(r) for r in layout.devices),
-                             throttle_groups=tuple(layout.throttle_groups))
+                             throttle_groups=tuple(layout.throttle_groups), named_nodes=tuple(layout.named_nodes))
 
 
 def incoming_argv(layout: runtime.GuestLayout, accel: str, paths: runtime.RuntimePaths, firmware_dirs,

@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import pytest
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import adopt, migrate, plan, probe, runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils import adopt, migrate, plan, probe, runtime, standalone
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
 
@@ -164,6 +164,19 @@ def test_the_incoming_argv_has_the_source_machine_cpu_and_every_record():
     assert [json.loads(v) for v in values(argv, "-device")] == [r["props"] for r in lay.records()]
     assert [json.loads(v) for v in values(argv, "-blockdev")] == [n for r in lay.devices for n in r["nodes"]]
     assert "socket,id=qmp,path=/var/lib/t/vm1/qmp.sock,server=on,wait=off" in argv
+
+
+def test_standalone_nodes_move_with_the_guest_paths_mapped_and_checked():
+    lay = guest_layout()
+    lay.named_nodes.append(dict(standalone.node_record("copy", "/srv/img/copy.qcow2", "qcow2", False, "file"),
+                                copy_of=lay.devices[0]["id"]))
+    bound = migrate.rebind(asdict(lay), {"/srv/img": "/mnt/san"}, TARGET.state_dir, "/usr/bin/q")
+    assert bound.named_nodes[0]["path"] == "/mnt/san/copy.qcow2" and bound.named_nodes[0]["copy_of"]
+    assert bound.named_nodes[0]["nodes"][0]["filename"] == "/mnt/san/copy.qcow2"
+    argv = migrate.incoming_argv(bound, "tcg", TARGET, [], "/usr/bin/q")
+    assert [json.loads(v)["node-name"] for v in values(argv, "-blockdev")][-2:] == ["copy.stor", "copy.fmt"]
+    with pytest.raises(ConfigError, match=r"copy \(node copy\) /mnt/san/copy.qcow2: not found"):
+        migrate.check_files(bound, exists=lambda p: p != "/mnt/san/copy.qcow2")
 
 
 def test_an_old_record_starts_the_target_with_the_alias_and_the_old_default_cpu():
