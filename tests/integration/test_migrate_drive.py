@@ -22,6 +22,7 @@ from .test_migrate import BOOT, PAIRS, Pair
 # tools/guest is on sys.path through test_migrate.
 from agent import GuestAgent  # noqa: E402  pylint: disable=wrong-import-order
 
+
 def start_drive_qemu(pair, root, data):
     """The tiny guest on ``-drive`` disks, started the way another tool would: the machine, CPU,
     memory and serial ports the collection's declaration gives (a target is built from it), a

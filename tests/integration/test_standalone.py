@@ -10,7 +10,8 @@ import os
 
 from .conftest import hmp, run_module
 from .faults import AFTER_QMP, result_of, run_hooked
-from .test_blockdev import backend, data_vm, disk_id, holds, nodes_in_qemu, runtime_of, write  # noqa: F401
+from .test_blockdev import backend, disk_id, holds, nodes_in_qemu, runtime_of, write
+from .test_blockdev import data_vm  # noqa: F401  pylint: disable=unused-import
 
 MODULE = "ansible_collections.blocklayer.qemu.plugins.modules.qemu_blockdev"
 
