@@ -173,6 +173,68 @@ def test_the_guest_moves_with_its_hot_plugged_disk_and_overlay(pair):
     assert again.get("failed") and "migrated" in again["msg"] and qemu_pids(pair.src) == []
 
 
+@pytest.mark.parametrize("pair", PAIRS[1:2] or PAIRS[:1], indirect=True)
+def test_a_paused_guest_arrives_paused_and_is_resumed_with_its_images_active(pair):
+    """Ganeti migrates non-live as stop + migrate; a 10.0 target activates images only when the
+    guest runs, so finish must cont it (docs/migration.md)."""
+    root = pair.image("root.qcow2", "32M", "qcow2")
+    pair.boot(disks=[dict(name="root", path=root, format="qcow2", serial="R1")])
+    with pair.agent(pair.src) as ga:
+        ga.write(by_serial(ga)["R1"]["name"], MiB, MiB, 0x61)
+    with Qmp(os.path.join(pair.src, "qmp.sock")) as qmp:
+        qmp("stop")
+    prepared = _exported_and_prepared(pair)
+    assert not prepared.get("failed"), prepared
+    sent = pair.step(pair.src, "migrate", uri=prepared["uri"], timeout=120)
+    assert sent.get("status") == "completed", sent
+    finished = pair.step(pair.dst, "finish", timeout=60)
+    assert finished.get("status") == "running", finished
+    assert [a.get("reason") for a in finished["actions"] if a["action"] == "cont"] == ["the guest arrived paused"]
+    with Qmp(os.path.join(pair.dst, "qmp.sock")) as qmp:
+        assert qmp("query-status")["status"] == "running"
+        nodes = qmp("query-named-block-nodes", flat=True)
+    assert nodes and all(n.get("active", True) for n in nodes)  # 7.2 has no "active"; 10.0 on must say true
+    with pair.agent(pair.dst) as ga:
+        seen = by_serial(ga)
+        assert ga.read_is(seen["R1"]["name"], MiB, MiB, 0x61)
+        ga.write(seen["R1"]["name"], 3 * MiB, MiB, 0x62)  # writable: the target holds the locks
+
+
+@pytest.mark.parametrize("pair", PAIRS[:1], indirect=True)
+def test_a_target_that_cannot_start_or_rejects_the_stream_leaves_the_source_running(pair):
+    root, data = pair.image("root.qcow2", "32M", "qcow2"), pair.image("data.raw", "16M", "raw")
+    pair.boot(disks=[dict(name="root", path=root, format="qcow2", serial="R1"),
+                     dict(name="data", path=data, format="raw", serial="D1")])
+    source_pid = qemu_pids(pair.src)[0]
+    before = pair.runtime_bytes(pair.src)
+    exported = pair.step(pair.src, "export")
+
+    def prepare(layout):
+        return pair.step(pair.dst, "prepare", layout=layout, source=exported["source"], qemu_binary=pair.target_binary)
+
+    # 1. A device model the target's QEMU does not have: it cannot start.
+    broken = json.loads(json.dumps(exported["layout"]))
+    broken["devices"][1]["props"]["driver"] = "virtio-blk-none"
+    failed = prepare(broken)
+    assert failed.get("failed") and failed["msg"].startswith("prepare:") and "virtio-blk-none" in failed["msg"], failed
+    _assert_no_target(pair)
+    _assert_source_untouched(pair, before, source_pid)
+
+    # 2. A target without the second disk starts, then rejects the stream; the source resumes.
+    short = json.loads(json.dumps(exported["layout"]))
+    short["devices"] = short["devices"][:1]
+    prepared = prepare(short)
+    assert not prepared.get("failed"), prepared
+    rejected = pair.step(pair.src, "migrate", uri=prepared["uri"], timeout=120)
+    assert rejected.get("failed") and rejected["msg"].startswith("migrate:"), rejected
+    assert "the source runs on" in rejected["msg"]
+    _assert_source_untouched(pair, before, source_pid)
+    assert pair.step(pair.dst, "abort")["changed"]
+    _assert_no_target(pair)
+    with pair.agent(pair.src) as ga:
+        assert {"R1", "D1"} <= set(by_serial(ga))
+
+
 def _slow(pair):
     """Make the source's migration take minutes (1 MiB/s for ~77 MB), so a test can act during it."""
     with Qmp(os.path.join(pair.src, "qmp.sock")) as qmp:
