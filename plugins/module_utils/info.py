@@ -51,8 +51,14 @@ def describe(rt: runtime.Runtime, live, jobs: list) -> dict:
         devices.append(entry)
     drift = verify.problems([r for r in rt.layout.records() if r.get("state") != runtime.STATE_UNPLUG_PENDING],
                             live.block, live.pci, live.qom)
+    nodes = [{"name": n["name"], "path": n["path"], "format": n["format"], "read_only": n["read_only"],
+              "node": n["nodes"][-1]["node-name"], "copy_of": n.get("copy_of"),
+              "in_qemu": all(c["node-name"] in live.nodes for c in n["nodes"])} for n in rt.layout.named_nodes]
+    drift += ["node %s (%s) is recorded but QEMU does not have it" % (n["name"], n["node"])
+              for n in nodes if not n["in_qemu"]]
     return {
         "devices": devices,
+        "nodes": nodes,
         "unplug_pending": sorted(r["id"] for r in rt.layout.records()
                                  if r.get("state") == runtime.STATE_UNPLUG_PENDING),
         "jobs": [{"id": j.get("id"), "type": j.get("type"), "status": j.get("status"),

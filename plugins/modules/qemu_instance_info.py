@@ -126,6 +126,16 @@ unplug_pending:
   type: list
   elements: str
   sample: []
+nodes:
+  description:
+    - The standalone nodes M(blocklayer.qemu.qemu_blockdev) opened (O(blocklayer.qemu.qemu_blockdev#module:node)) - name,
+      image path, format, read_only, the QEMU node a job or an export uses, C(copy_of) (the id of the disk whose copy it
+      holds, or null) and C(in_qemu) (whether QEMU has both of its nodes; a missing one is also reported as drift).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "data-copy", "path": "/srv/backup/web1-data.qcow2", "format": "qcow2", "read_only": false,
+            "node": "data-copy.fmt", "copy_of": "disk-9e7c85f6-b6e5-4243", "in_qemu": true}]
 jobs:
   description: Block jobs QEMU has (C(query-jobs)), with their progress and error.
   returned: always
@@ -164,7 +174,7 @@ def gather(task: Task) -> dict:
 
     instance = task.open_instance("")
     result = {"changed": False, "warnings": [], "diff": {}, "runtime_file": instance.paths.runtime_file,
-              "devices": [], "unplug_pending": [], "jobs": [], "unfinished": [], "drift": []}
+              "devices": [], "nodes": [], "unplug_pending": [], "jobs": [], "unfinished": [], "drift": []}
     rt = instance.rt
     if rt:
         result.update(accel=rt.host.accel, machine_type=rt.layout.machine_type)

@@ -117,6 +117,14 @@ def test_a_restart_opens_the_node_again_and_a_missing_image_is_left_out_with_a_w
     assert {"keep.stor", "keep.fmt"} <= live and not {"gone.stor", "gone.fmt"} & live
     assert [n["name"] for n in runtime_of(vm)["layout"]["named_nodes"]] == ["keep"]
     assert node(vm, node="keep", path=keep)["changed"] is False
+    seen = run_module("qemu_instance_info", dict(name="t", state_dir=vm.state_dir))
+    assert seen["nodes"] == [{"name": "keep", "path": keep, "format": "qcow2", "read_only": False, "node": "keep.fmt",
+                              "copy_of": None, "in_qemu": True}] and seen["drift"] == [], seen
+    with vm.qmp() as qmp:  # closed behind the collection's back: drift
+        qmp("blockdev-del", **{"node-name": "keep.fmt"})
+    drifted = run_module("qemu_instance_info", dict(name="t", state_dir=vm.state_dir))
+    assert drifted["nodes"][0]["in_qemu"] is False
+    assert "node keep (keep.fmt) is recorded but QEMU does not have it" in drifted["drift"]
 
 
 def test_a_run_killed_between_the_two_adds_converges_on_the_next(data_vm):
