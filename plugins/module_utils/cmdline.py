@@ -47,7 +47,7 @@ def build_argv(spec: InstanceSpec, layout: Layout, accel: str, paths: RuntimePat
         "-uuid", spec.uuid,
         "-machine", machine or m.machine_type,
         "-accel", accel,
-        "-cpu", cpu or default_cpu(accel),
+        "-cpu", cpu or m.cpu_model or default_cpu(accel),
         "-m", str(m.memory),
         "-smp", str(m.vcpus),
         "-nodefaults", "-no-user-config", "-display", "none",

@@ -470,7 +470,7 @@ class Instance:
                               owner=owners.get(d.id) or plan.OWNER_INSTANCE) for d in placed.devices],
                 throttle_groups=[plan.normalise(g) for g in placed.throttle_groups],
                 named_nodes=[plan.normalise(n) for n in placed.named_nodes],
-                cpu=cmdline.default_cpu(accel)),
+                cpu=spec.machine.cpu_model or cmdline.default_cpu(accel)),
             host=runtime.HostBinding(binary=binary, firmware_dirs=firmware_dirs, module_dir=module_dir,
                                      accel=accel, argv=argv),
             status=runtime.STATUS_STARTING)

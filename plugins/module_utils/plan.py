@@ -63,7 +63,7 @@ def _short(value) -> str:
 MACHINE_KEYS = ("name", "uuid", "qemu_binary", "machine", "hvparams")
 # Options added after a runtime file may have been written, with the value that file's QEMU
 # has: a record without them is compared as if it had them, so an upgrade is no change.
-_ADDED_DEFAULTS = {"hvparams": {"scsi_iothread": False},
+_ADDED_DEFAULTS = {"hvparams": {"scsi_iothread": False}, "machine": {"cpu_model": None},
                    "disk": {"iothread": False, "size": None, "share_rw": False, "force_share": False,
                             "limits": None, "throttle_group": None}}
 

@@ -126,6 +126,8 @@ class MachineSpec:
     initrd_path: Optional[str] = None
     kernel_args: Optional[str] = None
     agent_channel: bool = False
+    # -cpu: a named model (and flags) for a fleet that migrates; None: cmdline.default_cpu.
+    cpu_model: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -470,6 +472,20 @@ def nic_from(raw: dict, instance_uuid: str, hv: HvParams) -> NicSpec:
                    bridge=raw.get("bridge") if netdev == "bridge" else None)
 
 
+# A CPU model and its flags as -cpu takes them (e.g. Westmere, host, qemu64,+ssse3,-x2apic).
+_CPU_MODEL = re.compile(r"[A-Za-z][A-Za-z0-9._-]*(,[+-]?[A-Za-z0-9._-]+(=[A-Za-z0-9._-]+)?)*\Z")
+
+
+def _cpu_model(value) -> Optional[str]:
+    if not value:
+        return None
+    if not _CPU_MODEL.match(value):
+        raise ConfigError("cpu_model: %r is not a CPU model as -cpu takes it; give a model name and optional "
+                          "flags, e.g. Westmere or host or qemu64,+ssse3 (qemu-system-x86_64 -cpu help lists "
+                          "the models)" % value)
+    return value
+
+
 def instance_from(params: dict, supported_aio=cache.AIO_MODES) -> InstanceSpec:
     """Build the instance spec from module parameters (already type-checked by Ansible)."""
     name = params["name"]
@@ -489,6 +505,7 @@ def instance_from(params: dict, supported_aio=cache.AIO_MODES) -> InstanceSpec:
         initrd_path=params.get("initrd_path") or None,
         kernel_args=params.get("kernel_args") or None,
         agent_channel=bool(params.get("agent_channel")),
+        cpu_model=_cpu_model(params.get("cpu_model")),
     )
     if machine.memory < 16:
         raise ConfigError("memory: %r MiB is too small; give at least 16" % machine.memory)

@@ -81,6 +81,15 @@ options:
     type: str
     choices: [pc, q35]
     default: pc
+  cpu_model:
+    description:
+      - The guest's CPU (C(-cpu)), a model with optional flags, e.g. C(Westmere) or C(qemu64,+ssse3).
+      - Default - C(host) under KVM (the host CPU passed through), C(qemu64) under TCG. A fleet that
+        migrates guests between hosts with different CPUs names a model every host has (libvirt's
+        C(<cpu mode='custom'>), Proxmox's C(cpu) option); the model is recorded and a migration target
+        starts with it.
+      - A change needs a restart (O(allow_restart)).
+    type: str
   accel:
     description:
       - C(auto) uses KVM when C(/dev/kvm) is writable and the CPU has vmx or svm, else TCG.
@@ -794,6 +803,7 @@ ARGUMENT_SPEC = dict(
     qemu_module_dir=dict(type="path"),
     memory=dict(type="int", default=256),
     vcpus=dict(type="int", default=1),
+    cpu_model=dict(type="str"),
     machine_type=dict(type="str", choices=list(spec.MACHINE_TYPES), default="pc"),
     accel=dict(type="str", choices=list(spec.ACCELS), default="auto"),
     kernel_path=dict(type="path"),

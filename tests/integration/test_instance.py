@@ -226,6 +226,19 @@ def test_changed_declaration_fails_without_allow_restart_and_restarts_with_it(vm
     assert restarted["pid"] != first["pid"] and vm.pids() == [restarted["pid"]]
 
 
+def test_a_declared_cpu_model_is_what_qemu_runs_and_recorded_for_a_migration(vm):
+    first = vm.run(cpu_model="Westmere")
+    argv = cmdline_of(first["pid"])
+    assert argv[argv.index("-cpu") + 1] == "Westmere"
+    with open(os.path.join(vm.state_dir, "runtime.json")) as handle:
+        assert json.load(handle)["layout"]["cpu"] == "Westmere"
+    with vm.qmp() as qmp:  # QEMU's own account of the vCPU's model
+        assert qmp("qom-get", path=qmp("query-cpus-fast")[0]["qom-path"], property="model-id").startswith("Westmere")
+    assert vm.run(cpu_model="Westmere")["changed"] is False
+    refused = vm.run(cpu_model="Conroe")
+    assert refused["failed"] and 'machine.cpu_model: "Westmere" -> "Conroe"' in refused["msg"], refused["msg"]
+
+
 def test_dead_qemu_is_forgotten_and_started_again(vm):
     disks = [dict(name="a", path=vm.image("a.raw"))]
     first = vm.run(disks=disks)

@@ -1,6 +1,9 @@
 import json
 
+import pytest
+
 from ansible_collections.blocklayer.qemu.plugins.module_utils import cmdline
+from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
 
 from .helpers import disk, place, place_with_spec
@@ -60,3 +63,13 @@ def test_firmware_dirs_become_dash_L():
     argv = cmdline.build_argv(s, lay, "kvm", PATHS, ["/p/share/qemu", "/p/share/seabios"])
     assert values(argv, "-L") == ["/p/share/qemu", "/p/share/seabios"]
     assert values(argv, "-cpu") == ["host"]
+
+
+def test_a_declared_cpu_model_is_the_cpu_under_either_accelerator_and_a_bad_one_is_refused():
+    s, lay = place_with_spec(cpu_model="Westmere,+ssse3,-x2apic")
+    assert values(cmdline.build_argv(s, lay, "kvm", PATHS), "-cpu") == ["Westmere,+ssse3,-x2apic"]
+    assert values(cmdline.build_argv(s, lay, "tcg", PATHS), "-cpu") == ["Westmere,+ssse3,-x2apic"]
+    # A migration target passes the source's recorded CPU, whatever its own declaration says.
+    assert values(cmdline.build_argv(s, lay, "tcg", PATHS, cpu="qemu64"), "-cpu") == ["qemu64"]
+    with pytest.raises(ConfigError, match="cpu_model: 'Westmere -smp 8' is not a CPU model"):
+        place_with_spec(cpu_model="Westmere -smp 8")

@@ -197,3 +197,12 @@ def test_attached_records_name_the_module_that_attached_them():
     s = spec_mod.instance_from(params(disks=[disk("a"), disk("b")]))
     (action,) = plan.reconcile(data, s, facts_for(s), owner=plan.OWNER_DEVICE)
     assert action.record["owner"] == plan.OWNER_DEVICE
+
+
+def test_a_cpu_model_is_a_restart_and_a_declaration_from_before_it_existed_is_no_change():
+    data = running(disks=[disk("a")])
+    assert reconcile(data, disks=[disk("a")]) == []
+    data.declaration["machine"].pop("cpu_model")  # a runtime file written before the option
+    assert reconcile(data, disks=[disk("a")]) == []
+    restart = {(a.name, a.reason) for a in reconcile(data, cpu_model="Westmere", disks=[disk("a")])}
+    assert restart == {("machine", 'machine.cpu_model: null -> "Westmere"')}
