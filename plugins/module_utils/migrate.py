@@ -141,6 +141,12 @@ def _backing_problems(image: dict) -> list:
     return []
 
 
+def ram_progress(info: dict):
+    """query-migrate's RAM progress in bytes (``transferred``, ``total``, ``remaining``), or None."""
+    ram = info.get("ram") or {}
+    return {key: ram.get(key) for key in ("transferred", "total", "remaining")} if ram else None
+
+
 def open_images(inserted: dict) -> list:
     """(path, format) of the image a -drive has open and of each backing file below it
     (query-block's ``backing-image`` chain), bottom-up."""
@@ -574,7 +580,7 @@ class Migration:
             raise ConfigError("uri: step migrate needs the uri that step prepare returned on the target")
         self._act("migrate", uri=uri)
         if self.task.module.check_mode:
-            return self._result(status=None, total_time=None, downtime=None)
+            return self._result(status=None, total_time=None, downtime=None, ram=None)
         with self._session() as qmp:
             try:
                 status, info = self._send(qmp, uri)
@@ -582,7 +588,8 @@ class Migration:
                 self.instance.qmp_commands += qmp.sent
         if status == "completed":
             self._retire_source(rt)
-        return self._result(status=status, total_time=info.get("total-time"), downtime=info.get("downtime"))
+        return self._result(status=status, total_time=info.get("total-time"), downtime=info.get("downtime"),
+                            ram=ram_progress(info))
 
     def _send(self, qmp, uri: str):
         """migrate, and wait for its end; on failure make sure the source runs and raise."""
@@ -599,7 +606,9 @@ class Migration:
             seen = {"resumed": False}
             status = self._wait_end(qmp, events, self.params["timeout"], seen)
             timed_out = status is None
+            progress = None
             if timed_out:
+                progress = ram_progress(qmp.execute("query-migrate"))  # a cancelled one has no figures
                 qmp.execute("migrate_cancel")
                 status = self._wait_end(qmp, events, self.instance.timeouts.qmp_command, seen) or "cancelling"
             info = qmp.execute("query-migrate")
@@ -607,8 +616,11 @@ class Migration:
                 return status, info
             self._resume_source(qmp, events, before, seen)
         reason = info.get("error-desc") or "no reason given (the target may have rejected the device state)"
-        why = ("it did not complete within %s s (timeout) and was cancelled" % self.params["timeout"]) if timed_out \
-            else "QEMU reports it %s: %s" % (status, reason)
+        ram = progress or {}
+        sent = " (%d of %d MiB of guest memory sent)" % (ram["transferred"] >> 20, ram["total"] >> 20) \
+            if ram.get("transferred") is not None and ram.get("total") else ""
+        why = ("it did not complete within %s s (timeout)%s and was cancelled" % (self.params["timeout"], sent)) \
+            if timed_out else "QEMU reports it %s: %s" % (status, reason)
         raise QemuError("migrate: the migration to %s failed, %s; the source runs on and its runtime file is "
                         "unchanged: run step abort on the target" % (uri, why), desc=info.get("error-desc") or "")
 

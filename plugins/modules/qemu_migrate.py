@@ -145,6 +145,18 @@ EXAMPLES = r"""
     timeout: 120
   delegate_to: hv1
 
+- name: Or, for a large guest, send it in the background - Ansible polls every 10 seconds, up to an hour
+  blocklayer.qemu.qemu_migrate:
+    name: web1
+    state_dir: /var/lib/blocklayer-qemu/web1
+    step: migrate
+    uri: "{{ prepared.uri }}"
+    timeout: 3600
+  delegate_to: hv1
+  async: 3600
+  poll: 10
+  register: sent
+
 - name: Take over on the target
   blocklayer.qemu.qemu_migrate:
     name: web1
@@ -200,6 +212,13 @@ downtime:
   description: Milliseconds the guest was stopped for the switch-over, from C(query-migrate).
   returned: step migrate
   type: int
+ram:
+  description:
+    - The guest memory sent, from the source's C(query-migrate) - C(transferred), C(total) and
+      C(remaining) bytes. A migration that times out names how far it got in its message.
+  returned: step migrate
+  type: dict
+  sample: {"transferred": 270532608, "total": 285212672, "remaining": 0}
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402

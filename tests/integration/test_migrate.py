@@ -145,6 +145,7 @@ def test_the_guest_moves_with_its_hot_plugged_disk_and_overlay(pair):
     sent = pair.step(pair.src, "migrate", uri=prepared["uri"], timeout=120)
     assert sent.get("status") == "completed", sent
     assert sent["total_time"] > 0 and sent["downtime"] > 0
+    assert sent["ram"]["total"] > 0 and sent["ram"]["transferred"] > 0 and sent["ram"]["remaining"] == 0
     finished = pair.step(pair.dst, "finish", timeout=60)
     assert finished.get("status") == "running", finished
 
@@ -274,6 +275,7 @@ def test_failed_migrations_leave_the_source_running_and_no_target(pair):
     assert not prepared.get("failed"), prepared
     timed_out = pair.step(pair.src, "migrate", uri=prepared["uri"], timeout=1)
     assert timed_out.get("failed") and timed_out["msg"].startswith("migrate:") and "timeout" in timed_out["msg"]
+    assert "MiB of guest memory sent)" in timed_out["msg"], timed_out["msg"]
     _assert_source_untouched(pair, before, source_pid)
     aborted = pair.step(pair.dst, "abort")
     assert aborted["changed"], aborted
