@@ -425,12 +425,17 @@ def detach_figures(fig, run, label):
     last_emitted = max(e[2] for e in deleted)
     fig.add("%s: device_del -> last DEVICE_DELETED" % label, last_emitted - first_del)
     fig.add("%s: last DEVICE_DELETED -> task end" % label, run.end - last_emitted)
+    if label.endswith("parallel"):  # what that time went on: the commands and saves begun after it
+        after = [c for c in run.commands if c[2] >= last_emitted]
+        cleanup = [c for c in after if c[0] in ("blockdev-del", "object-del", "netdev_del")]
+        fig.add("%s:   of which QMP clean-up (blockdev-del ...)" % label, busy_time(cleanup))
+        fig.add("%s:   of which QMP verification queries" % label, busy_time([c for c in after if c not in cleanup]))
+        fig.add("%s:   of which runtime-file saves" % label, sum(d - b for b, d in run.saves if b >= last_emitted))
 
 
 def outside_qmp(run):
     """Wall time of a task not spent waiting for QMP answers or events (planning, runtime saves)."""
-    return (run.wall - sum(c[3] - c[2] for c in run.commands)
-            - sum(e[1] - e[0] for e in run.events))
+    return run.wall - qmp_time(run) - sum(e[1] - e[0] for e in run.events)
 
 
 def save_time(run):
@@ -469,7 +474,12 @@ def payload_zip(path):
 
 
 def qmp_time(run):
-    return sum(c[3] - c[2] for c in run.commands)
+    return busy_time(run.commands)
+
+
+def busy_time(commands):
+    """Time spent waiting for QMP answers."""
+    return sum(answered - sent for _c, _a, sent, answered in commands)
 
 
 def ratios(bench, fig, samples, workdir):

@@ -249,3 +249,16 @@ def test_bad_bus_in_a_stale_runtime_file_rolls_back(vm):
     assert result["failed"] and "Bus 'rp9' not found" in result["msg"]
     assert executed(result)[-2:] == ["blockdev-del", "blockdev-del"]
     assert runtime_of(vm) == data
+
+
+def test_several_scsi_disks_unplugged_in_one_task_are_all_cleaned_up(vm):
+    disks = [dict(name=n, path=vm.image(n + ".raw"), disk_type="scsi-hd") for n in "abcd"]
+    vm.run(scsi_controller_type="virtio-scsi-pci", disks=disks)
+    ids = [record(vm, n)["id"] for n in "bcd"]
+    removed = vm.run(scsi_controller_type="virtio-scsi-pci", disks=disks[:1], unplug_timeout=10)
+    assert removed["unplug_pending"] == [] and not removed.get("failed"), removed.get("msg")
+    assert sorted(mutating(removed)) == sorted(["device_del"] * 3 + ["blockdev-del"] * 6)
+    assert [d["name"] for d in runtime_of(vm)["layout"]["devices"]] == ["a"]
+    with vm.qmp() as qmp:
+        assert not {i + suffix for i in ids for suffix in (".stor", ".fmt")} & node_names(qmp)
+    assert vm.run(scsi_controller_type="virtio-scsi-pci", disks=disks[:1])["changed"] is False

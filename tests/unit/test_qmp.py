@@ -1,6 +1,11 @@
+import json
+import socket
+import threading
+
 import pytest
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import explain
+from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError
+from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession, explain
 
 
 @pytest.mark.parametrize("desc,meaning", [
@@ -19,3 +24,130 @@ def test_known_qemu_texts_get_a_translation_after_the_original(desc, meaning):
 def test_unknown_texts_pass_through_unchanged():
     assert explain("Property 'virtio-blk-device.drive' can't find value 'x'") == \
         "Property 'virtio-blk-device.drive' can't find value 'x'"
+
+
+# -- the session's wire protocol, against a scripted peer (what QEMU cannot be made to do) --------
+GREETING = {"QMP": {"version": {"qemu": {"micro": 2, "minor": 0, "major": 10}, "package": ""}, "capabilities": []}}
+
+
+class Peer:
+    """A QMP server in a thread: greets, then hands every message it receives to ``answer``,
+    which returns the byte strings to send (each sent on its own) or None to hang up."""
+
+    def __init__(self, path, answer):
+        self.answer = answer
+        self.received = []
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(path)
+        self.server.listen(1)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        conn, _addr = self.server.accept()
+        with conn:
+            conn.sendall(json.dumps(GREETING).encode() + b"\r\n")
+            decoder, buf = json.JSONDecoder(), ""
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk.decode()
+                while buf.strip():  # qemu.qmp ends a command without newline: parse the stream
+                    try:
+                        message, end = decoder.raw_decode(buf.lstrip())
+                    except ValueError:
+                        break
+                    buf = buf.lstrip()[end:]
+                    self.received.append(message)
+                    replies = self.answer(message)
+                    if replies is None:
+                        return
+                    for data in replies:
+                        conn.sendall(data)
+
+    def close(self):
+        self.server.close()
+        self.thread.join(5)
+
+
+def reply(message, **body):
+    return (json.dumps(dict(body, id=message.get("id"))) + "\r\n").encode()
+
+
+def event(name, **data):
+    return (json.dumps({"event": name, "data": data, "timestamp": {"seconds": 0, "microseconds": 0}}) + "\r\n").encode()
+
+
+@pytest.fixture
+def peer(tmp_path):
+    made = []
+
+    def start(answer):
+        made.append(Peer(str(tmp_path / "qmp.sock"), answer))
+        return made[-1]
+    yield start
+    for p in made:
+        p.close()
+
+
+def scripted(message):
+    """query-status answers after an unrelated event, its reply split in two sends; blockdev-del is refused."""
+    if message["execute"] == "qmp_capabilities":
+        return [reply(message, **{"return": {}})]
+    if message["execute"] == "blockdev-del":
+        return [reply(message, error={"class": "GenericError", "desc": "Failed to find node with node-name='x'"})]
+    whole = reply(message, **{"return": {"status": "running", "running": True}})
+    return [event("RTC_CHANGE", offset=0), whole[:10], whole[10:]]
+
+
+def test_commands_over_the_plain_socket_skip_events_and_take_their_own_reply(peer, tmp_path):
+    server = peer(scripted)
+    with QmpSession(str(tmp_path / "qmp.sock"), 2, 2) as qmp:
+        assert qmp.version == "10.0.2"
+        assert qmp.execute("query-status")["status"] == "running"
+        with pytest.raises(QemuError, match="QEMU refused blockdev-del: Failed to find node") as refused:
+            qmp.execute("blockdev-del", {"node-name": "x"})
+        assert refused.value.error_class == "GenericError" and refused.value.command == "blockdev-del"
+        assert qmp.execute("query-status", {})["running"] is True
+        # no listener, so qemu.qmp never carried the connection
+        assert qmp._client is None  # pylint: disable=protected-access
+    assert [m["execute"] for m in server.received] == ["qmp_capabilities", "query-status", "blockdev-del",
+                                                       "query-status"]
+    assert len({m["id"] for m in server.received}) == 4  # every command has an id of its own
+    assert qmp.sent == [{"execute": "query-status", "arguments": {}},
+                        {"execute": "blockdev-del", "arguments": {"node-name": "x"}},
+                        {"execute": "query-status", "arguments": {}}]
+
+
+def test_the_first_listener_hands_the_connection_to_qemu_qmp_which_carries_commands_and_events(peer, tmp_path):
+    def answer(message):
+        if message["execute"] == "device_del":
+            return [reply(message, **{"return": {}}), event("DEVICE_DELETED", device=message["arguments"]["id"])]
+        return scripted(message)
+    server = peer(answer)
+    with QmpSession(str(tmp_path / "qmp.sock"), 2, 2) as qmp:
+        qmp.execute("query-status")
+        with qmp.listener("DEVICE_DELETED") as events:
+            assert qmp.execute("device_del", {"id": "disk-a"}) == {}
+            assert qmp.wait_event(events, 2)["data"] == {"device": "disk-a"}
+            assert qmp.wait_event(events, 0) is None
+        assert qmp.execute("query-status")["status"] == "running"
+        with pytest.raises(QemuError, match="QEMU refused blockdev-del: Failed to find node"):
+            qmp.execute("blockdev-del", {"node-name": "x"})
+    assert [m["execute"] for m in server.received] == ["qmp_capabilities", "query-status", "device_del",
+                                                       "query-status", "blockdev-del"]
+
+
+def test_a_peer_that_hangs_up_mid_command_is_a_lost_connection(peer, tmp_path):
+    peer(lambda message: scripted(message) if message["execute"] == "qmp_capabilities" else None)
+    with QmpSession(str(tmp_path / "qmp.sock"), 2, 2) as qmp:
+        with pytest.raises(QemuError, match="QMP connection lost during query-status"):
+            qmp.execute("query-status")
+
+
+def test_a_command_never_answered_times_out_naming_it(peer, tmp_path):
+    peer(lambda message: scripted(message) if message["execute"] == "qmp_capabilities" else [])
+    with QmpSession(str(tmp_path / "qmp.sock"), 2, 0.2) as qmp:
+        with pytest.raises(QemuError, match=r"QEMU did not answer query-status within 0.2 s"):
+            qmp.execute("query-status")
