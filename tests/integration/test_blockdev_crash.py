@@ -119,7 +119,7 @@ def test_killed_after_each_command_the_rerun_converges(vm, operation):
             os.unlink(target)
             expected = [target]
         after += 1
-    assert after > {"snapshot": 3, "commit": 4, "mirror": 6}[operation], after
+    assert after > {"snapshot": 3, "commit": 5, "mirror": 6}[operation], after
     if operation == "commit":
         flush_files = chain_in_qemu(vm)[1]
         assert holds(flush_files[0], 0x22, 1 << 20)
@@ -133,8 +133,9 @@ def test_qemu_killed_at_the_commit_point_of_an_active_commit_starts_on_the_base(
     run(vm, snapshot=dict(path=overlay))
     write(vm, 0x22, 1 << 20)
     pidfile = os.path.join(vm.state_dir, "qemu.pid")
-    # Mutating commands of an active commit: block-commit, job-complete, job-finalize, ...
-    assert run_killed(vm, 3, target=pidfile, commit={})
+    # Mutating commands of an active commit: blockdev-reopen (the base writable), block-commit,
+    # job-complete, job-finalize, ...
+    assert run_killed(vm, 4, target=pidfile, commit={})
     started = vm.run(disks=disks)
     assert not started.get("failed"), started["msg"]
     root, files, _nodes, record = chain_in_qemu(vm)
