@@ -77,6 +77,7 @@ def export_data(rt: runtime.Runtime, layout: Optional[runtime.GuestLayout] = Non
 # ... exceeds allocated max"); QEMU 10.0.13 runs every ring at 1024 whatever the property says,
 # where 10.0.2 and 11.1 run the default 256, so the target is told the size the source runs.
 RING_PROPS = {"virtio-blk-pci": "queue-size", "virtio-scsi-pci": "virtqueue_size"}
+MAX_QUEUES = 1024  # VIRTIO_QUEUE_MAX
 
 
 def ring_records(layout: runtime.GuestLayout) -> list:
@@ -470,8 +471,9 @@ class Migration:
         return self._result(**export_data(rt, self._converted(rt.layout), rings))
 
     def _rings(self, layout: runtime.GuestLayout) -> dict:
-        """Device id -> the largest virtqueue size the source's QEMU runs for it (read-only
-        x-query-virtio-queue-status); empty when that QEMU has no such command."""
+        """Device id -> the largest virtqueue size the source's QEMU runs for it, from the read-only
+        x-query-virtio-queue-status, queue by queue until QEMU says there is no such queue (not
+        x-query-virtio-status, which aborts QEMU 11.1.3); empty when that QEMU lacks the command."""
         records = ring_records(layout)
         if not records:
             return {}
@@ -480,15 +482,18 @@ class Migration:
             try:
                 for record in records:
                     path = "/machine/peripheral/%s/virtio-backend" % record["id"]
-                    try:
-                        count = qmp.execute("x-query-virtio-status", {"path": path})["num-vqs"]
-                        rings[record["id"]] = max(
-                            qmp.execute("x-query-virtio-queue-status", {"path": path, "queue": q})["vring-num"]
-                            for q in range(count))
-                    except QemuError as exc:
-                        if exc.error_class == "CommandNotFound":
-                            return {}
-                        raise
+                    sizes = []
+                    for queue in range(MAX_QUEUES):
+                        try:
+                            sizes.append(qmp.execute("x-query-virtio-queue-status",
+                                                     {"path": path, "queue": queue})["vring-num"])
+                        except QemuError as exc:
+                            if exc.error_class == "CommandNotFound":
+                                return {}
+                            if queue and "Invalid virtqueue number" in exc.desc:
+                                break
+                            raise
+                    rings[record["id"]] = max(sizes)
             finally:
                 self.instance.qmp_commands += qmp.sent
         return rings
