@@ -471,7 +471,7 @@ class Migration:
         return self._result(**export_data(rt, self._converted(rt.layout), rings))
 
     def _rings(self, layout: runtime.GuestLayout) -> dict:
-        """Device id -> the largest virtqueue size the source's QEMU runs for it, from the read-only
+        """Device id -> the largest virtqueue size the source's QEMU runs or offers it, from the read-only
         x-query-virtio-queue-status, queue by queue until QEMU says there is no such queue (not
         x-query-virtio-status, which aborts QEMU 11.1.3); empty when that QEMU lacks the command."""
         records = ring_records(layout)
@@ -485,8 +485,10 @@ class Migration:
                     sizes = []
                     for queue in range(MAX_QUEUES):
                         try:
-                            sizes.append(qmp.execute("x-query-virtio-queue-status",
-                                                     {"path": path, "queue": queue})["vring-num"])
+                            status = qmp.execute("x-query-virtio-queue-status", {"path": path, "queue": queue})
+                            # The ring the guest may set up, not only the one it has now: early in
+                            # boot 10.0.13 runs 256, later the 1024 it offers.
+                            sizes.append(max(status["vring-num"], status.get("vring-num-default") or 0))
                         except QemuError as exc:
                             if exc.error_class == "CommandNotFound":
                                 return {}
