@@ -60,10 +60,42 @@ def refusals(rt: runtime.Runtime) -> list:
     return reasons
 
 
-def export_data(rt: runtime.Runtime, layout: Optional[runtime.GuestLayout] = None) -> dict:
+def export_data(rt: runtime.Runtime, layout: Optional[runtime.GuestLayout] = None,
+                rings: Optional[dict] = None) -> dict:
     """What the target needs: the guest layout as data (``layout``: with -drive disks converted),
-    and what the source runs."""
-    return {"layout": asdict(layout or rt.layout), "source": {"version": rt.host.version, "accel": rt.host.accel}}
+    and what the source runs (``rings``: device id -> the virtqueue size its QEMU runs)."""
+    source = {"version": rt.host.version, "accel": rt.host.accel}
+    if rings:
+        source["rings"] = rings
+    return {"layout": asdict(layout or rt.layout), "source": source}
+
+
+# -- pure: the source's virtqueue sizes on the target -------------------------------------------
+
+# The property that sets a virtio device's virtqueue size. The size is guest-visible and in the
+# migration stream, and a target refuses a ring larger than its own (virtio_load: "VQ n vring.num
+# ... exceeds allocated max"); QEMU 10.0.13 runs every ring at 1024 whatever the property says,
+# where 10.0.2 and 11.1 run the default 256, so the target is told the size the source runs.
+RING_PROPS = {"virtio-blk-pci": "queue-size", "virtio-scsi-pci": "virtqueue_size"}
+MAX_QUEUES = 1024  # VIRTIO_QUEUE_MAX
+
+
+def ring_records(layout: runtime.GuestLayout) -> list:
+    """The records of the devices whose virtqueue size a property sets."""
+    return [r for r in layout.records() if (r.get("props") or {}).get("driver") in RING_PROPS]
+
+
+def with_rings(layout: runtime.GuestLayout, rings: dict) -> runtime.GuestLayout:
+    """The layout with each such device's property set to the size the source runs (``rings``
+    from export); records of a source that reported none stay as they are."""
+    def sized(record: dict) -> dict:
+        prop = RING_PROPS.get((record.get("props") or {}).get("driver"))
+        size = rings.get(record["id"])
+        if not prop or not isinstance(size, int) or size <= 0:
+            return record
+        return dict(record, props=dict(record["props"], **{prop: size}))
+    return replace(layout, controllers=[sized(r) for r in layout.controllers],
+                   devices=[sized(r) for r in layout.devices])
 
 
 # -- pure: -drive disks in the collection's -blockdev form (docs/migration.md) ----------------
@@ -439,9 +471,40 @@ class Migration:
     # -- export -------------------------------------------------------------------------------
     def export(self) -> dict:
         rt = self._running_source("export")
+        rings = self._rings(rt.layout)
         if not drive_records(rt.layout):
-            return self._result(**export_data(rt))
-        return self._result(**export_data(rt, self._converted(rt.layout)))
+            return self._result(**export_data(rt, rings=rings))
+        return self._result(**export_data(rt, self._converted(rt.layout), rings))
+
+    def _rings(self, layout: runtime.GuestLayout) -> dict:
+        """Device id -> the largest virtqueue size the source's QEMU runs or offers it, from the read-only
+        x-query-virtio-queue-status, queue by queue until QEMU says there is no such queue (not
+        x-query-virtio-status, which aborts QEMU 11.1.3); empty when that QEMU lacks the command."""
+        records = ring_records(layout)
+        if not records:
+            return {}
+        rings = {}
+        with self._session() as qmp:
+            try:
+                for record in records:
+                    path = "/machine/peripheral/%s/virtio-backend" % record["id"]
+                    sizes = []
+                    for queue in range(MAX_QUEUES):
+                        try:
+                            status = qmp.execute("x-query-virtio-queue-status", {"path": path, "queue": queue})
+                            # The ring the guest may set up, not only the one it has now: early in
+                            # boot 10.0.13 runs 256, later the 1024 it offers.
+                            sizes.append(max(status["vring-num"], status.get("vring-num-default") or 0))
+                        except QemuError as exc:
+                            if exc.error_class == "CommandNotFound":
+                                return {}
+                            if queue and "Invalid virtqueue number" in exc.desc:
+                                break
+                            raise
+                    rings[record["id"]] = max(sizes)
+            finally:
+                self.instance.qmp_commands += qmp.sent
+        return rings
 
     def _converted(self, layout: runtime.GuestLayout) -> runtime.GuestLayout:
         """The layout with its -drive disks as -blockdev nodes, from what QEMU has open (read-only
@@ -515,7 +578,7 @@ class Migration:
         version = probe.binary_version(binary, env)
         check_versions(layout, source.get("version"), version)
         accel = instance_mod.resolve_accel(params.get("accel") or source.get("accel") or "auto", binary, env)
-        argv = incoming_argv(layout, accel, self.paths, firmware_dirs, binary)
+        argv = incoming_argv(with_rings(layout, source.get("rings") or {}), accel, self.paths, firmware_dirs, binary)
         uri = listen_uri(params.get("listen"), self.paths)
         rt = runtime.Runtime(layout=layout, status=runtime.STATUS_INCOMING,
                              host=runtime.HostBinding(binary=binary, version=version, firmware_dirs=firmware_dirs,

@@ -55,7 +55,7 @@ options:
   source:
     description:
       - For O(step=prepare), the RV(source) that O(step=export) returned - the source's QEMU
-        C(version) and C(accel). Without it the target refuses an instance whose machine type or CPU
+        C(version), C(accel) and C(rings). Without it the target refuses an instance whose machine type or CPU
         is not pinned, since it cannot tell whether the versions match.
     type: dict
   path_map:
@@ -182,10 +182,12 @@ layout:
   returned: step export
   type: dict
 source:
-  description: The source's QEMU C(version) and C(accel).
+  description:
+    - The source's QEMU C(version) and C(accel), and C(rings) (device id -> the virtqueue size the source runs,
+      for each virtio-blk and virtio-scsi device, when its QEMU reports it), which the target's devices start with.
   returned: step export
   type: dict
-  sample: {"version": "7.2.22", "accel": "tcg"}
+  sample: {"version": "10.0.13", "accel": "tcg", "rings": {"disk-a217152a-30ea-5802": 1024}}
 uri:
   description: The migration URI the target listens on.
   returned: step prepare

@@ -279,6 +279,26 @@ def test_a_backing_file_becomes_a_named_read_only_image_below_as_for_a_declared_
     assert nodes["vd0.fmt2"]["backing"] == "vd0.fmt" and rec["props"]["drive"] == "vd0.fmt2"
 
 
+def test_the_target_runs_the_virtqueue_sizes_the_source_reported_and_the_record_stays():
+    lay = guest_layout()
+    drivers = {r["id"]: r["props"]["driver"] for r in lay.records()}
+    assert sorted(drivers.values()) == ["scsi-hd", "virtio-blk-pci", "virtio-scsi-pci"]
+    sized = migrate.with_rings(lay, {dev_id: 1024 for dev_id in drivers})
+    devices = {d["id"]: d for d in map(json.loads, values(migrate.incoming_argv(sized, "tcg", TARGET, [], "/q"),
+                                                          "-device"))}
+    want = {"virtio-blk-pci": ("queue-size", 1024), "virtio-scsi-pci": ("virtqueue_size", 1024)}
+    for dev_id, driver in drivers.items():
+        prop = want.get(driver)
+        assert {k: v for k, v in devices[dev_id].items() if k in ("queue-size", "virtqueue_size")} == (
+            dict([prop]) if prop else {}), driver
+    assert all("queue-size" not in r["props"] and "virtqueue_size" not in r["props"] for r in lay.records())
+    # A source that reported no sizes (a QEMU without x-query-virtio-queue-status): argv as before.
+    assert migrate.incoming_argv(migrate.with_rings(lay, {}), "tcg", TARGET, [], "/q") == migrate.incoming_argv(
+        lay, "tcg", TARGET, [], "/q")
+    assert "rings" not in migrate.export_data(running(lay))["source"]
+    assert migrate.export_data(running(lay), rings={"x": 256})["source"]["rings"] == {"x": 256}
+
+
 def test_the_export_data_carries_the_converted_layout_and_the_source_record_stays():
     lay, entries = adopted_drive_layout()
     rt = running(lay)
