@@ -86,22 +86,23 @@ def converge(task) -> dict:
             instance.actions.append(op.report())
             instance.qmp_commands = op.commands()
         return _result(instance, record, before, op is not None, None)
-    job = {}
+    runners = []
 
     def work(qmp, rt, live):
         # This disk's job from an earlier run is waited for first (or cancelled).
         runner = instance.settle_graph(qmp, rt, live, job_timeout=params["job_timeout"],
                                        delete_unused=params["delete_unused"],
                                        wait_for=() if params["cancel"] else {record["id"]})
+        runners.append(runner)
         entry = next((e for e in rt.journal if e.action in graph.GRAPH_ACTIONS and e.id == record["id"]), None)
         if params["cancel"]:
             if entry:
                 instance.actions.append({"action": "cancel", "kind": "disk", "name": params["disk"], "id": entry.id})
                 instance.changed = True
                 runner.cancel(entry)
-            return runner
+            return
         if entry:  # still running after job_timeout without progress
-            return runner
+            return
         current = _disk_record(rt, params["disk"])
         op = plan_operation(params, current, rt)
         if op:
@@ -112,16 +113,19 @@ def converge(task) -> dict:
             instance.actions.append({"action": "delete-unused", "kind": "disk", "name": params["disk"],
                                      "id": current["id"]})
             instance.changed = True
-        return runner
 
-    runner = None
+    _operate(instance, work, runners)
+    return _result(instance, _disk_record(instance.rt, params["disk"]), before, instance.changed, runners[0].job)
+
+
+def _operate(instance, work, runners: list) -> None:
+    """``work`` through Instance.operate; the warnings of the runner it puts in ``runners`` join
+    the task's, also when it fails (a kept node, a job left running)."""
     try:
-        runner = instance.operate(work)
+        instance.operate(work)
     finally:
-        if runner is not None:
+        for runner in runners:
             instance.warnings += runner.warnings
-            job = runner.job
-    return _result(instance, _disk_record(instance.rt, params["disk"]), before, instance.changed, job)
 
 
 def chain_report(record: dict) -> list:
@@ -210,9 +214,11 @@ def converge_node(task) -> dict:
                                      [{"execute": "blockdev-add", "arguments": n} for n in step[1]["nodes"]])
         after = None if step and step[0] == "delete" else (step[1] if step else instance.rt.layout.named_node(name))
         return _node_result(instance, name, before, _node_report(after), step is not None)
+    runners = []
 
     def work(qmp, rt, live):
         runner = instance.settle_graph(qmp, rt, live, job_timeout=params["job_timeout"])
+        runners.append(runner)
         step = plan(rt)
         if step:
             report(step)
@@ -221,14 +227,8 @@ def converge_node(task) -> dict:
                 runner.delete_node(step[1])
             else:
                 runner.add_node(step[1], step[2])
-        return runner
 
-    runner = None
-    try:
-        runner = instance.operate(work)
-    finally:
-        if runner is not None:
-            instance.warnings += runner.warnings
+    _operate(instance, work, runners)
     return _node_result(instance, name, before, _node_report(instance.rt.layout.named_node(name)), instance.changed)
 
 
