@@ -1,5 +1,6 @@
 """Fixtures for tests that run the modules against a real QEMU."""
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -71,6 +72,20 @@ def alive(pid):
 def cmdline_of(pid):
     with open("/proc/%d/cmdline" % pid, "rb") as handle:
         return [a.decode() for a in handle.read().split(b"\0") if a]
+
+
+@contextlib.contextmanager
+def tmpfs(path, size):
+    """A filesystem of ``size`` (e.g. ``2m``) mounted on the new directory ``path`` for a test
+    that fills it (root only: else the test is skipped), unmounted afterwards."""
+    path.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", str(path)],
+                      capture_output=True, check=False).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def sha256(path):

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from .conftest import hmp, run_module
+from .conftest import hmp, run_module, tmpfs
 
 
 def runtime_of(vm):
@@ -230,13 +230,8 @@ def test_mirror_to_an_image_of_another_size_is_refused_before_qemu(data_vm):
 @pytest.fixture
 def tiny_fs(tmp_path):
     """A 1 MiB filesystem: a copy of more than that fails inside the job, with ENOSPC."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                      capture_output=True, check=False).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with tmpfs(tmp_path / "tiny", "1m") as mount:
+        yield mount
 
 
 def test_a_job_that_fails_in_qemu_leaves_the_disk_on_its_chain_and_says_why(data_vm, tiny_fs):

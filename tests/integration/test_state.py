@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from .conftest import COLLECTIONS, qemu_pids
+from .conftest import COLLECTIONS, qemu_pids, tmpfs
 from .faults import AFTER_QMP, AT_SAVE, MODULE, result_of, run_hooked
 from .test_crash_safety import assert_converged
 from .test_hotplug import mutating
@@ -154,13 +154,8 @@ def fill(directory):
 
 @pytest.fixture
 def small_fs(tmp_path):
-    mount = tmp_path / "fs"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                      capture_output=True, check=False).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield str(mount)
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with tmpfs(tmp_path / "fs", "2m") as mount:
+        yield str(mount)
 
 
 def test_a_full_disk_when_the_record_is_saved_changes_nothing(vm, small_fs):
