@@ -130,7 +130,8 @@ def _backing_chain(path: str, handle) -> list:
         try:
             with open(backing_path, "rb") as below:
                 magic = below.read(4)
-                chain.append(Backing(backing_path, fmt, magic))
+                kind = "block" if stat.S_ISBLK(os.fstat(below.fileno()).st_mode) else "file"
+                chain.append(Backing(backing_path, fmt, magic, kind))
                 found = _qcow2_backing(below) if magic == QCOW2_MAGIC else None
         except OSError:
             chain.append(Backing(backing_path, fmt, None))

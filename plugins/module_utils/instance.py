@@ -267,7 +267,6 @@ class Instance:
         """
         declaration = plan.normalise(spec.to_dict())
         facts = {p: host.inspect_path(p) for p in layout.declared_paths(spec)}
-        facts.update({p: host.inspect_path(p) for p in layout.backing_paths(facts)})
         rt = self.rt
         if self.check_mode:
             if rt.journal or rt.status != runtime.STATUS_RUNNING:
@@ -439,7 +438,6 @@ class Instance:
         from ansible_collections.blocklayer.qemu.plugins.module_utils import cmdline  # only at start
         declaration = plan.normalise(spec.to_dict())
         facts = {p: host.inspect_path(p) for p in layout.declared_paths(spec)}
-        facts.update({p: host.inspect_path(p) for p in layout.backing_paths(facts)})
         chains = layout.recorded_chains(spec, self.before.layout.devices) if self.before else {}
         facts.update({c.path: host.inspect_path(c.path) for chain in chains.values() for c in chain
                       if c.path not in facts})

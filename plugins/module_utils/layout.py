@@ -32,6 +32,8 @@ class Backing:
     path: str
     declared_format: Optional[str]
     magic: Optional[bytes]
+    # file or block, as the host says (a declared overlay's chain opens it with that driver).
+    kind: str = "file"
 
 
 @dataclass(frozen=True)
@@ -236,15 +238,19 @@ class Placer:
         if not chain:
             return blockdev.node_chain(dev_id, disk.path, path_kind, disk.format, io, disk.read_only,
                                        force_share=disk.force_share)
+        below = {b.path: b.kind for b in facts[disk.path].backing}  # the declared image's backing files
+
+        def kind_of(path):
+            if path == disk.path:
+                return path_kind
+            return facts[path].kind if path in facts else below.get(path, "missing")
         for layer in chain:
-            if layer.path != disk.path:
-                kind = facts[layer.path].kind if layer.path in facts else "missing"
-                if kind not in ("file", "block"):
-                    raise ConfigError("%s: the image %s of its current chain (recorded in the runtime file) is %s; "
-                                      "restore it: starting without it would hide the guest's writes"
-                                      % (what, layer.path, "missing" if kind == "missing" else "a " + kind))
-        return blockdev.chain_nodes(dev_id, chain, lambda p: path_kind if p == disk.path else facts[p].kind,
-                                    io, disk.read_only)
+            kind = kind_of(layer.path)
+            if kind not in ("file", "block"):
+                raise ConfigError("%s: the image %s of its current chain (recorded in the runtime file) is %s; "
+                                  "restore it: starting without it would hide the guest's writes"
+                                  % (what, layer.path, "missing" if kind == "missing" else "a " + kind))
+        return blockdev.chain_nodes(dev_id, chain, kind_of, io, disk.read_only)
 
     def media(self, media, facts: dict, bootindex=None) -> Device:
         what = "%s[%s]" % ("cdroms" if media.kind == "cdrom" else "floppy", media.name)
@@ -278,11 +284,6 @@ def declared_chain(disk, facts: dict) -> list:
         return []
     images = [(b.path, b.declared_format) for b in reversed(below)] + [(disk.path, disk.format)]
     return [blockdev.Layer(gen, path, fmt) for gen, (path, fmt) in enumerate(images, 1)]
-
-
-def backing_paths(facts: dict) -> list:
-    """The backing files the declared images name, whose facts a layout needs too."""
-    return [b.path for f in list(facts.values()) for b in f.backing if b.path not in facts]
 
 
 def own_group_id(dev_id: str) -> str:
