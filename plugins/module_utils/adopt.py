@@ -18,6 +18,7 @@ from typing import List, Optional
 from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import DISK_DRIVERS, NIC_DRIVERS
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.topology import ROOT_PORT_DRIVER, SCSI_CONTROLLERS
+from ansible_collections.blocklayer.qemu.plugins.module_utils.verify import block_by_id
 
 CONTROLLER_DRIVERS = tuple(m.driver for m in SCSI_CONTROLLERS.values()) + (ROOT_PORT_DRIVER,)
 _DISK_TYPES = {driver: disk_type for disk_type, driver in DISK_DRIVERS.items()}
@@ -103,7 +104,7 @@ def found_layout(answers: dict) -> Found:
     """The answers of ``read`` -> controller and device records (pure)."""
     found = Found(accel="kvm" if (answers.get("query-kvm") or {}).get("enabled") else "tcg",
                   machine=_versioned_machine(answers.get("machine")))
-    backends = _backends(answers["query-block"])
+    backends = block_by_id(answers["query-block"])
     named = {n["node-name"]: n for n in answers["query-named-block-nodes"] if n.get("node-name")}
     netdev_types = _netdev_types(answers.get("human-monitor-command") or "")
     for dev_id, driver in sorted(_peripherals(answers["qom-list"]).items()):
@@ -139,18 +140,6 @@ def _hvinfo(dev_id: str, driver: str, props: dict) -> dict:
         if key in props:
             info[key] = props[key]
     return info
-
-
-def _backends(query_block: list) -> dict:
-    """qdev id -> its query-block entry (``/machine/peripheral/<id>/virtio-backend`` for virtio-blk)."""
-    found = {}
-    for entry in query_block:
-        qdev = entry.get("qdev") or ""
-        if qdev.startswith(_PERIPHERAL):
-            qdev = qdev[len(_PERIPHERAL):].split("/")[0]
-        if qdev:
-            found[qdev] = entry
-    return found
 
 
 def _netdev_types(network: str) -> dict:

@@ -9,7 +9,7 @@ answers (verify.QUERIES plus query-jobs) say what it is; every difference is rep
 
 from __future__ import annotations
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import runtime, verify
+from ansible_collections.blocklayer.qemu.plugins.module_utils import runtime, standalone, verify
 
 _PLACEMENT_KEYS = ("bus", "addr", "channel", "scsi-id", "lun", "unit")
 
@@ -52,7 +52,7 @@ def describe(rt: runtime.Runtime, live, jobs: list) -> dict:
     drift = verify.problems([r for r in rt.layout.records() if r.get("state") != runtime.STATE_UNPLUG_PENDING],
                             live.block, live.pci, live.qom)
     nodes = [{"name": n["name"], "path": n["path"], "format": n["format"], "read_only": n["read_only"],
-              "node": n["nodes"][-1]["node-name"], "copy_of": n.get("copy_of"),
+              "node": standalone.format_node(n), "copy_of": n.get("copy_of"),
               "in_qemu": all(c["node-name"] in live.nodes for c in n["nodes"])} for n in rt.layout.named_nodes]
     drift += ["node %s (%s) is recorded but QEMU does not have it" % (n["name"], n["node"])
               for n in nodes if not n["in_qemu"]]

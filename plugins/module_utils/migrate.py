@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, replace
 from typing import Optional
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import graph, process, runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils import graph, process, runtime, verify
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession
 
@@ -112,18 +112,6 @@ DEVICE_ID_DRIVERS = ("scsi-hd", "scsi-cd")
 def drive_records(layout: runtime.GuestLayout) -> list:
     """The records of devices started with -drive (QEMU owns their nodes)."""
     return [r for r in layout.records() if r.get("origin") == runtime.ORIGIN_DRIVE]
-
-
-def backends(query_block: list) -> dict:
-    """qdev id -> query-block entry (virtio-blk answers ``/machine/peripheral/<id>/virtio-backend``)."""
-    found = {}
-    for entry in query_block:
-        qdev = entry.get("qdev") or ""
-        if qdev.startswith("/machine/peripheral/"):
-            qdev = qdev[len("/machine/peripheral/"):].split("/")[0]
-        if qdev:
-            found[qdev] = entry
-    return found
 
 
 def drive_problems(record: dict, entry: Optional[dict], qom: dict) -> list:
@@ -471,51 +459,47 @@ class Migration:
     # -- export -------------------------------------------------------------------------------
     def export(self) -> dict:
         rt = self._running_source("export")
-        rings = self._rings(rt.layout)
-        if not drive_records(rt.layout):
-            return self._result(**export_data(rt, rings=rings))
-        return self._result(**export_data(rt, self._converted(rt.layout), rings))
+        drives = drive_records(rt.layout)
+        if not (drives or ring_records(rt.layout)):
+            return self._result(**export_data(rt))
+        # Read-only queries over one connection; the source and its runtime file stay as they are.
+        with self._session() as qmp:
+            try:
+                rings = self._rings(qmp, rt.layout)
+                layout = self._converted(qmp, rt.layout) if drives else None
+            finally:
+                self.instance.qmp_commands += qmp.sent
+        return self._result(**export_data(rt, layout, rings))
 
-    def _rings(self, layout: runtime.GuestLayout) -> dict:
+    @staticmethod
+    def _rings(qmp, layout: runtime.GuestLayout) -> dict:
         """Device id -> the largest virtqueue size the source's QEMU runs or offers it, from the read-only
         x-query-virtio-queue-status, queue by queue until QEMU says there is no such queue (not
         x-query-virtio-status, which aborts QEMU 11.1.3); empty when that QEMU lacks the command."""
-        records = ring_records(layout)
-        if not records:
-            return {}
         rings = {}
-        with self._session() as qmp:
-            try:
-                for record in records:
-                    path = "/machine/peripheral/%s/virtio-backend" % record["id"]
-                    sizes = []
-                    for queue in range(MAX_QUEUES):
-                        try:
-                            status = qmp.execute("x-query-virtio-queue-status", {"path": path, "queue": queue})
-                            # The ring the guest may set up, not only the one it has now: early in
-                            # boot 10.0.13 runs 256, later the 1024 it offers.
-                            sizes.append(max(status["vring-num"], status.get("vring-num-default") or 0))
-                        except QemuError as exc:
-                            if exc.error_class == "CommandNotFound":
-                                return {}
-                            if queue and "Invalid virtqueue number" in exc.desc:
-                                break
-                            raise
-                    rings[record["id"]] = max(sizes)
-            finally:
-                self.instance.qmp_commands += qmp.sent
+        for record in ring_records(layout):
+            path = "/machine/peripheral/%s/virtio-backend" % record["id"]
+            sizes = []
+            for queue in range(MAX_QUEUES):
+                try:
+                    status = qmp.execute("x-query-virtio-queue-status", {"path": path, "queue": queue})
+                    # The ring the guest may set up, not only the one it has now: early in
+                    # boot 10.0.13 runs 256, later the 1024 it offers.
+                    sizes.append(max(status["vring-num"], status.get("vring-num-default") or 0))
+                except QemuError as exc:
+                    if exc.error_class == "CommandNotFound":
+                        return {}
+                    if queue and "Invalid virtqueue number" in exc.desc:
+                        break
+                    raise
+            rings[record["id"]] = max(sizes)
         return rings
 
-    def _converted(self, layout: runtime.GuestLayout) -> runtime.GuestLayout:
-        """The layout with its -drive disks as -blockdev nodes, from what QEMU has open (read-only
-        queries; the source and its runtime file stay as they are)."""
+    def _converted(self, qmp, layout: runtime.GuestLayout) -> runtime.GuestLayout:
+        """The layout with its -drive disks as -blockdev nodes, from what QEMU has open."""
         from ansible_collections.blocklayer.qemu.plugins.module_utils import host
-        with self._session() as qmp:
-            try:
-                entries = backends(qmp.execute("query-block"))
-                qom = {r["id"]: self._qom_props(qmp, r) for r in drive_records(layout)}
-            finally:
-                self.instance.qmp_commands += qmp.sent
+        entries = verify.block_by_id(qmp.execute("query-block"))
+        qom = {r["id"]: self._qom_props(qmp, r) for r in drive_records(layout)}
         paths = {path for e in entries.values() if e.get("inserted") for path, _fmt in open_images(e["inserted"])}
         return converted_layout(layout, entries, {p: host.inspect_path(p).kind for p in paths}, qom)
 

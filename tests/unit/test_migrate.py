@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import pytest
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import adopt, migrate, plan, probe, runtime, standalone
+from ansible_collections.blocklayer.qemu.plugins.module_utils import adopt, migrate, plan, probe, runtime, standalone, verify
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
 
@@ -221,7 +221,7 @@ def adopted_drive_layout():
     lay = runtime.GuestLayout(name=inst.name, uuid=inst.uuid, machine_type="pc",
                               declaration=plan.normalise(inst.to_dict()), controllers=found.controllers,
                               devices=adopt.bind(found, inst, {}))
-    return lay, migrate.backends(answers["query-block"])
+    return lay, verify.block_by_id(answers["query-block"])
 
 
 KINDS = {"/srv/images/hand/vda.qcow2": "file", "/srv/images/hand/sda.raw": "file"}
@@ -355,7 +355,7 @@ def test_a_format0_record_gets_its_chain_and_the_nic_its_netdev_and_mac_from_qem
     entry["inserted"] = dict(entry["inserted"], file="/srv/images/web1/root.qcow2",
                              cache={"writeback": True, "direct": True, "no-flush": False})  # its cache=none
     qom = {nic_id: {"netdev": nic_id + ".net", "mac": "52:54:00:f4:a2:00"}, disk_id: {"serial": ""}}
-    after = {r["id"]: r for r in migrate.converted_layout(lay, migrate.backends([entry]),
+    after = {r["id"]: r for r in migrate.converted_layout(lay, verify.block_by_id([entry]),
                                                           {"/srv/images/web1/root.qcow2": "file"}, qom).devices}
     assert after[disk_id]["props"] == {"driver": "virtio-blk-pci", "id": disk_id, "bus": "pci.0", "addr": "0xd",
                                        "drive": disk_id + ".fmt", "write-cache": "on"}
@@ -366,5 +366,5 @@ def test_a_format0_record_gets_its_chain_and_the_nic_its_netdev_and_mac_from_qem
     assert {r["origin"] for r in after.values()} == {runtime.ORIGIN_BLOCKDEV}
     # Without what QEMU shows of the NIC its record cannot be completed.
     with pytest.raises(ConfigError, match=re.escape("lan (%s): QEMU does not show the netdev" % nic_id)):
-        migrate.converted_layout(lay, migrate.backends([entry]), {"/srv/images/web1/root.qcow2": "file"},
+        migrate.converted_layout(lay, verify.block_by_id([entry]), {"/srv/images/web1/root.qcow2": "file"},
                                  {disk_id: {}})
