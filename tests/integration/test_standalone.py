@@ -142,3 +142,21 @@ def test_a_run_killed_between_the_two_adds_converges_on_the_next(data_vm):
     assert {"copy.stor", "copy.fmt"} <= nodes_in_qemu(vm)
     assert runtime_of(vm)["journal"] == [] and [n["name"] for n in runtime_of(vm)["layout"]["named_nodes"]] == ["copy"]
     assert node(vm, node="copy", path=path, size="16M")["changed"] is False
+
+
+def test_a_run_killed_between_the_two_deletes_converges_on_the_next(data_vm):
+    vm = data_vm
+    path = str(vm.images / "copy.qcow2")
+    node(vm, node="copy", path=path, size="16M")
+    args = dict(name="t", state_dir=vm.state_dir, node="copy", state="absent")
+    proc = run_hooked(args, vm.state_dir + ".kill.json", AFTER_QMP, 1, "blockdev-del", "self", "SIGKILL",
+                      module=MODULE)
+    assert proc.returncode == -9, proc.stdout + proc.stderr
+    assert runtime_of(vm)["journal"][0]["action"] == "node-del"
+    assert "copy.fmt" not in nodes_in_qemu(vm) and "copy.stor" in nodes_in_qemu(vm)
+    done = result_of(run_hooked(args, vm.state_dir + ".run.json", "", module=MODULE))
+    assert done["changed"] and not done.get("failed"), done
+    assert not {"copy.stor", "copy.fmt"} & nodes_in_qemu(vm)
+    assert runtime_of(vm)["journal"] == [] and runtime_of(vm)["layout"]["named_nodes"] == []
+    assert os.path.exists(path)  # the file stays
+    assert node(vm, node="copy", state="absent")["changed"] is False
