@@ -205,8 +205,11 @@ class Bench:
         alternated, in the same environment. ``warm``: bytecode cached (a private
         PYTHONPYCACHEPREFIX, filled by one unmeasured run of each); ``zip``: both imported from
         one zip of ``ansible/module_utils``, ``ansible/modules`` and the collection, as Ansible's
-        payload is, so their files are compiled on every run (zipimport caches no bytecode)
-        while the standard library and qemu.qmp keep theirs."""
+        payload is, so zipimport compiles their files on every run, except the collection's
+        module_utils, which come from its bytecode cache (docs/design.md "Speed") in the bench's
+        own home, filled by the unmeasured first run; ``zip-first``: the same with an empty
+        cache every run, what the first task on a host pays. The standard library and qemu.qmp
+        keep their bytecode throughout."""
         argsfile = self.state_dir + ".args.json"
         with open(argsfile, "w", encoding="utf-8") as handle:
             json.dump({"ANSIBLE_MODULE_ARGS": self.params(disks)}, handle)
@@ -218,23 +221,25 @@ class Bench:
                     "qemu_instance": [sys.executable, "-m", module, argsfile]}
         found = {}
         payload = payload_zip(workdir / "payload.zip")
-        for mode in ("warm", "zip"):
-            env = dict(os.environ, PYTHONPATH=str(COLLECTIONS))
+        for mode in ("warm", "zip", "zip-first"):
+            env = dict(os.environ, PYTHONPATH=str(COLLECTIONS), HOME=private_home(workdir))
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
             if mode == "warm":
-                env.pop("PYTHONDONTWRITEBYTECODE", None)
                 env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
             else:
                 env["PYTHONPATH"] = payload
             walls = {name: [] for name in commands}
             for index in range(samples + 1):
                 for name, argv in commands.items():
+                    if mode == "zip-first":
+                        env["HOME"] = private_home(workdir, "first-%d-%s" % (index, name))
                     start = time.monotonic()
                     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=False)
                     wall = time.monotonic() - start
                     result = json.loads(proc.stdout)
                     if result.get("failed") or result.get("changed"):
                         raise SystemExit("%s was not a no-op: %s" % (name, proc.stdout))
-                    if index:  # the first of each fills the bytecode cache (warm) and is not counted
+                    if index:  # the first of each fills the bytecode caches and is not counted
                         walls[name].append(wall)
             found[mode] = walls
         return found
@@ -256,7 +261,8 @@ class Bench:
             timing.unlink()
         env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), BENCH_TIMING_FILE=str(timing),
                    ANSIBLE_CALLBACK_PLUGINS=str(ROOT / "bench" / "callback_plugins"),
-                   ANSIBLE_CALLBACKS_ENABLED="bench_timing")
+                   ANSIBLE_CALLBACKS_ENABLED="bench_timing", HOME=private_home(workdir))
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # as on a node: the collection keeps its bytecode
         proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), str(playbook)], cwd=str(ROOT),
                               capture_output=True, text=True, env=env, timeout=900, check=False)
         if proc.returncode:
@@ -471,6 +477,14 @@ def payload_zip(path):
             for source in sorted((own / "plugins" / sub).rglob("*.py")):
                 archive.write(source, "ansible_collections/blocklayer/qemu/" + str(source.relative_to(own)))
     return str(path)
+
+
+def private_home(workdir, name="home"):
+    """A home of the bench's own (mode 0700), so the collection's bytecode cache
+    (~/.cache/blocklayer-qemu) is the bench's, removed with its directory."""
+    home = workdir / name
+    home.mkdir(mode=0o700, exist_ok=True)
+    return str(home)
 
 
 def qmp_time(run):

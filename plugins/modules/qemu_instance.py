@@ -790,6 +790,8 @@ import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
+# First of the collection's: under Ansible the others then load compiled (docs/design.md "Speed").
+from ansible_collections.blocklayer.qemu.plugins.module_utils import bytecode  # noqa: E402,F401 pylint: disable=unused-import
 from ansible_collections.blocklayer.qemu.plugins.module_utils import args, cache, ids, plan, spec  # noqa: E402
 from ansible_collections.blocklayer.qemu.plugins.module_utils.instance import resolve_binary  # noqa: E402
 from ansible_collections.blocklayer.qemu.plugins.module_utils.task import Task  # noqa: E402

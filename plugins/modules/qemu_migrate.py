@@ -225,6 +225,8 @@ ram:
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
+# First of the collection's: under Ansible the others then load compiled (docs/design.md "Speed").
+from ansible_collections.blocklayer.qemu.plugins.module_utils import bytecode  # noqa: E402,F401 pylint: disable=unused-import
 from ansible_collections.blocklayer.qemu.plugins.module_utils import args  # noqa: E402
 from ansible_collections.blocklayer.qemu.plugins.module_utils.task import Task  # noqa: E402
 

@@ -3,7 +3,8 @@
 ansible-core 2.19 supports managed nodes from Python 3.8 on. Each interpreter gets a venv with
 the pinned qemu.qmp (what role blocklayer.qemu.hypervisor installs on a node), and a real
 ansible-playbook run uses it as ansible_python_interpreter: start, hot-add (events), a stop
-that waits for QEMU to exit (pidfd), then removal.
+that waits for QEMU to exit (pidfd), then removal; the collection's bytecode cache
+(module_utils/bytecode.py) is kept in the home of the test's own.
 """
 
 import glob
@@ -97,10 +98,17 @@ def test_the_modules_run_on_the_node_python(vm, tmp_path, node_python):
     inventory = tmp_path / "inventory.yml"
     inventory.write_text("all:\n  hosts:\n    node:\n      ansible_connection: local\n"
                          "      ansible_python_interpreter: %s\n" % node_python)
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    home = tmp_path / "home"  # the node user's, for the collection's bytecode cache
+    home.mkdir(mode=0o700)
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1", HOME=str(home))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(inventory),
                            str(play)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     recap = next(line for line in proc.stdout.splitlines() if line.startswith("node "))
     assert "failed=0" in recap and "changed=4" in recap, recap
     assert vm.pids() == [] and not os.path.exists(vm.state_dir)
+    tag = subprocess.run([node_python, "-c", "import sys; print(sys.implementation.cache_tag)"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    kept = os.listdir(home / ".cache" / "blocklayer-qemu" / "bytecode")  # and read by the tasks after the first
+    assert kept and all(".%s." % tag in name for name in kept), kept
