@@ -151,3 +151,52 @@ def test_a_command_never_answered_times_out_naming_it(peer, tmp_path):
     with QmpSession(str(tmp_path / "qmp.sock"), 2, 0.2) as qmp:
         with pytest.raises(QemuError, match=r"QEMU did not answer query-status within 0.2 s"):
             qmp.execute("query-status")
+
+
+def held_until(count):
+    """A peer that answers nothing until it holds ``count`` commands after the capabilities,
+    then answers them in order (blockdev-del refused): a client that waits for each reply
+    before sending the next would time out."""
+    held = []
+
+    def answer(message):
+        if message["execute"] == "qmp_capabilities":
+            return [reply(message, **{"return": {}})]
+        held.append(message)
+        if len(held) < count:
+            return []
+        out = [b for m in held for b in scripted(m)]
+        held.clear()
+        return out
+    return answer
+
+
+@pytest.mark.parametrize("carrier", ["plain socket", "qemu.qmp"])
+def test_execute_all_sends_every_command_before_a_reply_and_returns_each_outcome(peer, tmp_path, carrier):
+    server = peer(held_until(3))
+    with QmpSession(str(tmp_path / "qmp.sock"), 2, 1) as qmp:
+        if carrier == "qemu.qmp":
+            with qmp.listener("DEVICE_DELETED"):
+                pass
+        outcomes = qmp.execute_all([("query-status", None), ("blockdev-del", {"node-name": "x"}),
+                                    ("query-status", {})])
+    assert outcomes[0]["status"] == "running" and outcomes[2]["running"] is True
+    assert isinstance(outcomes[1], QemuError) and outcomes[1].command == "blockdev-del"
+    assert "Failed to find node" in outcomes[1].desc
+    assert [m["execute"] for m in server.received] == ["qmp_capabilities", "query-status", "blockdev-del",
+                                                       "query-status"]
+
+
+def test_arrived_returns_the_events_received_already_without_waiting(peer, tmp_path):
+    def answer(message):
+        if message["execute"] == "device_del":
+            return [event("DEVICE_DELETED", device=message["arguments"]["id"]), reply(message, **{"return": {}})]
+        return scripted(message)
+    peer(answer)
+    with QmpSession(str(tmp_path / "qmp.sock"), 2, 2) as qmp:
+        with qmp.listener("DEVICE_DELETED") as events:
+            assert qmp.arrived(events) == []
+            for disk in ("disk-a", "disk-b"):
+                qmp.execute("device_del", {"id": disk})
+            assert [e["data"]["device"] for e in qmp.arrived(events)] == ["disk-a", "disk-b"]
+            assert qmp.arrived(events) == []
