@@ -4,7 +4,7 @@
 
 Drives the collection in-process, exactly as the qemu_instance module does
 (``qemu_instance.converge`` under the instance lock, parameters filled in by Ansible's own
-argument-spec validator), with ``QmpSession.execute_all`` and ``QmpSession.wait_event`` wrapped
+argument-spec validator), with ``QmpSession.execute`` and ``QmpSession.wait_event`` wrapped
 in this process only to timestamp every QMP command and every event received. The guest's
 agent (tools/guest/agent.py) confirms each disk appeared or went, so every unplug is real
 guest cooperation (ACPI eject for virtio-blk on pc).
@@ -60,7 +60,7 @@ BUSES = {
 
 # -- timestamps of QMP traffic, in this process only ---------------------------------------------
 class Recorder:
-    """Wraps QmpSession.execute_all / wait_event to timestamp each command and each event."""
+    """Wraps QmpSession.execute / wait_event to timestamp each command and each event."""
 
     def __init__(self):
         self.commands = []  # (command, arguments, t_sent, t_answered), monotonic
@@ -73,19 +73,15 @@ class Recorder:
 
     def install(self):
         session = qmp_mod.QmpSession
-        execute_all, wait_event = session.execute_all, session.wait_event
+        execute, wait_event = session.execute, session.wait_event
         rec = self
 
-        def timed_execute_all(self, commands, timeout=None):
-            # Every command goes through execute_all. A batch is sent at once and answered as a
-            # whole: its first command carries the batch's time, the others none.
+        def timed_execute(self, command, arguments=None, timeout=None):
             start = time.monotonic()
             try:
-                return execute_all(self, commands, timeout)
+                return execute(self, command, arguments, timeout)
             finally:
-                done = time.monotonic()
-                for index, (command, arguments) in enumerate(commands):
-                    rec.commands.append((command, arguments or {}, done if index else start, done))
+                rec.commands.append((command, arguments or {}, start, time.monotonic()))
 
         def timed_wait_event(self, listener, timeout):
             began = time.monotonic()
@@ -97,7 +93,7 @@ class Recorder:
                 rec.events.append((began, received, emitted, event))
             return event
 
-        session.execute_all, session.wait_event = timed_execute_all, timed_wait_event
+        session.execute, session.wait_event = timed_execute, timed_wait_event
         write_atomic = StateDir.write_atomic
 
         def timed_write_atomic(self, name, data):

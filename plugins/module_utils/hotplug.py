@@ -74,7 +74,8 @@ class Applier:
         try:
             self._send(command)
         except QemuError as exc:
-            if not _done_already(command, exc):
+            done = _GONE + ((_DUPLICATE,) if command["execute"] == "object-add" else ())
+            if not any(text in exc.desc for text in done):
                 raise
 
     def _release(self, record: dict) -> None:
@@ -220,7 +221,7 @@ class Applier:
                     self.qmp.execute("device_del", {"id": action.id})
                 except QemuError as exc:
                     if exc.error_class == "DeviceNotFound":
-                        self._finish([waiting.pop(action.id)])  # already gone
+                        self._finish(waiting.pop(action.id))  # already gone
                     elif "already in the process of unplug" not in exc.desc:
                         waiting.pop(action.id)
                         failed.append("%s (%s): %s" % (action.label, action.id, exc))
@@ -228,14 +229,11 @@ class Applier:
                 event = self.qmp.wait_event(events, self.unplug_timeout)
                 if event is None:
                     break
-                deleted = []
-                for event in [event] + self.qmp.arrived(events):  # all QEMU sent meanwhile: one batch
-                    action = waiting.pop(event["data"]["device"])
-                    if event["event"] == "DEVICE_DELETED":
-                        deleted.append(action)
-                    else:
-                        failed.append("%s (%s): the guest refused to release it" % (action.label, action.id))
-                self._finish(deleted)
+                action = waiting.pop(event["data"]["device"])
+                if event["event"] == "DEVICE_DELETED":
+                    self._finish(action)
+                else:
+                    failed.append("%s (%s): the guest refused to release it" % (action.label, action.id))
         for action in waiting.values():
             # Nodes stay: the device may still use them. A later run finishes the removal.
             self.still_unplugging.add(action.id)
@@ -244,21 +242,9 @@ class Applier:
         if failed:
             raise QemuError("detaching failed: " + "; ".join(failed))
 
-    def _finish(self, actions: list) -> None:
-        """Delete what the removed devices left, every command sent at once (QEMU runs them in
-        order: each device's top-down), then forget the devices whose clean-up succeeded; the
-        first failure is raised after that, so a later run finishes only what is left."""
-        commands = [(action, command) for action in actions for command in plan.release_commands(action.old)]
-        outcomes = self.qmp.execute_all([(c["execute"], c["arguments"]) for _action, c in commands]) if commands else []
-        failures = {}
-        for (action, command), outcome in zip(commands, outcomes):
-            if isinstance(outcome, QemuError) and not _done_already(command, outcome):
-                failures.setdefault(action.id, outcome)
-        for action in actions:
-            if action.id not in failures:
-                self.layout.drop(action.id)
-        if failures:
-            raise next(iter(failures.values()))
+    def _finish(self, action) -> None:
+        self._release(action.old)
+        self.layout.drop(action.id)
 
     def change_medium(self, action) -> None:
         """Open the tray, swap the medium, close it; on failure put the old medium back."""
@@ -299,13 +285,6 @@ class Applier:
                 raise
             self.qmp.execute("blockdev-open-tray", {"id": command["arguments"]["id"], "force": True})
             return self._send(command)
-
-
-def _done_already(command: dict, exc: QemuError) -> bool:
-    """A clean-up QEMU refused because what it removes is gone already (or, for a re-sent
-    object-add, already there): it is done."""
-    done = _GONE + ((_DUPLICATE,) if command["execute"] == "object-add" else ())
-    return any(text in exc.desc for text in done)
 
 
 def _undo_of(command: dict, old=None) -> dict:

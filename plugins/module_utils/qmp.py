@@ -99,7 +99,7 @@ class QmpSession:
         try:
             deadline = time.monotonic() + self.connect_timeout
             self._greeting = self._message(deadline)["QMP"]
-            reply = self._exchange_plain([("qmp_capabilities", None)], deadline)[0]
+            reply = self._exchange_plain("qmp_capabilities", None, deadline)
             if "return" not in reply:
                 raise ValueError("qmp_capabilities was refused: %s" % reply.get("error"))
         except socket.timeout:
@@ -183,71 +183,43 @@ class QmpSession:
                 raise EOFError("QEMU closed the connection")
             self._buffer += chunk
 
-    def _exchange_plain(self, commands: list, deadline: float) -> list:
-        """Send the commands, then return their replies in order. Events read meanwhile are
-        dropped: no listener exists yet (the first one hands the connection to QMPClient)."""
-        ids, lines = [], []
-        for command, arguments in commands:
-            self._ids += 1
-            ids.append("blocklayer-%d" % self._ids)
-            message = {"execute": command, "id": ids[-1]}
-            if arguments is not None:
-                message["arguments"] = arguments
-            lines.append(json.dumps(message).encode() + b"\n")
+    def _exchange_plain(self, command: str, arguments, deadline: float) -> dict:
+        """Send one command and return its reply. Events read meanwhile are dropped: no
+        listener exists yet (the first one hands the connection to QMPClient)."""
+        self._ids += 1
+        message = {"execute": command, "id": "blocklayer-%d" % self._ids}
+        if arguments is not None:
+            message["arguments"] = arguments
         self._sock.settimeout(max(deadline - time.monotonic(), 0.001))
-        self._sock.sendall(b"".join(lines))
-        replies = []
-        for wanted in ids:
+        self._sock.sendall(json.dumps(message).encode() + b"\n")
+        while True:
             reply = self._message(deadline)
-            while reply.get("id") != wanted:
-                reply = self._message(deadline)
-            replies.append(reply)
-        return replies
+            if reply.get("id") == message["id"]:
+                return reply
 
     # -- commands -----------------------------------------------------------------------------
     def execute(self, command: str, arguments=None, timeout=None):
-        outcome = self.execute_all([(command, arguments)], timeout)[0]
-        if isinstance(outcome, QemuError):
-            raise outcome
-        return outcome
-
-    def execute_all(self, commands: list, timeout=None) -> list:
-        """Send every ``(command, arguments)`` before reading a reply, and return, per command,
-        what it returned or the QemuError QEMU refused it with. QEMU still runs them one after
-        the other, in order, but the turn-around between them is saved: for clean-ups whose
-        failures are judged one by one. A lost connection or ``timeout`` (for all of them)
-        raises QemuError."""
-        self.sent += [{"execute": command, "arguments": arguments or {}} for command, arguments in commands]
+        self.sent.append({"execute": command, "arguments": arguments or {}})
         timeout = timeout or self.command_timeout
-        names = ", ".join(command for command, _arguments in commands)
         if self._client is None:
             try:
-                replies = self._exchange_plain(commands, time.monotonic() + timeout)
+                reply = self._exchange_plain(command, arguments, time.monotonic() + timeout)
             except socket.timeout:
-                raise QemuError("QEMU did not answer %s within %s s" % (names, timeout), command=names) from None
+                raise QemuError("QEMU did not answer %s within %s s" % (command, timeout), command=command) from None
             except (OSError, EOFError, ValueError) as exc:
-                raise QemuError("QMP connection lost during %s: %s" % (names, exc), command=names) from None
-            return [self._refused(command, reply["error"]["class"], reply["error"]["desc"]) if "error" in reply
-                    else reply["return"] for (command, _arguments), reply in zip(commands, replies)]
+                raise QemuError("QMP connection lost during %s: %s" % (command, exc), command=command) from None
+            if "error" in reply:
+                raise self._refused(command, reply["error"]["class"], reply["error"]["desc"])
+            return reply["return"]
         asyncio, lib = _asyncio_qmp()
-
-        async def sent_together():
-            return await asyncio.gather(*[self._client.execute(command, arguments) for command, arguments in commands],
-                                        return_exceptions=True)
         try:
-            outcomes = self._run(sent_together(), timeout)
+            return self._run(self._client.execute(command, arguments), timeout)
+        except lib.ExecuteError as exc:
+            raise self._refused(command, exc.error_class, str(exc)) from None
         except asyncio.TimeoutError:
-            raise QemuError("QEMU did not answer %s within %s s" % (names, timeout), command=names) from None
-        out = []
-        for (command, _arguments), outcome in zip(commands, outcomes):
-            if isinstance(outcome, lib.ExecuteError):
-                outcome = self._refused(command, outcome.error_class, str(outcome))
-            elif isinstance(outcome, lib.QMPError):
-                raise QemuError("QMP connection lost during %s: %s" % (command, outcome), command=command) from None
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            out.append(outcome)
-        return out
+            raise QemuError("QEMU did not answer %s within %s s" % (command, timeout), command=command) from None
+        except lib.QMPError as exc:
+            raise QemuError("QMP connection lost during %s: %s" % (command, exc), command=command) from None
 
     def _refused(self, command: str, error_class: str, desc: str) -> QemuError:
         meaning = explain(desc, self.sent, os.path.dirname(self.socket_path))
@@ -298,13 +270,6 @@ class QmpSession:
         rather than at the end of the timeout.
         """
         return self._loop.run_until_complete(self._next_event(listener, max(timeout, 0)))
-
-    def arrived(self, listener) -> list:
-        """The events of ``listener`` received already, without waiting for more."""
-        found = []
-        while not listener.empty():
-            found.append(self._loop.run_until_complete(listener.get()))
-        return found
 
     async def _next_event(self, listener, timeout: float):
         asyncio, _lib = _asyncio_qmp()

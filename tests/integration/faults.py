@@ -25,22 +25,19 @@ AFTER_QMP = r"""
 import os, signal
 from ansible_collections.blocklayer.qemu.plugins.module_utils import qmp
 limit, which, target, sig = int(hook_args[0]), hook_args[1], hook_args[2], getattr(signal, hook_args[3])
-real, seen = qmp.QmpSession.execute_all, [0]
+real, seen = qmp.QmpSession.execute, [0]
 
-def execute_all(self, commands, timeout=None):
-    # One by one: a module killed while it sends a batch leaves any first part of it done.
-    answers = []
-    for command, arguments in commands:
-        answers += real(self, [(command, arguments)], timeout)
-        mutating = not (command.startswith("query-") or command in ("qom-list", "qom-get")
-                        or arguments == {"command-line": "info network"})
-        if which == "any" or which == command or (which == "mutating" and mutating):
-            seen[0] += 1
-            if seen[0] == limit:
-                os.kill(os.getpid() if target == "self" else int(open(target).read()), sig)
-    return answers
+def execute(self, command, arguments=None, timeout=None):
+    answer = real(self, command, arguments, timeout)
+    mutating = not (command.startswith("query-") or command in ("qom-list", "qom-get")
+                    or arguments == {"command-line": "info network"})
+    if which == "any" or which == command or (which == "mutating" and mutating):
+        seen[0] += 1
+        if seen[0] == limit:
+            os.kill(os.getpid() if target == "self" else int(open(target).read()), sig)
+    return answer
 
-qmp.QmpSession.execute_all = execute_all  # QmpSession.execute sends through it too
+qmp.QmpSession.execute = execute
 """
 
 # Counts the runtime-file saves into the file hook_args[0]; with hook_args[1], fills the
