@@ -81,6 +81,29 @@ def test_killed_after_each_command_of_a_multi_disk_plan_the_rerun_converges(vm):
     assert step > 12  # detach b, change the medium, attach c and d: every command was a kill point
 
 
+def test_killed_in_the_clean_up_of_a_multi_disk_unplug_the_rerun_converges(vm):
+    # SCSI disks: QEMU reports them all gone at once, then their 2 x 3 blockdev-dels follow.
+    cd = dict(name="cd", path=vm.image("cd.iso", size="1M"))
+    a = dict(name="a", path=vm.image("a.raw"))
+    scsi = [dict(name=n, path=vm.image(n + ".raw"), disk_type="scsi-hd") for n in ("b", "c", "d")]
+    common = dict(scsi_controller_type="virtio-scsi-pci", unplug_timeout=5, cdroms=[cd])
+    before, after = vm.args(disks=[a] + scsi, **common), vm.args(disks=[a], **common)
+
+    step = 1
+    while True:
+        start = vm.run(**before)
+        assert start["changed"] and not start.get("failed"), start.get("msg")
+        if not run_killed(vm, after, step):
+            break
+        rerun = vm.run(**after)
+        assert not rerun.get("failed"), "killed after command %d: %s" % (step, rerun["msg"])
+        assert_converged(vm, ["a"], cd["path"])
+        assert vm.run(**after)["changed"] is False, "killed after command %d" % step
+        assert vm.run(state="absent")["changed"]
+        step += 1
+    assert step > 9  # 3 device_dels and 6 blockdev-dels: every one was a kill point
+
+
 def test_killed_while_qemu_is_paused_at_start_the_rerun_lets_it_run(vm):
     args = vm.args(disks=[dict(name="a", path=vm.image("a.raw"))])
     assert run_killed(vm, args, 1, which="any")  # after query-status: QEMU paused, not yet verified
