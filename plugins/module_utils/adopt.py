@@ -17,6 +17,7 @@ from typing import List, Optional
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import DISK_DRIVERS, NIC_DRIVERS
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
+from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Record
 from ansible_collections.blocklayer.qemu.plugins.module_utils.topology import ROOT_PORT_DRIVER, SCSI_CONTROLLERS
 from ansible_collections.blocklayer.qemu.plugins.module_utils.verify import block_by_id
 
@@ -87,8 +88,8 @@ def _peripherals(qom_list: list) -> dict:
     return {p["name"]: p["type"][len("child<"):-1] for p in qom_list if p.get("type", "").startswith("child<")}
 
 
-@dataclass
-class Found:
+@dataclass(init=False, repr=False, eq=False)
+class Found(Record):
     """What a running QEMU has, as records (named after their QEMU ids until ``bind``)."""
 
     controllers: List[dict] = field(default_factory=list)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import ids
 from ansible_collections.blocklayer.qemu.plugins.module_utils.cache import IoSettings
+from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 
 # What a path is, as the host inspection reports it.
 PATH_FILE = "file"
@@ -82,8 +83,8 @@ def node_chain(dev_id: str, path: str, path_kind: str, fmt: str, io: IoSettings,
     return [protocol, fmt_node]
 
 
-@dataclass(frozen=True)
-class Layer:
+@dataclass(init=False, repr=False, eq=False)
+class Layer(Value):
     """One image of a disk's chain (docs/block-graph.md): its generation (the suffix of its node
     names; the image first declared has none, i.e. 1), path and format."""
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
+from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 
 
-@dataclass(frozen=True)
-class CacheSettings:
+@dataclass(init=False, repr=False, eq=False)
+class CacheSettings(Value):
     writeback: bool
     direct: bool
     no_flush: bool
@@ -56,8 +57,8 @@ def cache_settings(mode: str) -> CacheSettings:
         ) from None
 
 
-@dataclass(frozen=True)
-class IoSettings:
+@dataclass(init=False, repr=False, eq=False)
+class IoSettings(Value):
     """Everything about how one image is accessed, already checked."""
 
     cache: CacheSettings

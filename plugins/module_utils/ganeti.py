@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import List
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
+from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Record
 
 SHAPES = ("[kvm_cmd, nics, hvparams] (Ganeti up to 2.9)",
           "[kvm_cmd, nics, hvparams, disks] with pci slots (2.10 to 2.15)",
@@ -36,8 +37,8 @@ _DISCARD_VALUES = ("ignore", "unmap")
 _NIC_NAMESPACE = uuid_mod.UUID("6ba7b811-9dad-11d1-80b4-00c04fd430c8")
 
 
-@dataclass
-class GanetiRuntime:
+@dataclass(init=False, repr=False, eq=False)
+class GanetiRuntime(Record):
     """An upgraded runtime file: the four items, and the device records built from them."""
 
     kvm_cmd: List[str]

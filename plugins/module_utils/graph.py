@@ -27,6 +27,7 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, r
 from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import Layer
 from ansible_collections.blocklayer.qemu.plugins.module_utils.cache import io_settings
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
+from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 
 SNAPSHOT, COMMIT, STREAM, MIRROR = "snapshot", "commit", "stream", "mirror"
 # Journal entries qemu_blockdev settles (graphops), not the device recovery of recovery.py.
@@ -38,8 +39,8 @@ def _cmd(execute: str, **arguments) -> dict:
     return {"execute": execute, "arguments": arguments}
 
 
-@dataclass(frozen=True)
-class GraphOp:
+@dataclass(init=False, repr=False, eq=False)
+class GraphOp(Value):
     """One planned operation on one disk's chain."""
 
     action: str

@@ -22,11 +22,12 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils import (
     graph, host, info, layout, plan, process, runtime, spec as spec_mod, verify)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession, explain
+from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
 
 
-@dataclass(frozen=True)
-class Timeouts:
+@dataclass(init=False, repr=False, eq=False)
+class Timeouts(Value):
     start: float = 30.0
     shutdown: float = 60.0
     qmp_connect: float = 5.0
@@ -49,8 +50,8 @@ def resolve_accel(accel: str, binary: str, env: dict) -> str:
     return accel
 
 
-@dataclass(frozen=True)
-class StartPlan:
+@dataclass(init=False, repr=False, eq=False)
+class StartPlan(Value):
     """Everything a start needs, computed (and so validated) before anything is changed."""
 
     placed: layout.Layout

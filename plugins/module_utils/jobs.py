@@ -47,6 +47,7 @@ from typing import Callable, List, Optional
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import ids
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
+from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 
 COMMANDS = {"commit": "block-commit", "stream": "block-stream", "mirror": "blockdev-mirror",
             "create": "blockdev-create"}
@@ -58,8 +59,8 @@ CANCELED_TEXT = "Operation canceled"
 FILTER_SUFFIX = ".flt"
 
 
-@dataclass(frozen=True)
-class JobState:
+@dataclass(init=False, repr=False, eq=False)
+class JobState(Value):
     """What query-jobs says about one job."""
     id: str
     type: str
@@ -75,8 +76,8 @@ class JobState:
                    error=info.get("error"))
 
 
-@dataclass(frozen=True)
-class JobOutcome:
+@dataclass(init=False, repr=False, eq=False)
+class JobOutcome(Value):
     """How a job ended: ``completed`` (the graph change happened), ``kept`` (a ready mirror or
     active commit cancelled without pivot: the copy is consistent, the device stays on the
     source), ``cancelled``, ``failed``, or ``ready`` (``at_ready="wait"``: still running)."""

@@ -15,6 +15,7 @@ from typing import Optional
 from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, devices, ids
 from ansible_collections.blocklayer.qemu.plugins.module_utils.cache import io_settings
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
+from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 from ansible_collections.blocklayer.qemu.plugins.module_utils.spec import (
     SCSI_DISK_TYPES, InstanceSpec, grow_to, qemu_limits, throttle_group_id)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.topology import (
@@ -24,8 +25,8 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils.topology import (
 QCOW2_MAGIC = b"QFI\xfb"
 
 
-@dataclass(frozen=True)
-class Backing:
+@dataclass(init=False, repr=False, eq=False)
+class Backing(Value):
     """One image below a qcow2: its path, the format the image above declares for it (None when
     it declares none) and its first four bytes (None when it cannot be read)."""
 
@@ -36,8 +37,8 @@ class Backing:
     kind: str = "file"
 
 
-@dataclass(frozen=True)
-class PathFacts:
+@dataclass(init=False, repr=False, eq=False)
+class PathFacts(Value):
     """What the host says about a path: ``kind`` is file, block, char, http, https,
     missing, directory, other or unreadable; ``magic`` the first four bytes of a file;
     ``backing`` the chain below a qcow2 image, top first; ``virtual_size`` the disk size."""
@@ -49,8 +50,8 @@ class PathFacts:
     virtual_size: Optional[int] = None
 
 
-@dataclass(frozen=True)
-class Device:
+@dataclass(init=False, repr=False, eq=False)
+class Device(Value):
     """One placed device: what the runtime file records about it."""
 
     kind: str
@@ -78,8 +79,8 @@ class Device:
                       for k in cls.__dataclass_fields__ if k in data})
 
 
-@dataclass(frozen=True)
-class Layout:
+@dataclass(init=False, repr=False, eq=False)
+class Layout(Value):
     controllers: tuple
     devices: tuple
     globals: tuple = ()

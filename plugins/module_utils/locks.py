@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Callable, Iterable, List, Optional, Tuple
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 from ansible_collections.blocklayer.qemu.plugins.module_utils.statedir import StateDir
 
 # QEMU's texts, the same on 7.2 and 10.0 (file-posix.c raw_check_lock_bytes).
@@ -39,8 +40,8 @@ _MAX_STATE_FILE = 4 << 20  # a runtime file is a few KiB; never read a huge plan
 _MAX_OFFSET = (1 << 63) - 1
 
 
-@dataclass(frozen=True)
-class Holder:
+@dataclass(init=False, repr=False, eq=False)
+class Holder(Value):
     """A process of this host that has the image open."""
 
     pid: int

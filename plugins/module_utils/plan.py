@@ -20,6 +20,7 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import (
 from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import throttle_group_object
 from ansible_collections.blocklayer.qemu.plugins.module_utils.layout import (
     Device, Placer, medium_chain, own_group_id, shared_groups, throttled)
+from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 from ansible_collections.blocklayer.qemu.plugins.module_utils.spec import (
     SCSI_DISK_TYPES, format_size, grow_to, throttle_group_id)
 
@@ -88,8 +89,8 @@ _GROUPS = {"disk": "disks", "cdrom": "cdroms", "floppy": "floppy", "nic": "nics"
            GROUP_KIND: "throttle_groups"}
 
 
-@dataclass(frozen=True)
-class Action:
+@dataclass(init=False, repr=False, eq=False)
+class Action(Value):
     """One step of a reconcile, with the QMP commands it sends, in order."""
 
     action: str
@@ -317,8 +318,8 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
     return actions + purge + finish + detach + media + group_up + live + attach + group_down
 
 
-@dataclass(frozen=True)
-class LiveChange:
+@dataclass(init=False, repr=False, eq=False)
+class LiveChange(Value):
     """A declared device whose changed fields can all change on the running device."""
 
     kind: str

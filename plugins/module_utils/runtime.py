@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
+from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Record, Value
 
 FORMAT_VERSION = 2
 RUNTIME_FILE = "runtime.json"
@@ -55,8 +56,8 @@ GONE_STATUSES = (STATUS_STOPPED, STATUS_MIGRATED)
 _LEGACY_DRIVERS = {"disk": "virtio-blk-pci", "nic": "virtio-net-pci"}
 
 
-@dataclass(frozen=True)
-class RuntimePaths:
+@dataclass(init=False, repr=False, eq=False)
+class RuntimePaths(Value):
     """The files of an instance's state dir (all created by the collection or by its QEMU)."""
 
     state_dir: str
@@ -103,8 +104,8 @@ QEMU_FILES = (QMP_SOCKET, PIDFILE, CONSOLE_LOG, AGENT_SOCKET, MIGRATION_SOCKET)
 OWNED_FILES = (RUNTIME_FILE,) + QEMU_FILES + (LEGACY_LOCK,)
 
 
-@dataclass
-class HostBinding:
+@dataclass(init=False, repr=False, eq=False)
+class HostBinding(Record):
     """What ties the instance to this host; re-resolved when it moves to another."""
 
     binary: str
@@ -119,8 +120,8 @@ class HostBinding:
     qmp_socket: Optional[str] = None
 
 
-@dataclass
-class GuestLayout:
+@dataclass(init=False, repr=False, eq=False)
+class GuestLayout(Record):
     """What the guest sees, independent of the host: enough to build the same machine elsewhere."""
 
     name: str
@@ -163,8 +164,8 @@ class GuestLayout:
         self.devices[:] = [r for r in self.devices if r["id"] != dev_id]
 
 
-@dataclass
-class Pending:
+@dataclass(init=False, repr=False, eq=False)
+class Pending(Record):
     """A write-ahead record: an action begun and not yet known to be done.
 
     ``creates`` and ``removes`` name what the action adds to or takes from QEMU
@@ -187,8 +188,8 @@ PHASE_BEGUN = "begun"
 PHASE_FINALIZING = "finalizing"
 
 
-@dataclass
-class Runtime:
+@dataclass(init=False, repr=False, eq=False)
+class Runtime(Record):
     layout: GuestLayout
     host: HostBinding
     status: str = STATUS_RUNNING

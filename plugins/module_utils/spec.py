@@ -16,6 +16,7 @@ from typing import Optional
 from ansible_collections.blocklayer.qemu.plugins.module_utils import cache, ids
 from ansible_collections.blocklayer.qemu.plugins.module_utils.cache import IoSettings, io_settings
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
+from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 
 DISK_TYPES = ("paravirtual", "scsi-hd", "scsi-block", "scsi-generic", "ide")
 SCSI_DISK_TYPES = ("scsi-hd", "scsi-block", "scsi-generic")
@@ -33,8 +34,8 @@ MAX_CDROMS = 2
 SERIAL_MAX = 20
 
 
-@dataclass(frozen=True)
-class HvParams:
+@dataclass(init=False, repr=False, eq=False)
+class HvParams(Value):
     disk_type: str = "paravirtual"
     scsi_controller_type: str = "lsi"
     kvm_pci_reservations: int = 12
@@ -52,8 +53,8 @@ class HvParams:
     scsi_iothread: bool = False
 
 
-@dataclass(frozen=True)
-class DiskSpec:
+@dataclass(init=False, repr=False, eq=False)
+class DiskSpec(Value):
     name: str
     uuid: str
     path: str
@@ -86,16 +87,16 @@ class DiskSpec:
         return io_settings("disks[%s]" % self.name, self.cache, self.aio, self.discard, self.detect_zeroes)
 
 
-@dataclass(frozen=True)
-class ThrottleGroupSpec:
+@dataclass(init=False, repr=False, eq=False)
+class ThrottleGroupSpec(Value):
     """A named throttle group that several disks share (their I/O counts against one budget)."""
 
     name: str
     limits: dict = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class MediaSpec:
+@dataclass(init=False, repr=False, eq=False)
+class MediaSpec(Value):
     """A CD-ROM or floppy drive; ``path`` is None for an empty drive."""
 
     kind: str
@@ -105,8 +106,8 @@ class MediaSpec:
     disk_type: str
 
 
-@dataclass(frozen=True)
-class NicSpec:
+@dataclass(init=False, repr=False, eq=False)
+class NicSpec(Value):
     name: str
     uuid: str
     nic_type: str
@@ -116,8 +117,8 @@ class NicSpec:
     bridge: Optional[str] = None
 
 
-@dataclass(frozen=True)
-class MachineSpec:
+@dataclass(init=False, repr=False, eq=False)
+class MachineSpec(Value):
     memory: int
     vcpus: int
     machine_type: str
@@ -130,8 +131,8 @@ class MachineSpec:
     cpu_model: Optional[str] = None
 
 
-@dataclass(frozen=True)
-class InstanceSpec:
+@dataclass(init=False, repr=False, eq=False)
+class InstanceSpec(Value):
     name: str
     uuid: str
     state_dir: str

@@ -13,13 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
+from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 
 SCSI_CONTROLLER_ID = "scsi"
 SCSI_BUS = SCSI_CONTROLLER_ID + ".0"
 
 
-@dataclass(frozen=True)
-class ScsiControllerModel:
+@dataclass(init=False, repr=False, eq=False)
+class ScsiControllerModel(Value):
     driver: str
     max_scsi_id: int
     max_lun: int

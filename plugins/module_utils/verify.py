@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 from ansible_collections.blocklayer.qemu.plugins.module_utils.topology import pci_slot
 
 # query-named-block-nodes shows every node and HMP "info network" every netdev (QMP has no query
@@ -23,8 +24,8 @@ QUERIES = (("query-block", {}), ("query-pci", {}), ("qom-list", {"path": "/machi
 _PERIPHERAL = "/machine/peripheral/"
 
 
-@dataclass(frozen=True)
-class Live:
+@dataclass(init=False, repr=False, eq=False)
+class Live(Value):
     """What QEMU has now, from the answers to QUERIES."""
 
     block: list
