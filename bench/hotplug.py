@@ -408,7 +408,7 @@ def disk_ids(run):
 
 
 def hot_add_figures(fig, run, ids):
-    """Per disk: the QMP time of its 2 blockdev-add + device_add."""
+    """Per disk: the QMP time of its blockdev-add (format node, protocol node inside) + device_add."""
     per_disk = {}
     for command, args, sent, answered in run.commands:
         if command == "blockdev-add":
@@ -420,7 +420,7 @@ def hot_add_figures(fig, run, ids):
         if dev in ids:
             per_disk.setdefault(dev, []).append((command, answered - sent))
     for steps in per_disk.values():
-        fig.add("hot-add: QMP per disk (2 blockdev-add + device_add)", sum(step[1] for step in steps))
+        fig.add("hot-add: QMP per disk (blockdev-add + device_add)", sum(step[1] for step in steps))
         fig.add("hot-add: device_add alone", sum(t for c, t in steps if c == "device_add"))
 
 

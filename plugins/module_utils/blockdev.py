@@ -3,9 +3,14 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Node chains: an image -> protocol node -> format node, as plain dicts (pure).
 
-The same dicts are given to ``-blockdev`` at start and to ``blockdev-add`` at hot-plug. Every
-node has an explicit name and carries the same ``cache`` (nodes do not inherit it, reference
-§2.1); chains are built bottom-up and deleted top-down.
+A record's ``nodes`` are what the collection opens with one ``-blockdev`` at start or one
+``blockdev-add`` at hot-plug each, bottom-up, and deletes top-down with one ``blockdev-del``
+each. An image's protocol node is opened inside its format node (``"file": {...}``): QEMU
+closes it with the format node (bdrv_close() drops the child), so a disk costs one command
+to add and one to delete instead of two (docs/design.md "Speed"). Records written before
+keep the protocol node as a node of its own (``"file": "<name>"``), which is added and
+deleted on its own as before; ``flat`` gives every node either way. Every node has an
+explicit name and carries the same ``cache`` (nodes do not inherit it, reference §2.1).
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ def alternate_roles(nodes: list) -> tuple:
 
 def node_chain(dev_id: str, path: str, path_kind: str, fmt: str, io: IoSettings,
                read_only: bool, media_kind: str = "disk", roles: tuple = ROLES, force_share: bool = False) -> list:
-    """The nodes of one image, bottom-up: ``[protocol, format]``."""
+    """The nodes of one image: ``[format]``, its protocol node inside as ``file``."""
     driver = protocol_driver(path_kind, media_kind)
     common = {
         "cache": io.cache.node_props(),
@@ -77,10 +82,48 @@ def node_chain(dev_id: str, path: str, path_kind: str, fmt: str, io: IoSettings,
         protocol["filename"] = path
         protocol["aio"] = io.aio  # a file-posix option only
     protocol.update(common)
-    fmt_node = {"driver": fmt, "node-name": ids.node_name(dev_id, roles[1]), "file": protocol["node-name"]}
+    fmt_node = {"driver": fmt, "node-name": ids.node_name(dev_id, roles[1]), "file": protocol}
     fmt_node.update(common)
     fmt_node["detect-zeroes"] = io.detect_zeroes
-    return [protocol, fmt_node]
+    return [fmt_node]
+
+
+def flat(nodes) -> list:
+    """Every node of a chain, bottom-up, each naming its ``file`` child by name: a protocol
+    node opened inside its format node comes just before it, as an older record lists it."""
+    found = []
+    for node in nodes or []:
+        child = node.get("file")
+        if isinstance(child, dict):
+            found.append(child)
+            node = dict(node, file=child["node-name"])
+        found.append(node)
+    return found
+
+
+def names(nodes) -> list:
+    """The names of every node of a chain, the ones opened inside another included."""
+    return [n["node-name"] for n in flat(nodes)]
+
+
+def own_names(nodes) -> list:
+    """The names of the nodes opened by a command of their own: those a blockdev-del closes."""
+    return [n["node-name"] for n in nodes or []]
+
+
+def keep_separate(old_nodes, nodes) -> list:
+    """``nodes`` (a chain rebuilt for a running QEMU) with every protocol node that
+    ``old_nodes`` has as a node of its own kept so: QEMU still holds it on its own, and only
+    a blockdev-del of its own closes it."""
+    separate = {n["node-name"] for n in old_nodes or [] if "file" not in n}
+    out = []
+    for node in nodes:
+        child = node.get("file")
+        if isinstance(child, dict) and child["node-name"] in separate:
+            out += [child, dict(node, file=child["node-name"])]
+        else:
+            out.append(node)
+    return out
 
 
 @dataclass(init=False, repr=False, eq=False)
@@ -99,6 +142,7 @@ def roles_of(gen: int) -> tuple:
 
 def layers(nodes: list) -> list:
     """The images of a chain, bottom-up (filters such as a throttle node are not images)."""
+    nodes = flat(nodes)
     paths = {n["node-name"]: n.get("filename") or n.get("url") for n in nodes if "filename" in n or "url" in n}
     found = []
     for node in nodes:
@@ -109,23 +153,24 @@ def layers(nodes: list) -> list:
 
 
 def image_nodes(nodes: list) -> list:
-    """The chain without its filters: protocol and format nodes, bottom-up."""
+    """The chain without its filters, bottom-up, as recorded: a protocol node opened inside its
+    format node stays inside (blockdev-reopen reopens it with its parent)."""
     return [n for n in nodes if n["driver"] != "throttle"]
 
 
 def next_gen(nodes: list) -> int:
     """The generation a new image of this chain takes: one above every name it has had."""
-    gens = [own[2] for own in (ids.own_node(n["node-name"]) for n in nodes) if own]
+    gens = [own[2] for own in (ids.own_node(name) for name in names(nodes)) if own]
     return max(gens + [1]) + 1
 
 
 def layer_nodes(dev_id: str, layer: Layer, path_kind: str, io: IoSettings, read_only: bool,
                 backing=None) -> list:
-    """``[protocol, format]`` of one image; an overlay's format node names its ``backing`` node
-    (None: no backing is opened, for an overlay added live before blockdev-snapshot)."""
+    """``[format]`` of one image (node_chain); an overlay's format node names its ``backing``
+    node (None: no backing is opened, for an overlay added live before blockdev-snapshot)."""
     nodes = node_chain(dev_id, layer.path, path_kind, layer.fmt, io, read_only, roles=roles_of(layer.gen))
     if backing is not False:
-        nodes[1]["backing"] = backing
+        nodes[-1]["backing"] = backing
     return nodes
 
 

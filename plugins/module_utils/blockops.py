@@ -7,7 +7,8 @@ its chain (graph.py) and carry it out (graphops.py); or open or close a standalo
 
 from __future__ import annotations
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import graph, host, layout, runtime, spec, standalone
+from ansible_collections.blocklayer.qemu.plugins.module_utils import (
+    blockdev, graph, host, layout, runtime, spec, standalone)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 
 
@@ -134,8 +135,9 @@ def chain_report(record: dict) -> list:
 
 
 def _format_nodes(record: dict) -> list:
-    protocols = {n["node-name"] for n in record.get("nodes") or [] if "filename" in n or "url" in n}
-    return [n["node-name"] for n in record.get("nodes") or [] if n.get("file") in protocols and n["driver"] != "throttle"]
+    nodes = blockdev.flat(record.get("nodes"))
+    protocols = {n["node-name"] for n in nodes if "filename" in n or "url" in n}
+    return [n["node-name"] for n in nodes if n.get("file") in protocols and n["driver"] != "throttle"]
 
 
 def _result(instance, record: dict, before: list, changed: bool, job) -> dict:

@@ -107,7 +107,7 @@ def _io(record: dict):
 
 def _path_kinds(record: dict):
     """path -> file or block, from the protocol drivers the record has; new images are files."""
-    kinds = {n["filename"]: blockdev.PATH_BLOCK for n in record.get("nodes") or []
+    kinds = {n["filename"]: blockdev.PATH_BLOCK for n in blockdev.flat(record.get("nodes"))
              if n.get("driver") == "host_device" and "filename" in n}
     return lambda path: kinds.get(path, blockdev.PATH_FILE)
 
@@ -117,6 +117,7 @@ def with_chain(record: dict, chain: list) -> dict:
     device's ``drive`` on the new top."""
     read_only = (record.get("spec") or {}).get("mode") == "ro"
     nodes = blockdev.chain_nodes(record["id"], chain, _path_kinds(record), _io(record), read_only)
+    nodes = blockdev.keep_separate(record.get("nodes"), nodes)  # what QEMU holds on its own stays so
     filters = [dict(f, file=nodes[-1]["node-name"]) for f in _filters(record)]
     nodes += filters
     out = dict(record, nodes=nodes)
@@ -180,7 +181,7 @@ def plan_snapshot(record: dict, path: str, create: bool, facts) -> Optional[Grap
     new["former_images"] = [p for p in _former(record) if p != path]
     if not new["former_images"]:
         new.pop("former_images")
-    change = _cmd("blockdev-snapshot", node=_fmt_name(record["id"], top), overlay=added[1]["node-name"])
+    change = _cmd("blockdev-snapshot", node=_fmt_name(record["id"], top), overlay=added[-1]["node-name"])
     return GraphOp(SNAPSHOT, label, record["id"], record, new, "an overlay %s on %s" % (path, top.path),
                    prepare=tuple(_cmd("blockdev-add", **n) for n in added), change=change,
                    create={"path": path, "format": "qcow2", "backing": top.path, "backing_format": top.fmt}
@@ -216,7 +217,7 @@ def plan_commit(record: dict, top: Optional[str], base: Optional[str]) -> Option
             "filter-node-name": _filter_node(record), "auto-finalize": False, "auto-dismiss": False}
     if not active:
         args["top-node"] = _fmt_name(record["id"], chain[top_index])
-    unused = _layer_names(record["id"], reversed(gone))
+    unused = _layer_names(record, reversed(gone))
     what = "%s into %s" % (", ".join(layer.path for layer in gone), chain[base_index].path)
     # The job writes the base and, for an intermediate commit, the backing name in the image
     # above top (block/commit.c, commit_start): both must be writable first.
@@ -245,7 +246,7 @@ def plan_stream(record: dict, base: Optional[str]) -> Optional[GraphOp]:
     return GraphOp(STREAM, label, record["id"], record, new,
                    "stream of %s into %s" % (", ".join(layer.path for layer in gone), chain[-1].path),
                    change=_cmd("block-stream", **args), job_id=job_id,
-                   unused=_layer_names(record["id"], reversed(gone)), former=tuple(layer.path for layer in gone))
+                   unused=_layer_names(record, reversed(gone)), former=tuple(layer.path for layer in gone))
 
 
 def plan_mirror(record: dict, path: str, fmt: str, create: bool, pivot: bool, facts, size: int) -> Optional[GraphOp]:
@@ -272,7 +273,7 @@ def plan_mirror(record: dict, path: str, fmt: str, create: bool, pivot: bool, fa
     job_id = _job_id(record, MIRROR)
     # The source is the device's root; with a throttle filter on top, the target replaces the
     # image below it, so the disk keeps its limits (qapi/block-core.json, blockdev-mirror "replaces").
-    args = {"job-id": job_id, "device": nodes[-1]["node-name"], "target": added[1]["node-name"], "sync": "full",
+    args = {"job-id": job_id, "device": nodes[-1]["node-name"], "target": added[-1]["node-name"], "sync": "full",
             "filter-node-name": _filter_node(record), "auto-finalize": False, "auto-dismiss": False}
     if _filters(record):
         args["replaces"] = _fmt_name(record["id"], chain[-1])
@@ -280,7 +281,7 @@ def plan_mirror(record: dict, path: str, fmt: str, create: bool, pivot: bool, fa
     if pivot:
         new = with_chain(record, [layer])
         new["former_images"] = _former(record) + [c.path for c in chain]
-        unused = _layer_names(record["id"], reversed(chain))
+        unused = _layer_names(record, reversed(chain))
         reason = "mirror to %s, then pivot" % path
     else:
         new, unused, reason = record, target_names, "copy to %s (the disk stays on %s)" % (path, chain[-1].path)
@@ -321,10 +322,18 @@ def _reopen_writable(record: dict, layers: list) -> dict:
     A start opens the images below the top read-only, protocol node included, and an explicit
     ``read-only`` is not changed by the reopen a job does of the format node, so QEMU would
     refuse the job ("Block node is read-only"). blockdev-reopen takes every option again
-    (qapi/block-core.json), so each node is sent as recorded but writable."""
-    names = set(_layer_names(record["id"], layers))
-    return _cmd("blockdev-reopen", options=[dict(n, **{"read-only": False}) for n in record["nodes"]
-                                            if n["node-name"] in names])
+    (qapi/block-core.json), so each node is sent as recorded but writable, a protocol node
+    opened inside its format node inside it (measured: listed beside its parent instead, QEMU
+    10.0 leaves the job that follows paused for good)."""
+    names = {name for layer in layers for name in (_fmt_name(record["id"], layer), _stor_name(record["id"], layer))}
+    return _cmd("blockdev-reopen", options=[_writable(n) for n in record["nodes"] if n["node-name"] in names])
+
+
+def _writable(node: dict) -> dict:
+    node = dict(node, **{"read-only": False})
+    if isinstance(node.get("file"), dict):
+        node["file"] = _writable(node["file"])
+    return node
 
 
 def read_only_again(record: dict) -> Optional[dict]:
@@ -336,10 +345,13 @@ def read_only_again(record: dict) -> Optional[dict]:
     return _cmd("blockdev-reopen", options=nodes) if nodes else None
 
 
-def _layer_names(dev_id: str, layers) -> tuple:
+def _layer_names(record: dict, layers) -> tuple:
+    """The nodes of ``layers`` that a blockdev-del of their own closes, top-down: the format node,
+    and the protocol node only where the record opened it on its own (blockdev.flat)."""
+    own = set(blockdev.own_names(record.get("nodes")))
     names = []
     for layer in layers:
-        names += [_fmt_name(dev_id, layer), _stor_name(dev_id, layer)]
+        names += [n for n in (_fmt_name(record["id"], layer), _stor_name(record["id"], layer)) if n in own]
     return tuple(names)
 
 

@@ -15,7 +15,7 @@ import json
 import os
 import subprocess
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import graph, jobs, runtime, standalone
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, graph, jobs, runtime, standalone
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
 
 # QEMU's texts for "this overlay is in place already" (bdrv_append / qmp_blockdev_snapshot).
@@ -377,7 +377,7 @@ class GraphRunner:
 
 
 def _top_format(record) -> str:
-    images = [n for n in (record or {}).get("nodes") or [] if n["driver"] != "throttle" and "file" in n
+    images = [n for n in blockdev.flat((record or {}).get("nodes")) if n["driver"] != "throttle" and "file" in n
               and isinstance(n["file"], str)]
     return images[-1]["node-name"] if images else None
 

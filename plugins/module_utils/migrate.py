@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, replace
 from typing import Optional
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import graph, process, runtime, verify
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, graph, process, runtime, verify
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession
 
@@ -188,7 +188,6 @@ def blockdev_form(record: dict, entry: dict, path_kinds: dict, qom: dict) -> dic
     matches devices by address. ``qom`` holds the device's ``serial``/``device_id`` as QEMU
     reads them; ``path_kinds`` says which images are files or block devices. Call only when
     ``drive_problems`` is empty."""
-    from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev
     from ansible_collections.blocklayer.qemu.plugins.module_utils.cache import CacheSettings, IoSettings
     from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import PASSTHROUGH_DRIVERS
     inserted = entry["inserted"]
@@ -355,7 +354,7 @@ def image_files(layout: runtime.GuestLayout) -> list:
     """(label, path) of every host file a node of the layout opens."""
     found = []
     for record in layout.records() + [dict(n, id="node " + n["name"]) for n in layout.named_nodes]:
-        for node in record.get("nodes") or []:
+        for node in blockdev.flat(record.get("nodes")):
             if node.get("driver") in ("file", "host_device", "host_cdrom") and node.get("filename"):
                 found.append(("%s (%s)" % (record.get("name") or record["id"], record["id"]), node["filename"]))
     return found

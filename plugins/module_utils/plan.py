@@ -187,7 +187,7 @@ def purge_orphans(layout, present_ids, live_nodes, live_netdevs=(), keep_nodes=(
     with it, top-down); nodes without a device are deleted top-down.
     """
     known_ids = {r["id"] for r in layout.records()}
-    known_nodes = {n["node-name"] for r in layout.records() for n in r.get("nodes") or []} | set(keep_nodes)
+    known_nodes = {n for r in layout.records() for n in blockdev.names(r.get("nodes"))} | set(keep_nodes)
     known_netdevs = {r["netdev"]["id"] for r in layout.records() if r.get("netdev")}
     known_objects = {o["id"] for r in layout.records() for o in r.get("objects") or []}
     orphan_netdevs = {n for n in live_netdevs if ids.is_own_netdev(n) and n not in known_netdevs}

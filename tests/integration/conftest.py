@@ -46,6 +46,17 @@ def run_module(module, args, check=False, diff=False):
     return result
 
 
+def opened_nodes(nodes) -> set:
+    """The names of every QEMU node a runtime record's ``nodes`` open: each node, and the
+    protocol node opened inside a format node (``"file": {...}``, docs/block-graph.md)."""
+    names = set()
+    for node in nodes or []:
+        names.add(node["node-name"])
+        if isinstance(node.get("file"), dict):
+            names.add(node["file"]["node-name"])
+    return names
+
+
 def qemu_pids(marker):
     """Pids of QEMU processes whose command line mentions ``marker`` (a state dir)."""
     pids = []

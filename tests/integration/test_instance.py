@@ -92,7 +92,7 @@ def test_devices_in_qemu_match_the_declaration(vm, machine_type, controller):
 
     # cache: the same {direct, no-flush} on every node of a chain; writeback from write-cache.
     for dev_id, direct in ((root_id, True), (data_id, False)):
-        for suffix in (".stor", ".fmt"):
+        for suffix in (".stor", ".fmt"):  # query-named-block-nodes: .stor opened inside .fmt too
             assert nodes[dev_id + suffix]["cache"]["direct"] is direct
             assert nodes[dev_id + suffix]["cache"]["no-flush"] is False
     # The device property, not query-block's writeback: virtio-blk drops writeback while a
@@ -107,7 +107,7 @@ def test_devices_in_qemu_match_the_declaration(vm, machine_type, controller):
     assert "-drive" not in argv
     assert fd_flags(pid, root) & os.O_DIRECT and not fd_flags(pid, data) & os.O_DIRECT
     blockdevs = [json.loads(argv[i + 1]) for i, a in enumerate(argv) if a == "-blockdev"]
-    aio = {n["node-name"]: n.get("aio") for n in blockdevs}
+    aio = {n["file"]["node-name"]: n["file"].get("aio") for n in blockdevs if isinstance(n.get("file"), dict)}
     assert (aio[root_id + ".stor"], aio[data_id + ".stor"]) == ("native", "threads")
 
 

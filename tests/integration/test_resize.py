@@ -91,7 +91,7 @@ def test_a_hot_plugged_disk_grows_after_its_nodes_and_before_device_add(vm):
     vm.run(disks=[a])
     path = vm.image("b.raw", "8M")
     added = vm.run(disks=[a, dict(name="b", path=path, size="24M")])
-    assert mutating(added) == ["blockdev-add", "blockdev-add", "block_resize", "device_add"]
+    assert mutating(added) == ["blockdev-add", "block_resize", "device_add"]
     assert qemu_sizes(vm, record(vm, "b")["id"]) == (24 * MiB, 24 * MiB) and image_size(path) == 24 * MiB
 
 
@@ -161,7 +161,7 @@ def test_qemu_device_grows_the_disk_it_attached(vm):
     vm.run(disks=[dict(name="a", path=vm.image("a.raw"))])
     path = vm.image("d.qcow2", "8M", "qcow2")
     added = device(name="d", path=path, format="qcow2", size="16M")
-    assert mutating(added) == ["blockdev-add", "blockdev-add", "block_resize", "device_add"]
+    assert mutating(added) == ["blockdev-add", "block_resize", "device_add"]
     grown = device(name="d", path=path, format="qcow2", size="32M")
     assert mutating(grown) == ["block_resize"]
     assert qemu_sizes(vm, record(vm, "d")["id"]) == (32 * MiB, 32 * MiB) and image_size(path) == 32 * MiB

@@ -1,11 +1,13 @@
 """Standalone named nodes on a real QEMU (qemu_blockdev ``node``): opened, created when asked,
-used as the target of a copy, kept over a restart, closed top-down only when nothing uses them,
-and a run killed between the two blockdev-adds converges on the next.
+used as the target of a copy, kept over a restart, closed only when nothing uses them, and a run
+killed after its blockdev-add or blockdev-del, or (for a node an earlier version opened as two)
+between the two blockdev-dels, converges on the next.
 
 Data is written through QEMU (HMP qemu-io on the device) and read back from the image files with
 qemu-io -U, so the expected bytes are constants of the test, never the module's account.
 """
 
+import json
 import os
 
 from .conftest import hmp, run_module
@@ -30,7 +32,9 @@ def test_a_node_is_created_opened_and_closed_and_each_rerun_changes_nothing(data
     path = str(vm.images / "copy.qcow2")
     planned = node(vm, check=True, node="copy", path=path, size="16M")
     assert planned["changed"] and not os.path.exists(path)
-    assert [c["arguments"]["node-name"] for c in planned["qmp_commands"]] == ["copy.stor", "copy.fmt"]
+    [add] = planned["qmp_commands"]  # the protocol node opened inside the format node
+    assert (add["execute"], add["arguments"]["node-name"], add["arguments"]["file"]["node-name"]) == \
+        ("blockdev-add", "copy.fmt", "copy.stor")
 
     opened = node(vm, node="copy", path=path, size="16M")
     assert opened["changed"] and opened["node"]["node"] == "copy.fmt", opened
@@ -49,7 +53,7 @@ def test_a_node_is_created_opened_and_closed_and_each_rerun_changes_nothing(data
     closed = node(vm, node="copy", state="absent")
     assert closed["changed"] and closed["node"] is None
     assert [c["arguments"]["node-name"] for c in closed["qmp_commands"] if c["execute"] == "blockdev-del"] == \
-        ["copy.fmt", "copy.stor"]
+        ["copy.fmt"]
     assert not {"copy.stor", "copy.fmt"} & nodes_in_qemu(vm)
     assert os.path.exists(path)  # the file stays
     assert node(vm, node="copy", state="absent")["changed"] is False
@@ -127,7 +131,7 @@ def test_a_restart_opens_the_node_again_and_a_missing_image_is_left_out_with_a_w
     assert "node keep (keep.fmt) is recorded but QEMU does not have it" in drifted["drift"]
 
 
-def test_a_run_killed_between_the_two_adds_converges_on_the_next(data_vm):
+def test_a_run_killed_after_the_add_converges_on_the_next(data_vm):
     vm = data_vm
     path = str(vm.images / "copy.qcow2")
     args = dict(name="t", state_dir=vm.state_dir, node="copy", path=path, size="16M")
@@ -135,16 +139,17 @@ def test_a_run_killed_between_the_two_adds_converges_on_the_next(data_vm):
                       module=MODULE)
     assert proc.returncode == -9, proc.stdout + proc.stderr
     assert runtime_of(vm)["journal"][0]["action"] == "node-add"
-    assert "copy.stor" in nodes_in_qemu(vm) and "copy.fmt" not in nodes_in_qemu(vm)
-    # The file the killed run created is its own (recorded by identity): the next run undoes and redoes.
+    assert {"copy.stor", "copy.fmt"} <= nodes_in_qemu(vm)
+    # Both open, as the killed run meant: the next run adopts the node and changes nothing more.
     done = result_of(run_hooked(args, vm.state_dir + ".run.json", "", module=MODULE))
-    assert done["changed"] and not done.get("failed"), done
+    assert not done.get("failed"), done
+    assert not [c for c in done["qmp_commands"] if c["execute"].startswith("blockdev")]
     assert {"copy.stor", "copy.fmt"} <= nodes_in_qemu(vm)
     assert runtime_of(vm)["journal"] == [] and [n["name"] for n in runtime_of(vm)["layout"]["named_nodes"]] == ["copy"]
     assert node(vm, node="copy", path=path, size="16M")["changed"] is False
 
 
-def test_a_run_killed_between_the_two_deletes_converges_on_the_next(data_vm):
+def test_a_run_killed_after_the_delete_converges_on_the_next(data_vm):
     vm = data_vm
     path = str(vm.images / "copy.qcow2")
     node(vm, node="copy", path=path, size="16M")
@@ -153,7 +158,40 @@ def test_a_run_killed_between_the_two_deletes_converges_on_the_next(data_vm):
                       module=MODULE)
     assert proc.returncode == -9, proc.stdout + proc.stderr
     assert runtime_of(vm)["journal"][0]["action"] == "node-del"
-    assert "copy.fmt" not in nodes_in_qemu(vm) and "copy.stor" in nodes_in_qemu(vm)
+    assert not {"copy.stor", "copy.fmt"} & nodes_in_qemu(vm)  # one blockdev-del closed both
+    done = result_of(run_hooked(args, vm.state_dir + ".run.json", "", module=MODULE))
+    assert not done.get("failed"), done
+    assert runtime_of(vm)["journal"] == [] and runtime_of(vm)["layout"]["named_nodes"] == []
+    assert node(vm, node="copy", state="absent")["changed"] is False
+
+
+def as_opened_by_an_earlier_version(vm, name):
+    """Reopen the standalone node ``name`` as earlier versions did, its protocol node added on its
+    own, and record it so (the runtime file such a version wrote)."""
+    state = runtime_of(vm)
+    record = next(n for n in state["layout"]["named_nodes"] if n["name"] == name)
+    [fmt] = record["nodes"]
+    separate = [fmt["file"], dict(fmt, file=fmt["file"]["node-name"])]
+    with vm.qmp() as qmp:
+        qmp("blockdev-del", **{"node-name": fmt["node-name"]})
+        for args in separate:
+            qmp("blockdev-add", **args)
+    record["nodes"] = separate
+    with open(os.path.join(vm.state_dir, "runtime.json"), "w") as handle:
+        json.dump(state, handle)
+
+
+def test_a_node_an_earlier_version_opened_is_closed_whole_even_when_a_run_is_killed_between_its_deletes(data_vm):
+    vm = data_vm
+    path = str(vm.images / "copy.qcow2")
+    node(vm, node="copy", path=path, size="16M")
+    as_opened_by_an_earlier_version(vm, "copy")
+    args = dict(name="t", state_dir=vm.state_dir, node="copy", state="absent")
+    proc = run_hooked(args, vm.state_dir + ".kill.json", AFTER_QMP, 1, "blockdev-del", "self", "SIGKILL",
+                      module=MODULE)
+    assert proc.returncode == -9, proc.stdout + proc.stderr
+    assert runtime_of(vm)["journal"][0]["action"] == "node-del"
+    assert "copy.fmt" not in nodes_in_qemu(vm) and "copy.stor" in nodes_in_qemu(vm)  # QEMU holds it on its own
     done = result_of(run_hooked(args, vm.state_dir + ".run.json", "", module=MODULE))
     assert done["changed"] and not done.get("failed"), done
     assert not {"copy.stor", "copy.fmt"} & nodes_in_qemu(vm)

@@ -37,7 +37,7 @@ def test_failed_attach_whose_undo_works_says_so_and_leaves_no_journal_entry():
     applier = hotplug.Applier(qmp, layout, 5)
     with pytest.raises(QemuError, match=r"disks\[b\] .*failed, and what was added was removed"):
         applier.apply([action])
-    assert [command for command, _arguments in qmp.sent] == ["blockdev-add", "blockdev-add", "device_add", "blockdev-del", "blockdev-del"]
+    assert [command for command, _arguments in qmp.sent] == ["blockdev-add", "device_add", "blockdev-del"]
     assert applier.unfinished == [] and [d["name"] for d in layout.devices] == ["a"]
 
 

@@ -33,19 +33,21 @@ def test_snapshot_adds_a_generation_with_no_backing_opened_then_snapshots():
     rec = base_record()
     op = snapshot(rec, "/img/ov1.qcow2")
     dev = rec["id"]
-    assert commands(op) == ["blockdev-add", "blockdev-add", "blockdev-snapshot"]
-    stor, fmt = (c["arguments"] for c in op.prepare)
+    assert commands(op) == ["blockdev-add", "blockdev-snapshot"]
+    (fmt,) = (c["arguments"] for c in op.prepare)  # its protocol node inside
+    stor = fmt["file"]
     assert stor["node-name"] == dev + ".stor2" and stor["filename"] == "/img/ov1.qcow2"
-    assert fmt["node-name"] == dev + ".fmt2" and fmt["backing"] is None and fmt["file"] == dev + ".stor2"
+    assert fmt["node-name"] == dev + ".fmt2" and fmt["backing"] is None
     assert op.change["arguments"] == {"node": dev + ".fmt", "overlay": dev + ".fmt2"}
     assert op.create == {"path": "/img/ov1.qcow2", "format": "qcow2", "backing": "/img/data.qcow2",
                          "backing_format": "qcow2"}
     # The record lists the chain as a start gives it: backing by name, the lower image read-only.
-    nodes = op.record["nodes"]
+    nodes = blockdev.flat(op.record["nodes"])
+    assert [n["node-name"] for n in op.record["nodes"]] == [dev + ".fmt", dev + ".fmt2"]
     assert [n["node-name"] for n in nodes] == [dev + ".stor", dev + ".fmt", dev + ".stor2", dev + ".fmt2"]
     assert nodes[3]["backing"] == dev + ".fmt" and nodes[0]["read-only"] and nodes[1]["read-only"]
-    assert not nodes[3]["read-only"] and op.record["props"]["drive"] == dev + ".fmt2"
-    assert op.pending().creates == {"nodes": [dev + ".stor2", dev + ".fmt2"], "files": ["/img/ov1.qcow2"]}
+    assert not nodes[3]["read-only"] and not nodes[2]["read-only"] and op.record["props"]["drive"] == dev + ".fmt2"
+    assert op.pending().creates == {"nodes": [dev + ".fmt2"], "files": ["/img/ov1.qcow2"]}
 
 
 def test_snapshot_onto_the_current_top_is_a_no_op_and_used_paths_are_refused():
@@ -71,15 +73,20 @@ def test_active_commit_moves_the_device_to_the_base_and_leaves_the_overlay_unuse
     assert op.change == {"execute": "block-commit", "arguments": {
         "job-id": dev + ".commit3", "device": dev + ".fmt2", "base-node": dev + ".fmt",
         "filter-node-name": dev + "_job", "auto-finalize": False, "auto-dismiss": False}}
-    assert [n["node-name"] for n in op.record["nodes"]] == [dev + ".stor", dev + ".fmt"]
-    assert op.record["props"]["drive"] == dev + ".fmt" and not op.record["nodes"][1]["read-only"]
-    assert op.unused == (dev + ".fmt2", dev + ".stor2")
+    assert [n["node-name"] for n in blockdev.flat(op.record["nodes"])] == [dev + ".stor", dev + ".fmt"]
+    assert op.record["props"]["drive"] == dev + ".fmt" and not op.record["nodes"][0]["read-only"]
+    assert op.unused == (dev + ".fmt2",)  # its .stor2 goes with it
     assert op.record["former_images"] == ["/img/ov1.qcow2"]
     # The base is read-only as a start opens it: made writable before the job, both its nodes.
-    reopened = op.reopen["arguments"]["options"]
-    assert op.reopen["execute"] == "blockdev-reopen" and [n["node-name"] for n in reopened] == [dev + ".stor", dev + ".fmt"]
-    assert rec["nodes"][1]["read-only"] and not any(n["read-only"] for n in reopened)
-    assert reopened[1] == dict(rec["nodes"][1], **{"read-only": False})  # every other option as recorded
+    (reopened,) = op.reopen["arguments"]["options"]  # the protocol node inside, as recorded
+    assert op.reopen["execute"] == "blockdev-reopen" and reopened["node-name"] == dev + ".fmt"
+    assert rec["nodes"][0]["read-only"] and rec["nodes"][0]["file"]["read-only"]
+    assert reopened["read-only"] is False and reopened["file"]["read-only"] is False
+    # Every other option as recorded.
+    base = rec["nodes"][0]
+    assert reopened == dict(base, **{"read-only": False, "file": dict(base["file"], **{"read-only": False})})
+    assert graph.read_only_again(op.record) is None  # the base is the top now: writable
+    assert graph.read_only_again(rec)["arguments"]["options"] == [base]
     assert [c["execute"] for c in op.commands()] == ["blockdev-reopen", "block-commit"]
     assert graph.plan_commit(op.record, None, None) is None
     assert graph.plan_commit(op.record, "/img/ov1.qcow2", None) is None  # a re-run naming the folded image
@@ -91,12 +98,12 @@ def test_intermediate_commit_names_top_and_base_and_relinks_the_image_above():
     op = graph.plan_commit(rec, "/img/ov1.qcow2", None)
     args = op.change["arguments"]
     assert args["top-node"] == dev + ".fmt2" and args["base-node"] == dev + ".fmt" and args["device"] == dev + ".fmt3"
-    names = [n["node-name"] for n in op.record["nodes"]]
+    names = [n["node-name"] for n in blockdev.flat(op.record["nodes"])]
     assert names == [dev + ".stor", dev + ".fmt", dev + ".stor3", dev + ".fmt3"]
-    assert op.record["nodes"][3]["backing"] == dev + ".fmt"
+    assert op.record["nodes"][1]["backing"] == dev + ".fmt"
+    assert op.unused == (dev + ".fmt2",)
     # The base and the image above top (whose backing name changes) are made writable.
-    assert [n["node-name"] for n in op.reopen["arguments"]["options"]] == [
-        dev + ".stor", dev + ".fmt", dev + ".stor3", dev + ".fmt3"]
+    assert [n["node-name"] for n in op.reopen["arguments"]["options"]] == [dev + ".fmt", dev + ".fmt3"]
     with pytest.raises(ConfigError, match="is not an image of disks"):
         graph.plan_commit(rec, "/img/typo.qcow2", None)
     with pytest.raises(ConfigError, match="must be below"):
@@ -108,8 +115,9 @@ def test_stream_pulls_everything_below_the_top_into_it():
     dev = rec["id"]
     op = graph.plan_stream(rec, None)
     assert "base-node" not in op.change["arguments"] and op.change["arguments"]["device"] == dev + ".fmt2"
-    assert [n["node-name"] for n in op.record["nodes"]] == [dev + ".stor2", dev + ".fmt2"]
-    assert "backing" not in op.record["nodes"][1]  # the header no longer names one (stream_prepare)
+    assert [n["node-name"] for n in blockdev.flat(op.record["nodes"])] == [dev + ".stor2", dev + ".fmt2"]
+    assert "backing" not in op.record["nodes"][0]  # the header no longer names one (stream_prepare)
+    assert op.unused == (dev + ".fmt",)
     assert graph.plan_stream(op.record, None) is None
     assert graph.plan_stream(base_record(), None) is None
 
@@ -121,8 +129,8 @@ def test_mirror_pivot_replaces_the_chain_with_the_target():
     args = op.change["arguments"]
     assert args == {"job-id": dev + ".mirror3", "device": dev + ".fmt2", "target": dev + ".fmt3", "sync": "full",
                     "filter-node-name": dev + "_job", "auto-finalize": False, "auto-dismiss": False}
-    assert [n["node-name"] for n in op.record["nodes"]] == [dev + ".stor3", dev + ".fmt3"]
-    assert op.unused == (dev + ".fmt2", dev + ".stor2", dev + ".fmt", dev + ".stor")
+    assert [n["node-name"] for n in blockdev.flat(op.record["nodes"])] == [dev + ".stor3", dev + ".fmt3"]
+    assert op.unused == (dev + ".fmt2", dev + ".fmt")
     assert op.create == {"path": "/img/new.qcow2", "format": "qcow2", "size": 1 << 30}
     assert op.at_ready == "complete"
     assert graph.plan_mirror(op.record, "/img/new.qcow2", "qcow2", True, True, MISSING, 1 << 30) is None
@@ -132,7 +140,25 @@ def test_mirror_without_pivot_keeps_the_record_and_the_target_is_unused_afterwar
     rec = base_record()
     op = graph.plan_mirror(rec, "/img/copy.qcow2", "raw", True, False, MISSING, 1 << 30)
     assert op.record == rec and op.at_ready == "keep"
-    assert op.unused == (rec["id"] + ".fmt2", rec["id"] + ".stor2")
+    assert op.unused == (rec["id"] + ".fmt2",)
+
+
+def test_a_chain_an_earlier_version_opened_keeps_its_own_protocol_nodes_through_operations():
+    """QEMU holds such a protocol node on its own: the record keeps it so, and the node goes with a
+    blockdev-del of its own when its image leaves the chain."""
+    rec = base_record()
+    dev = rec["id"]
+    rec["nodes"] = blockdev.flat(rec["nodes"])  # as an earlier version recorded (and opened) it
+    snap = snapshot(rec, "/img/ov1.qcow2")
+    assert [n["node-name"] for n in snap.record["nodes"]] == [dev + ".stor", dev + ".fmt", dev + ".fmt2"]
+    assert snap.record["nodes"][1]["file"] == dev + ".stor" and snap.record["nodes"][1]["read-only"]
+    mirror = graph.plan_mirror(snap.record, "/img/new.qcow2", "qcow2", True, True, MISSING, 1 << 30)
+    assert mirror.unused == (dev + ".fmt2", dev + ".fmt", dev + ".stor")
+    assert [n["node-name"] for n in mirror.record["nodes"]] == [dev + ".fmt3"]
+    commit = graph.plan_commit(snap.record, None, None)
+    assert commit.unused == (dev + ".fmt2",)
+    assert [n["node-name"] for n in commit.record["nodes"]] == [dev + ".stor", dev + ".fmt"]
+    assert [n["node-name"] for n in commit.reopen["arguments"]["options"]] == [dev + ".stor", dev + ".fmt"]
 
 
 def test_mirror_of_a_throttled_disk_replaces_the_image_below_the_filter():
@@ -191,7 +217,7 @@ def test_a_declared_overlay_opens_its_backing_files_as_named_read_only_images_of
     dev = rec["id"]
     assert [(layer.gen, layer.path, layer.fmt) for layer in graph.chain_of(rec)] == [
         (1, "/dev/vg/base", "raw"), (2, "/img/mid.qcow2", "qcow2"), (3, "/img/top.qcow2", "qcow2")]
-    nodes = {n["node-name"]: n for n in rec["nodes"]}
+    nodes = {n["node-name"]: n for n in blockdev.flat(rec["nodes"])}
     assert nodes[dev + ".fmt2"]["backing"] == dev + ".fmt" and nodes[dev + ".fmt3"]["backing"] == dev + ".fmt2"
     assert nodes[dev + ".fmt"]["read-only"] and nodes[dev + ".fmt2"]["read-only"] and not nodes[dev + ".fmt3"]["read-only"]
     assert rec["props"]["drive"] == dev + ".fmt3"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import cmdline, hotplug, plan, recovery, runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, cmdline, hotplug, plan, recovery, runtime
 from ansible_collections.blocklayer.qemu.plugins.module_utils import spec as spec_mod
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
@@ -61,13 +61,13 @@ def test_hot_plug_adds_the_iothread_first_and_unplug_deletes_it_last():
     data = running(disks=[disk("a")])
     (attach,) = reconcile(data, disks=[disk("a"), disk("b", iothread=True)])
     names = [c["execute"] for c in attach.commands]
-    assert names == ["object-add", "blockdev-add", "blockdev-add", "device_add"]
+    assert names == ["object-add", "blockdev-add", "device_add"]
     io_id = attach.id + ".io"
     assert attach.commands[0]["arguments"] == {"qom-type": "iothread", "id": io_id}
     assert attach.commands[-1]["arguments"]["iothread"] == io_id
     after = running(disks=[disk("a"), disk("b", iothread=True)])
     (detach,) = reconcile(after, disks=[disk("a")])
-    assert [c["execute"] for c in detach.commands] == ["device_del", "blockdev-del", "blockdev-del", "object-del"]
+    assert [c["execute"] for c in detach.commands] == ["device_del", "blockdev-del", "object-del"]
     assert detach.commands[-1]["arguments"] == {"id": io_id}
 
 
@@ -110,9 +110,9 @@ def test_a_killed_attach_is_undone_down_to_its_iothread():
     data = running(disks=[disk("a")])
     (attach,) = reconcile(data, disks=[disk("a"), disk("b", iothread=True)])
     entry = hotplug.journal_entry(attach)
-    live_nodes = {n["node-name"] for n in attach.record["nodes"]}
+    live_nodes = set(blockdev.names(attach.record["nodes"]))
     (undo,) = recovery.recover([entry], {d["id"] for d in data.devices}, {}, live_nodes)
-    assert [c["execute"] for c in undo.commands] == ["blockdev-del", "blockdev-del", "object-del"]
+    assert [c["execute"] for c in undo.commands] == ["blockdev-del", "object-del"]
     assert undo.commands[-1]["arguments"] == {"id": attach.id + ".io"}
 
 

@@ -93,7 +93,7 @@ def test_scsi_cdrom_shares_the_scsi_bus():
 def test_https_cdrom_needs_no_local_path():
     s, lay = place_with_spec(cdroms=[dict(name="net", path="https://example.org/x.iso")])
     assert layout.declared_paths(s) == []
-    assert by_name(lay, "net").nodes[0]["driver"] == "https"
+    assert by_name(lay, "net").nodes[0]["file"]["driver"] == "https"
 
 
 def test_floppy_on_q35_brings_an_isa_fdc_and_boot_floppy_sets_bootindexA():
@@ -123,7 +123,7 @@ def test_bad_paths_are_refused_naming_the_disk(facts, fmt, message):
 
 def test_qcow2_declared_qcow2_is_accepted():
     lay = place(disks=[disk("a", format="qcow2")], facts={"/img/a.raw": QCOW2})
-    assert by_name(lay, "a").nodes[1]["driver"] == "qcow2"
+    assert by_name(lay, "a").nodes[0]["driver"] == "qcow2"
 
 
 def test_scsi_passthrough_needs_the_right_host_device():

@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import pytest
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import adopt, migrate, plan, probe, runtime, standalone, verify
+from ansible_collections.blocklayer.qemu.plugins.module_utils import adopt, blockdev, migrate, plan, probe, runtime, standalone, verify
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
 
@@ -125,7 +125,7 @@ def test_rebind_maps_every_image_and_boot_file_and_keeps_the_records():
     lay.devices[0]["former_images"] = ["/srv/img/old.qcow2"]
     lay.devices[0]["unused_nodes"] = ["disk-x.fmt2"]
     bound = migrate.rebind(asdict(lay), {"/srv/img": "/mnt/san", "/boot": "/b"}, TARGET.state_dir, "/opt/q/bin/qemu")
-    files = [n["filename"] for d in bound.devices for n in d["nodes"] if "filename" in n]
+    files = [n["filename"] for d in bound.devices for n in blockdev.flat(d["nodes"]) if "filename" in n]
     assert files == ["/mnt/san/root.qcow2", "/mnt/san/data.raw"]
     assert bound.devices[0]["former_images"] == ["/mnt/san/old.qcow2"] and "unused_nodes" not in bound.devices[0]
     assert [d["spec"]["path"] for d in bound.devices] == ["/mnt/san/root.qcow2", "/mnt/san/data.raw"]
@@ -172,9 +172,10 @@ def test_standalone_nodes_move_with_the_guest_paths_mapped_and_checked():
                                 copy_of=lay.devices[0]["id"]))
     bound = migrate.rebind(asdict(lay), {"/srv/img": "/mnt/san"}, TARGET.state_dir, "/usr/bin/q")
     assert bound.named_nodes[0]["path"] == "/mnt/san/copy.qcow2" and bound.named_nodes[0]["copy_of"]
-    assert bound.named_nodes[0]["nodes"][0]["filename"] == "/mnt/san/copy.qcow2"
+    assert bound.named_nodes[0]["nodes"][0]["file"]["filename"] == "/mnt/san/copy.qcow2"
     argv = migrate.incoming_argv(bound, "tcg", TARGET, [], "/usr/bin/q")
-    assert [json.loads(v)["node-name"] for v in values(argv, "-blockdev")][-2:] == ["copy.stor", "copy.fmt"]
+    last = json.loads(values(argv, "-blockdev")[-1])
+    assert (last["node-name"], last["file"]["node-name"]) == ("copy.fmt", "copy.stor")
     with pytest.raises(ConfigError, match=r"copy \(node copy\) /mnt/san/copy.qcow2: not found"):
         migrate.check_files(bound, exists=lambda p: p != "/mnt/san/copy.qcow2")
 
@@ -233,12 +234,14 @@ def test_a_drive_disk_becomes_a_stor_fmt_chain_with_its_device_unchanged():
     before = {r["id"]: r for r in lay.devices}
     after = {r["id"]: r for r in migrate.converted_layout(lay, entries, KINDS, QOM).devices}
     vd0, sd0 = after["vd0"], after["sd0"]
-    assert [n["node-name"] for n in vd0["nodes"]] == ["vd0.stor", "vd0.fmt"]
-    assert vd0["nodes"][0]["filename"] == "/srv/images/hand/vda.qcow2" and vd0["nodes"][0]["driver"] == "file"
-    assert vd0["nodes"][1]["driver"] == "qcow2" and vd0["nodes"][1]["file"] == "vd0.stor"
+    vd0_nodes, sd0_nodes = blockdev.flat(vd0["nodes"]), blockdev.flat(sd0["nodes"])
+    assert [n["node-name"] for n in vd0["nodes"]] == ["vd0.fmt"]  # the protocol node inside
+    assert [n["node-name"] for n in vd0_nodes] == ["vd0.stor", "vd0.fmt"]
+    assert vd0_nodes[0]["filename"] == "/srv/images/hand/vda.qcow2" and vd0_nodes[0]["driver"] == "file"
+    assert vd0_nodes[1]["driver"] == "qcow2" and vd0_nodes[1]["file"] == "vd0.stor"
     assert all(n["cache"] == {"direct": False, "no-flush": False} and n["read-only"] is False
-               for n in vd0["nodes"] + sd0["nodes"])
-    assert [n["driver"] for n in sd0["nodes"]] == ["file", "raw"]
+               for n in vd0_nodes + sd0_nodes)
+    assert [n["driver"] for n in sd0_nodes] == ["file", "raw"]
     for dev_id, rec in after.items():
         if rec["kind"] != "disk":
             assert rec == before[dev_id]  # the NIC is untouched
@@ -261,10 +264,10 @@ def test_cache_read_only_and_detect_zeroes_come_from_what_qemu_has_open():
     inserted.update(cache={"writeback": False, "direct": True, "no-flush": False}, detect_zeroes="unmap", ro=True)
     rec = next(r for r in migrate.converted_layout(lay, entries, KINDS, QOM).devices if r["id"] == "vd0")
     assert rec["props"]["write-cache"] == "off"
-    for node in rec["nodes"]:
+    for node in blockdev.flat(rec["nodes"]):
         assert node["cache"] == {"direct": True, "no-flush": False} and node["read-only"] is True
         assert node["discard"] == "unmap"  # detect-zeroes unmap was only accepted with it
-    assert rec["nodes"][1]["detect-zeroes"] == "unmap"
+    assert rec["nodes"][0]["detect-zeroes"] == "unmap"
 
 
 def test_a_backing_file_becomes_a_named_read_only_image_below_as_for_a_declared_overlay():
@@ -273,7 +276,7 @@ def test_a_backing_file_becomes_a_named_read_only_image_below_as_for_a_declared_
         "backing-filename": "/srv/images/hand/base.qcow2", "backing-filename-format": "qcow2",
         "backing-image": {"filename": "/srv/images/hand/base.qcow2", "format": "qcow2"}})
     rec = next(r for r in migrate.converted_layout(lay, entries, KINDS, QOM).devices if r["id"] == "vd0")
-    nodes = {n["node-name"]: n for n in rec["nodes"]}
+    nodes = {n["node-name"]: n for n in blockdev.flat(rec["nodes"])}
     assert list(nodes) == ["vd0.stor", "vd0.fmt", "vd0.stor2", "vd0.fmt2"]
     assert nodes["vd0.stor"]["filename"] == "/srv/images/hand/base.qcow2" and nodes["vd0.fmt"]["read-only"]
     assert nodes["vd0.fmt2"]["backing"] == "vd0.fmt" and rec["props"]["drive"] == "vd0.fmt2"
@@ -306,7 +309,7 @@ def test_the_export_data_carries_the_converted_layout_and_the_source_record_stay
     assert {d["id"]: d["origin"] for d in data["layout"]["devices"]}["vd0"] == runtime.ORIGIN_BLOCKDEV
     assert {d["id"]: d["origin"] for d in rt.layout.devices}["vd0"] == runtime.ORIGIN_DRIVE
     rebound = migrate.rebind(data["layout"], {"/srv/images": "/mnt/images"}, "/var/lib/t/vm1", "/q")
-    assert [r["nodes"][0]["filename"] for r in rebound.devices if r["kind"] == "disk"] == [
+    assert [r["nodes"][0]["file"]["filename"] for r in rebound.devices if r["kind"] == "disk"] == [
         "/mnt/images/hand/sda.raw", "/mnt/images/hand/vda.qcow2"]
 
 

@@ -1,4 +1,4 @@
-from ansible_collections.blocklayer.qemu.plugins.module_utils import plan, runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, plan, runtime
 from ansible_collections.blocklayer.qemu.plugins.module_utils import spec as spec_mod
 
 from .helpers import disk, facts_for, params, place_with_spec
@@ -58,8 +58,9 @@ def test_new_virtio_disk_is_attached_in_the_next_free_slot_bottom_up():
     (action,) = reconcile(data, disks=[disk("a"), disk("b")])
     assert (action.action, action.name) == ("attach", "b")
     assert action.record["hvinfo"]["addr"] == "0xd"
-    assert [c["execute"] for c in action.commands] == ["blockdev-add", "blockdev-add", "device_add"]
-    assert action.commands[0]["arguments"]["node-name"].endswith(".stor")
+    assert [c["execute"] for c in action.commands] == ["blockdev-add", "device_add"]
+    added = action.commands[0]["arguments"]  # the format node, its protocol node inside
+    assert added["node-name"].endswith(".fmt") and added["file"]["node-name"].endswith(".stor")
     assert action.commands[-1]["arguments"] == action.record["props"]
     assert "bootindex" not in action.record["props"]
 
@@ -83,6 +84,16 @@ def test_removed_disk_is_detached_top_down():
     (action,) = reconcile(data, disks=[disk("a")])
     b = data.devices[1]
     assert (action.action, action.name) == ("detach", "b")
+    assert action.commands == (  # .stor was opened inside .fmt: QEMU closes it with it
+        {"execute": "device_del", "arguments": {"id": b["id"]}},
+        {"execute": "blockdev-del", "arguments": {"node-name": b["id"] + ".fmt"}})
+
+
+def test_a_disk_recorded_by_an_earlier_version_has_its_protocol_node_deleted_on_its_own():
+    data = running(disks=[disk("a"), disk("b")])
+    b = data.devices[1]
+    b["nodes"] = blockdev.flat(b["nodes"])  # as records were written before: each node on its own
+    (action,) = reconcile(data, disks=[disk("a")])
     assert action.commands == (
         {"execute": "device_del", "arguments": {"id": b["id"]}},
         {"execute": "blockdev-del", "arguments": {"node-name": b["id"] + ".fmt"}},
@@ -117,10 +128,11 @@ def test_cd_path_change_is_a_medium_change_with_alternating_node_names():
     cd = data.devices[0]["id"]
     assert action.action == "change-medium"
     assert [c["execute"] for c in action.commands] == [
-        "blockdev-add", "blockdev-add", "blockdev-open-tray", "blockdev-remove-medium", "blockdev-insert-medium",
-        "blockdev-close-tray", "blockdev-del", "blockdev-del"]
-    assert action.commands[4]["arguments"] == {"id": cd, "node-name": cd + ".fmt2"}
-    assert action.commands[6]["arguments"] == {"node-name": cd + ".fmt"}
+        "blockdev-add", "blockdev-open-tray", "blockdev-remove-medium", "blockdev-insert-medium",
+        "blockdev-close-tray", "blockdev-del"]
+    assert action.commands[0]["arguments"]["file"]["node-name"] == cd + ".stor2"
+    assert action.commands[3]["arguments"] == {"id": cd, "node-name": cd + ".fmt2"}
+    assert action.commands[5]["arguments"] == {"node-name": cd + ".fmt"}
     assert action.record["hvinfo"]["drive"] == cd + ".fmt2"
 
 
@@ -129,11 +141,10 @@ def test_eject_and_floppy_change():
     actions = reconcile(data, cdroms=[dict(name="c")], floppy=dict(path="/f2.img"))
     eject, floppy = actions
     assert [c["execute"] for c in eject.commands] == [
-        "blockdev-open-tray", "blockdev-remove-medium", "blockdev-close-tray", "blockdev-del", "blockdev-del"]
+        "blockdev-open-tray", "blockdev-remove-medium", "blockdev-close-tray", "blockdev-del"]
     assert "drive" not in eject.record["props"]
     assert [c["execute"] for c in floppy.commands] == [
-        "blockdev-add", "blockdev-add", "blockdev-remove-medium", "blockdev-insert-medium", "blockdev-del",
-        "blockdev-del"]
+        "blockdev-add", "blockdev-remove-medium", "blockdev-insert-medium", "blockdev-del"]
 
 
 def test_what_cannot_change_live_is_restart_required_with_the_reason():
@@ -157,7 +168,7 @@ def test_pending_unplug_is_finished_once_qom_no_longer_has_the_device():
     assert reconcile(data, present_ids=None, disks=[disk("a")]) == []
     (action,) = reconcile(data, present_ids={data.devices[0]["id"]}, disks=[disk("a")])
     assert action.action == "finish-unplug"
-    assert [c["execute"] for c in action.commands] == ["blockdev-del", "blockdev-del"]
+    assert [c["execute"] for c in action.commands] == ["blockdev-del"]
 
 
 def test_redeclaring_a_device_still_being_unplugged_needs_a_restart():

@@ -1,6 +1,8 @@
 """What a later run decides for each begun journal entry, given what QEMU has (pure)."""
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import hotplug, plan, recovery, verify
+from dataclasses import replace
+
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, hotplug, plan, recovery, verify
 
 from .test_plan import reconcile, running
 from .helpers import disk
@@ -35,11 +37,22 @@ def test_attach_whose_device_is_in_qemu_on_the_recorded_top_is_adopted():
 
 def test_attach_killed_before_device_add_deletes_the_nodes_that_exist_top_down():
     action, entry = attach_entry()
-    stor, fmt = names(action.record)
+    (fmt,) = names(action.record)  # its protocol node opened inside: one blockdev-del closes both
+    stor = action.record["nodes"][0]["file"]["node-name"]
     (done,) = recovery.recover([entry], set(), {}, {stor, fmt})
-    assert [(c["execute"], c["arguments"]) for c in done.commands] == [
-        ("blockdev-del", {"node-name": fmt}), ("blockdev-del", {"node-name": stor})]
+    assert [(c["execute"], c["arguments"]) for c in done.commands] == [("blockdev-del", {"node-name": fmt})]
     assert done.record is None and done.old == action.record
+    (nothing,) = recovery.recover([entry], set(), {}, set())
+    assert nothing.commands == () and nothing.record is None
+
+
+def test_an_attach_an_earlier_version_was_killed_in_deletes_each_node_it_opened():
+    action, _entry = attach_entry()
+    record = dict(action.record, nodes=blockdev.flat(action.record["nodes"]))  # two blockdev-adds
+    stor, fmt = names(record)
+    entry = hotplug.journal_entry(replace(action, record=record))
+    (done,) = recovery.recover([entry], set(), {}, {stor, fmt})
+    assert [c["arguments"]["node-name"] for c in done.commands] == [fmt, stor]
     (only_stor,) = recovery.recover([entry], set(), {}, {stor})
     assert [c["arguments"]["node-name"] for c in only_stor.commands] == [stor]
 
@@ -57,9 +70,10 @@ def test_detach_whose_device_is_gone_deletes_what_is_left_and_the_record():
     (action,) = reconcile(data, disks=[disk("a")])
     entry = entry_of(action)
     assert entry.removes["devices"] == [action.id] and entry.creates == {}
-    stor, fmt = names(action.old)
+    (fmt,) = names(action.old)
+    stor = action.old["nodes"][0]["file"]["node-name"]
     (done,) = recovery.recover([entry], {"scsi"}, {}, {stor, fmt})
-    assert [c["arguments"]["node-name"] for c in done.commands] == [fmt, stor]
+    assert [c["arguments"]["node-name"] for c in done.commands] == [fmt]
     assert done.record is None
     (kept,) = recovery.recover([entry], {"scsi", action.id}, {}, {stor, fmt})
     assert kept.commands == () and kept.record == action.old
@@ -70,11 +84,10 @@ def test_medium_change_ends_on_the_chain_the_drive_has():
     (action,) = reconcile(data, cdroms=[dict(name="cd", path="/two.iso")])
     entry = entry_of(action)
     old, new = names(action.old), names(action.record)
-    everything = set(old + new)
+    everything = set(blockdev.names(action.old["nodes"]) + blockdev.names(action.record["nodes"]))
     (on_new,) = recovery.recover([entry], {action.id}, {action.id: new[-1]}, everything)
     assert on_new.record == action.record
-    assert [c["arguments"].get("node-name") for c in on_new.commands if c["execute"] == "blockdev-del"] == [
-        old[1], old[0]]
+    assert [c["arguments"].get("node-name") for c in on_new.commands if c["execute"] == "blockdev-del"] == old
     (on_old,) = recovery.recover([entry], {action.id}, {action.id: old[-1]}, everything)
     assert on_old.record == action.old
     assert {c["arguments"].get("node-name") for c in on_old.commands if c["execute"] == "blockdev-del"} == set(new)

@@ -1,6 +1,6 @@
 """Every QMP argument carries its schema type (QEMU >= 9.2 no longer converts strings)."""
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import layout
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, layout
 
 from .helpers import disk, place
 
@@ -41,5 +41,5 @@ def test_every_device_and_node_dict_is_schema_typed():
     for dev in lay.all_devices():
         _check(dev.props)
         _check(dev.netdev or {})
-        for node in dev.nodes:
+        for node in blockdev.flat(dev.nodes):  # a protocol node inside its format node included
             _check(node)
