@@ -140,22 +140,27 @@ def roles_of(gen: int) -> tuple:
     return ROLES if gen == 1 else tuple("%s%d" % (role, gen) for role in ROLES)
 
 
-def layers(nodes: list) -> list:
-    """The images of a chain, bottom-up (filters such as a throttle node are not images)."""
+def _images(nodes: list) -> list:
+    """``(format node, path)`` of each image of a chain, bottom-up (filters such as a throttle
+    node are not images)."""
     nodes = flat(nodes)
     paths = {n["node-name"]: n.get("filename") or n.get("url") for n in nodes if "filename" in n or "url" in n}
+    return [(node, paths[node["file"]]) for node in nodes
+            if isinstance(node.get("file"), str) and node["file"] in paths and node["driver"] != "throttle"]
+
+
+def layers(nodes: list) -> list:
+    """The images of a chain, bottom-up."""
     found = []
-    for node in nodes:
-        if isinstance(node.get("file"), str) and node["file"] in paths and node["driver"] != "throttle":
-            own = ids.own_node(node["node-name"])
-            found.append(Layer(own[2] if own else 1, paths[node["file"]], node["driver"]))
+    for node, path in _images(nodes):
+        own = ids.own_node(node["node-name"])
+        found.append(Layer(own[2] if own else 1, path, node["driver"]))
     return found
 
 
-def image_nodes(nodes: list) -> list:
-    """The chain without its filters, bottom-up, as recorded: a protocol node opened inside its
-    format node stays inside (blockdev-reopen reopens it with its parent)."""
-    return [n for n in nodes if n["driver"] != "throttle"]
+def format_nodes(nodes: list) -> list:
+    """The names of the format nodes of a chain's images, bottom-up, as ``layers`` lists them."""
+    return [node["node-name"] for node, _path in _images(nodes)]
 
 
 def next_gen(nodes: list) -> int:

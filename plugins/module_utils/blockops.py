@@ -130,14 +130,9 @@ def _operate(instance, work, runners: list) -> None:
 
 
 def chain_report(record: dict) -> list:
-    names = {layer.path: node for layer, node in zip(graph.chain_of(record), _format_nodes(record))}
-    return [{"path": layer.path, "format": layer.fmt, "node": names.get(layer.path)} for layer in graph.chain_of(record)]
-
-
-def _format_nodes(record: dict) -> list:
-    nodes = blockdev.flat(record.get("nodes"))
-    protocols = {n["node-name"] for n in nodes if "filename" in n or "url" in n}
-    return [n["node-name"] for n in nodes if n.get("file") in protocols and n["driver"] != "throttle"]
+    chain = graph.chain_of(record)
+    names = {layer.path: node for layer, node in zip(chain, blockdev.format_nodes(record.get("nodes")))}
+    return [{"path": layer.path, "format": layer.fmt, "node": names.get(layer.path)} for layer in chain]
 
 
 def _result(instance, record: dict, before: list, changed: bool, job) -> dict:

@@ -341,7 +341,8 @@ def read_only_again(record: dict) -> Optional[dict]:
     which the commit's reopen made writable (QEMU only restores what it changed itself,
     block/commit.c commit_clean); None when there is none. The reopen also writes out their
     cached metadata, so the files are consistent on disk."""
-    nodes = [n for n in blockdev.image_nodes(record.get("nodes") or []) if n.get("read-only")]
+    # As recorded: a protocol node opened inside its format node is reopened with it (_reopen_writable).
+    nodes = [n for n in blockdev.without_throttle(record.get("nodes") or []) if n.get("read-only")]
     return _cmd("blockdev-reopen", options=nodes) if nodes else None
 
 

@@ -211,7 +211,7 @@ class GraphRunner:
         return None
 
     def _settle_snapshot(self, entry, live_nodes) -> None:
-        new_top, old_top = _top_format(entry.record), _top_format(entry.old)
+        new_top, old_top = (blockdev.top_format_node((r or {}).get("nodes")) for r in (entry.record, entry.old))
         if entry.phase != runtime.PHASE_FINALIZING or new_top not in live_nodes:
             self._undo(entry, _present(_dropped(entry), live_nodes))
             return
@@ -374,12 +374,6 @@ class GraphRunner:
 
     def _send(self, command: dict):
         return self.qmp.execute(command["execute"], command["arguments"])
-
-
-def _top_format(record) -> str:
-    images = [n for n in blockdev.flat((record or {}).get("nodes")) if n["driver"] != "throttle" and "file" in n
-              and isinstance(n["file"], str)]
-    return images[-1]["node-name"] if images else None
 
 
 def _dropped(entry) -> list:
