@@ -8,7 +8,7 @@ its chain (graph.py) and carry it out (graphops.py); or open or close a standalo
 from __future__ import annotations
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import (
-    blockdev, graph, host, layout, runtime, spec, standalone)
+    blockdev, engine, graph, host, layout, runtime, spec, standalone)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 
 
@@ -80,7 +80,7 @@ def converge(task) -> dict:
     before = chain_report(record)
     if task.module.check_mode:
         if params["cancel"]:
-            running = any(e.action in graph.GRAPH_ACTIONS and e.id == record["id"] for e in instance.rt.journal)
+            running = graph.disk_operation(instance.rt.journal, record["id"]) is not None
             return _result(instance, record, before, running, None)
         op = plan_operation(params, record, instance.rt)
         if op:
@@ -89,13 +89,9 @@ def converge(task) -> dict:
         return _result(instance, record, before, op is not None, None)
     runners = []
 
-    def work(qmp, rt, live):
-        # This disk's job from an earlier run is waited for first (or cancelled).
-        runner = instance.settle_graph(qmp, rt, live, job_timeout=params["job_timeout"],
-                                       delete_unused=params["delete_unused"],
-                                       wait_for=() if params["cancel"] else {record["id"]})
+    def work(_qmp, rt, runner):
         runners.append(runner)
-        entry = next((e for e in rt.journal if e.action in graph.GRAPH_ACTIONS and e.id == record["id"]), None)
+        entry = graph.disk_operation(rt.journal, record["id"])
         if params["cancel"]:
             if entry:
                 instance.actions.append({"action": "cancel", "kind": "disk", "name": params["disk"], "id": entry.id})
@@ -115,18 +111,10 @@ def converge(task) -> dict:
                                      "id": current["id"]})
             instance.changed = True
 
-    _operate(instance, work, runners)
+    # This disk's job from an earlier run is waited for first (or cancelled).
+    instance.operate(work, job_timeout=params["job_timeout"], delete_unused=params["delete_unused"],
+                     wait_for=() if params["cancel"] else {record["id"]})
     return _result(instance, _disk_record(instance.rt, params["disk"]), before, instance.changed, runners[0].job)
-
-
-def _operate(instance, work, runners: list) -> None:
-    """``work`` through Instance.operate; the warnings of the runner it puts in ``runners`` join
-    the task's, also when it fails (a kept node, a job left running)."""
-    try:
-        instance.operate(work)
-    finally:
-        for runner in runners:
-            instance.warnings += runner.warnings
 
 
 def chain_report(record: dict) -> list:
@@ -206,16 +194,11 @@ def converge_node(task) -> dict:
         step = plan(instance.rt)
         if step:
             report(step)
-            instance.qmp_commands = ([{"execute": "blockdev-del", "arguments": {"node-name": n["node-name"]}}
-                                      for n in reversed(step[1]["nodes"])] if step[0] == "delete" else
-                                     [{"execute": "blockdev-add", "arguments": n} for n in step[1]["nodes"]])
+            steps = standalone.del_steps(step[1]) if step[0] == "delete" else standalone.add_steps(step[1], None)
+            instance.qmp_commands = engine.commands(steps)
         after = None if step and step[0] == "delete" else (step[1] if step else instance.rt.layout.named_node(name))
         return _node_result(instance, name, before, _node_report(after), step is not None)
-    runners = []
-
-    def work(qmp, rt, live):
-        runner = instance.settle_graph(qmp, rt, live, job_timeout=params["job_timeout"])
-        runners.append(runner)
+    def work(_qmp, rt, runner):
         step = plan(rt)
         if step:
             report(step)
@@ -225,7 +208,7 @@ def converge_node(task) -> dict:
             else:
                 runner.add_node(step[1], step[2])
 
-    _operate(instance, work, runners)
+    instance.operate(work, job_timeout=params["job_timeout"])
     return _node_result(instance, name, before, _node_report(instance.rt.layout.named_node(name)), instance.changed)
 
 

@@ -22,3 +22,13 @@ class QemuError(Exception):
         self.error_class = error_class
         self.desc = desc
         self.command = command
+
+
+# QEMU's texts for "that is not there (any more)": qmp_blockdev_del, qmp_netdev_del,
+# qmp_device_del, user_creatable_del, blockdev-remove-medium of an empty drive.
+GONE = ("Failed to find node", "not found", "No medium", "Cannot find device")
+
+
+def is_gone(exc: QemuError) -> bool:
+    """Whether QEMU refused because what the command names is gone already (a clean-up is done)."""
+    return any(text in exc.desc for text in GONE)

@@ -23,20 +23,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, runtime, standalone
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, engine, runtime, standalone
 from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import Layer
 from ansible_collections.blocklayer.qemu.plugins.module_utils.cache import io_settings
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 
 SNAPSHOT, COMMIT, STREAM, MIRROR = "snapshot", "commit", "stream", "mirror"
-# Journal entries qemu_blockdev settles (graphops), not the device recovery of recovery.py.
-GRAPH_ACTIONS = (SNAPSHOT, COMMIT, STREAM, MIRROR) + standalone.NODE_ACTIONS
-JOB_ACTIONS = (COMMIT, STREAM, MIRROR)
+# Journal entries the graph runner settles (graphops: a job may outlive its task), not recovery.py.
+_RUNNER_ACTIONS = (SNAPSHOT, COMMIT, STREAM, MIRROR) + standalone.NODE_ACTIONS
 
 
-def _cmd(execute: str, **arguments) -> dict:
-    return {"execute": execute, "arguments": arguments}
+def settled_by_runner(entry) -> bool:
+    """Whether graphops settles this journal entry (Instance.settle_journal's one dispatch)."""
+    return entry.action in _RUNNER_ACTIONS
+
+
+def disk_operation(journal, dev_id: str):
+    """The block-graph operation in flight on a disk, or None."""
+    return next((e for e in journal if e.action in _RUNNER_ACTIONS and e.id == dev_id), None)
 
 
 @dataclass(init=False, repr=False, eq=False)
@@ -59,20 +64,36 @@ class GraphOp(Value):
     target_node: Optional[str] = None  # the standalone node a copy goes to (mirror.node)
     reopen: Optional[dict] = None  # blockdev-reopen of read-only images the job must write
 
+    @property
+    def steps(self) -> list:
+        """The operation as the engine's steps, in order: ``before_change``, then the graph
+        change (which starts the job, if any) with what it makes and what the disk stops using."""
+        if not self.change:
+            return self.before_change
+        made = ((engine.JOBS, self.job_id),) if self.job_id else ()
+        made += ((engine.TARGETS, self.target_node),) if self.target_node else ()
+        return self.before_change + [engine.Step(self.change, creates=made,
+                                                 removes=tuple((engine.NODES, n) for n in self.unused))]
+
+    @property
+    def before_change(self) -> list:
+        """The image file, the new nodes, the reopen of images the job writes."""
+        steps = []
+        if self.create:
+            steps.append(engine.Step(engine.cmd(engine.CREATE_IMAGE, **self.create),
+                                     creates=((engine.FILES, self.create["path"]),)))
+        steps += [engine.add_node(c["arguments"]) for c in self.prepare]
+        if self.reopen:
+            steps.append(engine.send(self.reopen))  # writable images stay so: nothing to take back
+        return steps
+
     def commands(self) -> list:
-        """Every command the operation sends to make its change, in order (check mode shows them)."""
-        return list(self.prepare) + ([self.reopen] if self.reopen else []) + ([self.change] if self.change else [])
+        """Every QMP command the operation sends to make its change, in order (check mode shows them)."""
+        return [c for c in engine.commands(self.steps) if c["execute"] != engine.CREATE_IMAGE]
 
     def pending(self) -> runtime.Pending:
         """The journal entry, written before the first command (docs/faults.md)."""
-        creates = {"nodes": [n["arguments"]["node-name"] for n in self.prepare]}
-        if self.job_id:
-            creates["jobs"] = [self.job_id]
-        if self.create:
-            creates["files"] = [self.create["path"]]
-        if self.target_node:
-            creates["targets"] = [self.target_node]
-        return runtime.Pending(self.action, self.dev_id, creates, {"nodes": list(self.unused)}, self.record, self.old)
+        return engine.journal_entry(self.action, self.dev_id, self.steps, self.record, self.old)
 
     def report(self) -> dict:
         out = {"action": self.action, "kind": "disk", "name": self.label[len("disks["):-1], "id": self.dev_id,
@@ -181,9 +202,9 @@ def plan_snapshot(record: dict, path: str, create: bool, facts) -> Optional[Grap
     new["former_images"] = [p for p in _former(record) if p != path]
     if not new["former_images"]:
         new.pop("former_images")
-    change = _cmd("blockdev-snapshot", node=_fmt_name(record["id"], top), overlay=added[-1]["node-name"])
+    change = engine.cmd("blockdev-snapshot", node=_fmt_name(record["id"], top), overlay=added[-1]["node-name"])
     return GraphOp(SNAPSHOT, label, record["id"], record, new, "an overlay %s on %s" % (path, top.path),
-                   prepare=tuple(_cmd("blockdev-add", **n) for n in added), change=change,
+                   prepare=tuple(engine.cmd("blockdev-add", **n) for n in added), change=change,
                    create={"path": path, "format": "qcow2", "backing": top.path, "backing_format": top.fmt}
                    if create else None)
 
@@ -223,7 +244,7 @@ def plan_commit(record: dict, top: Optional[str], base: Optional[str]) -> Option
     # above top (block/commit.c, commit_start): both must be writable first.
     written = [chain[base_index]] + ([] if active else [chain[top_index + 1]])
     return GraphOp(COMMIT, label, record["id"], record, new, ("active commit of " if active else "commit of ") + what,
-                   change=_cmd("block-commit", **args), job_id=job_id, unused=unused,
+                   change=engine.cmd("block-commit", **args), job_id=job_id, unused=unused,
                    former=tuple(layer.path for layer in gone), reopen=_reopen_writable(record, written))
 
 
@@ -245,7 +266,7 @@ def plan_stream(record: dict, base: Optional[str]) -> Optional[GraphOp]:
         args["base-node"] = _fmt_name(record["id"], chain[base_index])
     return GraphOp(STREAM, label, record["id"], record, new,
                    "stream of %s into %s" % (", ".join(layer.path for layer in gone), chain[-1].path),
-                   change=_cmd("block-stream", **args), job_id=job_id,
+                   change=engine.cmd("block-stream", **args), job_id=job_id,
                    unused=_layer_names(record, reversed(gone)), former=tuple(layer.path for layer in gone))
 
 
@@ -286,7 +307,7 @@ def plan_mirror(record: dict, path: str, fmt: str, create: bool, pivot: bool, fa
     else:
         new, unused, reason = record, target_names, "copy to %s (the disk stays on %s)" % (path, chain[-1].path)
     return GraphOp(MIRROR, label, record["id"], record, new, reason,
-                   prepare=tuple(_cmd("blockdev-add", **n) for n in added), change=_cmd("blockdev-mirror", **args),
+                   prepare=tuple(engine.cmd("blockdev-add", **n) for n in added), change=engine.cmd("blockdev-mirror", **args),
                    job_id=job_id, at_ready="complete" if pivot else "keep", unused=unused,
                    create={"path": path, "format": fmt, "size": size} if create else None,
                    former=tuple(c.path for c in chain) if pivot else ())
@@ -312,7 +333,7 @@ def plan_copy_to_node(record: dict, target: dict, disk_size: int, target_size: i
     return GraphOp(MIRROR, label, record["id"], record, record,
                    "copy to node %s (%s); the disk stays on %s" % (target["name"], target["path"],
                                                                    chain_of(record)[-1].path),
-                   change=_cmd("blockdev-mirror", **args), job_id=job_id, at_ready="keep",
+                   change=engine.cmd("blockdev-mirror", **args), job_id=job_id, at_ready="keep",
                    target_node=target["name"])
 
 
@@ -326,7 +347,7 @@ def _reopen_writable(record: dict, layers: list) -> dict:
     opened inside its format node inside it (measured: listed beside its parent instead, QEMU
     10.0 leaves the job that follows paused for good)."""
     names = {name for layer in layers for name in (_fmt_name(record["id"], layer), _stor_name(record["id"], layer))}
-    return _cmd("blockdev-reopen", options=[_writable(n) for n in record["nodes"] if n["node-name"] in names])
+    return engine.cmd("blockdev-reopen", options=[_writable(n) for n in record["nodes"] if n["node-name"] in names])
 
 
 def _writable(node: dict) -> dict:
@@ -343,7 +364,7 @@ def read_only_again(record: dict) -> Optional[dict]:
     cached metadata, so the files are consistent on disk."""
     # As recorded: a protocol node opened inside its format node is reopened with it (_reopen_writable).
     nodes = [n for n in blockdev.without_throttle(record.get("nodes") or []) if n.get("read-only")]
-    return _cmd("blockdev-reopen", options=nodes) if nodes else None
+    return engine.cmd("blockdev-reopen", options=nodes) if nodes else None
 
 
 def _layer_names(record: dict, layers) -> tuple:
@@ -369,7 +390,7 @@ def settle_stopped(layout: runtime.GuestLayout, journal) -> runtime.GuestLayout:
     point both chains hold the same data (a job is drained in ``pending``; a new overlay is
     empty), so either is safe to start from; before it only the old one is."""
     for entry in journal:
-        if entry.action in GRAPH_ACTIONS and entry.phase == runtime.PHASE_FINALIZING and entry.record:
+        if settled_by_runner(entry) and entry.phase == runtime.PHASE_FINALIZING and entry.record:
             layout.put(entry.record)
     return layout
 
@@ -377,5 +398,5 @@ def settle_stopped(layout: runtime.GuestLayout, journal) -> runtime.GuestLayout:
 def kept_nodes(rt: runtime.Runtime) -> set:
     """Nodes in the collection's name space that no chain lists and that must stay: a running
     operation's new nodes, and nodes a disk no longer uses that the play has not asked to delete."""
-    names = {n for e in rt.journal if e.action in GRAPH_ACTIONS for n in e.creates.get("nodes") or []}
+    names = {n for e in rt.journal if settled_by_runner(e) for n in e.creates.get("nodes") or []}
     return names | {n for r in rt.layout.devices for n in r.get("unused_nodes") or []}

@@ -15,12 +15,11 @@ import json
 import os
 import subprocess
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, graph, jobs, runtime, standalone
-from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, engine, graph, jobs, runtime, standalone
+from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError, is_gone
 
 # QEMU's texts for "this overlay is in place already" (bdrv_append / qmp_blockdev_snapshot).
 _SNAPSHOT_DONE = ("is busy: node is used as backing hd", "already has a backing", "The overlay already")
-_GONE = ("Failed to find node", "not found", "Cannot find device")
 
 
 def image_size(path: str) -> int:
@@ -102,17 +101,7 @@ class GraphRunner:
         entry = op.pending()
         self.rt.journal.append(entry)
         self.save(self.rt)
-        sent = []
-        try:
-            self._create_file(entry, op.create)
-            for command in op.prepare:
-                self._send(command)
-                sent.append(command["arguments"]["node-name"])
-            if op.reopen:
-                self._send(op.reopen)  # writable images stay so: nothing to take back
-        except (ConfigError, QemuError):
-            self._undo(entry, list(reversed(sent)))
-            raise
+        self._prepare(entry, op.before_change)
         if op.action == graph.SNAPSHOT:
             self._commit_point(entry)
             try:
@@ -148,9 +137,21 @@ class GraphRunner:
             raise
         self._outcome(entry, outcome)
 
+    def _prepare(self, entry, steps) -> None:
+        """The steps before the graph change; a failing one takes back what the others made."""
+        done = []
+        try:
+            for step in steps:
+                if step.command["execute"] == engine.CREATE_IMAGE:
+                    self._create_file(entry, step.command["arguments"])
+                else:
+                    self._send(step.command)
+                done.append(step)
+        except (ConfigError, QemuError):
+            self._undo(entry, engine.created_last_first(done, engine.NODES))
+            raise
+
     def _create_file(self, entry, create) -> None:
-        if not create:
-            return
         try:
             entry.creates["file_ids"] = [create_image(create)]
         except (ConfigError, QemuError):
@@ -168,7 +169,7 @@ class GraphRunner:
     def settle(self, live_nodes, wait_for=()) -> None:
         """Each graph entry of the journal: finished, undone, or (a job still running on a disk
         not in ``wait_for``, the device ids this run waits for) kept and reported."""
-        for entry in [e for e in self.rt.journal if e.action in graph.GRAPH_ACTIONS]:
+        for entry in [e for e in self.rt.journal if graph.settled_by_runner(e)]:
             if entry.action == graph.SNAPSHOT:
                 self._settle_snapshot(entry, live_nodes)
                 continue
@@ -281,7 +282,7 @@ class GraphRunner:
             try:
                 self._send({"execute": "blockdev-del", "arguments": {"node-name": name}})
             except QemuError as exc:
-                if not any(text in exc.desc for text in _GONE):
+                if not is_gone(exc):
                     self.warnings.append("node %s is kept: %s" % (name, exc))
                     left.append(name)
         return left
@@ -305,15 +306,7 @@ class GraphRunner:
         entry = standalone.pending_add(record, create)
         self.rt.journal.append(entry)
         self.save(self.rt)
-        sent = []
-        try:
-            self._create_file(entry, create)
-            for node in record["nodes"]:
-                self._send({"execute": "blockdev-add", "arguments": node})
-                sent.append(node["node-name"])
-        except (ConfigError, QemuError):
-            self._undo(entry, list(reversed(sent)))
-            raise
+        self._prepare(entry, standalone.add_steps(record, create))
         self._node_done(entry, record)
 
     def delete_node(self, record: dict) -> None:
@@ -326,17 +319,19 @@ class GraphRunner:
         entry = standalone.pending_del(record)
         self.rt.journal.append(entry)
         self.save(self.rt)
-        top = entry.removes["nodes"][0]
+        steps = standalone.del_steps(record)
         try:
-            self._send({"execute": "blockdev-del", "arguments": {"node-name": top}})
+            for step in steps:
+                if not step.cleanup:
+                    self._send(step.command)
         except QemuError as exc:
-            if not any(text in exc.desc for text in _GONE):
+            if not is_gone(exc):
                 self.rt.journal.remove(entry)
                 self.save(self.rt)
                 raise QemuError("node: %s cannot be closed, QEMU still uses it: %s; end what uses it (a block job, "
                                 "an export, a node on top of it) first" % (record["name"], exc.desc or exc),
                                 exc.error_class, exc.desc) from None
-        self._delete(entry.removes["nodes"][1:])
+        self._delete([name for step in steps if step.cleanup for _kind, name in step.removes])
         self._node_done(entry, None)
 
     def _settle_node(self, entry, live_nodes) -> None:
@@ -378,8 +373,7 @@ class GraphRunner:
 
 def _dropped(entry) -> list:
     """What an operation added that the disk does not keep when it does not happen, top-down."""
-    names = list(entry.creates.get("nodes") or [])
-    return list(reversed(names))
+    return list(reversed(entry.creates.get(engine.NODES) or []))
 
 
 def _present(names, live_nodes) -> list:

@@ -16,14 +16,10 @@ the first command, and with the resulting layout after the last (docs/faults.md)
 from __future__ import annotations
 
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import plan, runtime
-from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError
+from ansible_collections.blocklayer.qemu.plugins.module_utils import engine, plan, runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError, is_gone
 from ansible_collections.blocklayer.qemu.plugins.module_utils.recovery import RECOVER
 
-# QEMU's texts for "that is not there (any more)" (qmp_blockdev_del, qmp_netdev_del, qmp_device_del,
-# user_creatable_del).
-_GONE = ("Failed to find node", "not found", "No medium")
-# object-del of a throttle group a throttle node still uses (user_creatable_del()).
 # object-del of a throttle group a node still uses: QEMU 7.2-10.0 say "is in use"
 # (user_creatable_del), 11.1 "Cannot delete throttle group ... with active references".
 _IN_USE = ("is in use", "with active references")
@@ -33,25 +29,22 @@ UNPLUG_EVENTS = ("DEVICE_DELETED", "DEVICE_UNPLUG_GUEST_ERROR")
 
 
 def journal_entry(action) -> runtime.Pending:
-    """What an action creates and removes, by name: recorded before its first command."""
-    def names(record):
-        record = record or {}
-        return {"devices": [action.id] if action.id and action.action != plan.FINISH_UNPLUG else [],
-                "nodes": [n["node-name"] for n in record.get("nodes") or []],
-                "netdevs": [record["netdev"]["id"]] if record.get("netdev") else [],
-                "objects": [o["id"] for o in record.get("objects") or []]}
-    if action.action in plan.GROUP_ACTIONS:
-        objects = {"objects": [action.id]}
-        return runtime.Pending(action.action, action.id, objects if action.action == plan.GROUP_ADD else {},
-                               objects if action.action == plan.GROUP_DEL else {}, action.record, action.old)
-    creates = names(action.record) if action.action in (plan.ATTACH, plan.CHANGE_MEDIUM, plan.THROTTLE) else {}
-    removes = names(action.old) if action.action not in (plan.ATTACH, plan.RESIZE) else {}  # a resize: neither
-    if action.action in (plan.CHANGE_MEDIUM, plan.THROTTLE):
-        creates["devices"] = removes["devices"] = []
-    if action.action == plan.THROTTLE:  # only what the change adds or takes away
-        creates, removes = ({k: [n for n in creates[k] if n not in removes[k]] for k in creates},
-                            {k: [n for n in removes[k] if n not in creates[k]] for k in removes})
-    return runtime.Pending(action.action, action.id, creates, removes, action.record, action.old)
+    """What an action creates and removes, by name, from its steps: recorded before its first
+    command (docs/faults.md)."""
+    return engine.journal_entry(action.action, action.id, action.steps, action.record, action.old)
+
+
+# How a failed action is told: what was tried, and what its rollback left (engine.rollback).
+_FAILED = {
+    plan.ATTACH: ("attaching %s (%s) failed, and %s: %s", "what was added was removed",
+                  "undoing it failed too (%s): the next run removes what is left"),
+    plan.CHANGE_MEDIUM: ("changing the medium of %s (%s) failed; %s: %s", "the old medium is back",
+                         "putting the old medium back failed too (%s)"),
+    # block_resize: nothing to undo, QEMU left the size as it was.
+    plan.RESIZE: ("growing %s (%s) failed, %s: %s", "its size is unchanged", "%s"),
+}
+_FAILED_ANY = ("%s of %%s (%%s) failed, and %%s: %%s", "what it did was undone",
+               "undoing it failed too (%s): the next run settles what is left")
 
 
 class Applier:
@@ -74,19 +67,19 @@ class Applier:
         try:
             self._send(command)
         except QemuError as exc:
-            done = _GONE + ((_DUPLICATE,) if command["execute"] == "object-add" else ())
-            if not any(text in exc.desc for text in done):
+            if not (is_gone(exc) or (command["execute"] == "object-add" and _DUPLICATE in exc.desc)):
                 raise
 
-    def _release(self, record: dict) -> None:
-        """Delete what a removed device left, top-down."""
-        for command in plan.release_commands(record):
-            self._send_tolerant(command)
+    def _cleanup(self, action) -> None:
+        """The action's clean-up steps: what a removed device or medium left, top-down."""
+        for step in action.steps:
+            if step.cleanup:
+                self._send_tolerant(step.command)
 
     def _undo(self, commands: list) -> list:
-        """Roll back, last first; returns the failures (a failing undo must not hide the cause)."""
+        """Send a rollback's commands; returns the failures (a failing undo must not hide the cause)."""
         failures = []
-        for command in reversed([c for c in commands if c]):
+        for command in commands:
             try:
                 self._send_tolerant(command)
             except QemuError as exc:
@@ -100,31 +93,14 @@ class Applier:
                 self.recover(action)
         for action in actions:
             if action.action == plan.FINISH_UNPLUG or (action.action == plan.PURGE and not action.id):
-                self._release(action.old)
-                if action.id:
-                    self.layout.drop(action.id)
+                self.run(action)  # clean-up steps only
         detaches = [a for a in actions if a.action == plan.DETACH or (a.action == plan.PURGE and a.id)]
         if detaches:
             self.detach(detaches)
         for action in actions:
-            if action.action == plan.CHANGE_MEDIUM:
-                self.change_medium(action)
-            elif action.action == plan.RESIZE:
-                self.resize(action)
-            elif action.action in (plan.GROUP_ADD, plan.GROUP_SET):
-                self._send_all(action)
-                plan.put_group(self.layout, action.record)
-            elif action.action == plan.GROUP_DEL:
-                self._delete_group(action)
-            elif action.action == plan.THROTTLE:
-                self.throttle(action)
-            elif action.action == plan.ATTACH:
-                if action.id in self.still_unplugging:
-                    self.warnings.append("%s (%s) is not attached yet: QEMU still holds a device of that id "
-                                         "whose unplug the guest has not finished; a later run attaches it"
-                                         % (action.label, action.id))
-                    continue
-                self.attach(action)
+            if action.action not in _DONE_ABOVE:
+                # Every kind runs its steps (Applier.run) unless QEMU makes it special.
+                _SPECIAL.get(action.action, Applier.run)(self, action)
 
     def recover(self, action) -> None:
         try:
@@ -138,22 +114,9 @@ class Applier:
         """Send a recovery action's commands and keep the record it decided on."""
         if action.kind == plan.GROUP_KIND and action.old and not action.record:
             return self._delete_group(action)
-        for command in action.commands:
-            self._send_tolerant(command)
-        if action.kind == plan.GROUP_KIND:
-            plan.put_group(self.layout, action.record)
-        elif action.record:
-            self.layout.put(action.record)
-        elif action.id:
-            self.layout.drop(action.id)
-
-    def _send_all(self, action) -> None:
-        try:
-            for command in action.commands:
-                self._send(command)
-        except QemuError as exc:
-            raise QemuError("%s of %s failed: %s" % (action.action, action.label, exc),
-                            exc.error_class, exc.desc, exc.command) from None
+        for step in action.steps:
+            self._send_tolerant(step.command)
+        self._keep(action)
 
     def _delete_group(self, action) -> None:
         """A shared group goes after its last throttle node; one a device still being unplugged
@@ -166,7 +129,7 @@ class Applier:
             self.warnings.append("%s (%s) is still used by a throttle node; a later run deletes it"
                                  % (action.label, action.id))
             return
-        plan.drop_group(self.layout, action.id)
+        self._keep(action)
 
     def throttle(self, action) -> None:
         """Change a disk's throttling; a failure is settled at once by the rule a killed run's
@@ -188,23 +151,53 @@ class Applier:
                             % (action.label, action.id, outcome, exc), exc.error_class, exc.desc, exc.command) from None
         self.layout.put(action.record)
 
+    def run(self, action) -> None:
+        """The action's steps; a failing one rolls back what was done (engine.rollback). Its
+        clean-up follows, and the layout keeps the record the action leaves."""
+        self._run_or_roll_back(action)
+        self._cleanup(action)
+        self._keep(action)
+
+    def _keep(self, action) -> None:
+        """The layout holds the record the action leaves (None: the device or group is gone)."""
+        if action.kind == plan.GROUP_KIND:
+            if action.record:
+                plan.put_group(self.layout, action.record)
+            else:
+                plan.drop_group(self.layout, action.id)
+        elif action.record:
+            self.layout.put(action.record)
+        elif action.id:
+            self.layout.drop(action.id)
+
     def attach(self, action) -> None:
-        undo = []
+        if action.id in self.still_unplugging:
+            self.warnings.append("%s (%s) is not attached yet: QEMU still holds a device of that id whose unplug the "
+                                 "guest has not finished; a later run attaches it" % (action.label, action.id))
+            return
+        self.run(action)
+
+    def _run_or_roll_back(self, action) -> None:
+        """The action's steps up to its clean-up; a failing one rolls back what was done
+        (engine.rollback), and the error says whether that worked."""
+        done = []
         try:
-            for command in action.commands:
-                self._send(command)
-                undo.append(_undo_of(command))
+            for step in action.steps:
+                if not step.cleanup:
+                    self._send_tray_aware(step.command)
+                    done.append(step)
         except QemuError as exc:
-            failures = self._undo(undo)
+            failures = self._undo(engine.rollback(done))
+            text, undone, not_undone = _FAILED.get(action.action) or _FAILED_ANY
+            if action.action not in _FAILED:
+                text %= action.action
             if failures:
                 self.unfinished.append(journal_entry(action))
-                outcome = ("undoing it failed too (%s): the next run removes what is left"
-                           % "; ".join(failures))
+                outcome = not_undone % "; ".join(failures)
             else:
-                outcome = "what was added was removed"
-            raise QemuError("attaching %s (%s) failed, and %s: %s" % (action.label, action.id, outcome, exc),
+                outcome = undone
+            raise QemuError(text % (action.label, action.id, outcome, exc),
                             exc.error_class, exc.desc, exc.command) from None
-        self.layout.put(action.record)
 
     def detach(self, actions: list) -> None:
         """device_del for every device, then one wait for all their events.
@@ -243,37 +236,9 @@ class Applier:
             raise QemuError("detaching failed: " + "; ".join(failed))
 
     def _finish(self, action) -> None:
-        self._release(action.old)
-        self.layout.drop(action.id)
-
-    def change_medium(self, action) -> None:
-        """Open the tray, swap the medium, close it; on failure put the old medium back."""
-        undo = []
-        try:
-            for command in action.commands[:len(action.commands) - len(plan.release_commands(action.old))]:
-                self._send_tray_aware(command)
-                undo.append(_undo_of(command, action.old))
-        except QemuError as exc:
-            failures = self._undo(undo)
-            if failures:
-                self.unfinished.append(journal_entry(action))
-                outcome = "putting the old medium back failed too (%s)" % "; ".join(failures)
-            else:
-                outcome = "the old medium is back"
-            raise QemuError("changing the medium of %s (%s) failed; %s: %s"
-                            % (action.label, action.id, outcome, exc), exc.error_class, exc.desc, exc.command) from None
-        self._release(action.old)
-        self.layout.put(action.record)
-
-    def resize(self, action) -> None:
-        """block_resize: one command, nothing to undo when it fails (QEMU left the size as it was)."""
-        try:
-            for command in action.commands:
-                self._send(command)
-        except QemuError as exc:
-            raise QemuError("growing %s (%s) failed, its size is unchanged: %s" % (action.label, action.id, exc),
-                            exc.error_class, exc.desc, exc.command) from None
-        self.layout.put(action.record)
+        """The guest let go: what the device leaves goes, and so does its record."""
+        self._cleanup(action)
+        self._keep(action)
 
     def _send_tray_aware(self, command: dict):
         """A guest that touches an open tray makes Linux close it again (docs/design.md
@@ -287,26 +252,12 @@ class Applier:
             return self._send(command)
 
 
-def _undo_of(command: dict, old=None) -> dict:
-    """The command that takes ``command`` back."""
-    name, args = command["execute"], command["arguments"]
-    if name == "blockdev-add":
-        return {"execute": "blockdev-del", "arguments": {"node-name": args["node-name"]}}
-    if name == "netdev_add":
-        return {"execute": "netdev_del", "arguments": {"id": args["id"]}}
-    if name == "object-add":
-        return {"execute": "object-del", "arguments": {"id": args["id"]}}
-    if name == "device_add":
-        return {"execute": "device_del", "arguments": {"id": args["id"]}}
-    if name == "blockdev-open-tray":
-        return {"execute": "blockdev-close-tray", "arguments": {"id": args["id"]}}
-    if name == "blockdev-close-tray":
-        return {"execute": "blockdev-open-tray", "arguments": {"id": args["id"], "force": True}}
-    if name == "blockdev-remove-medium":
-        return {"execute": "blockdev-insert-medium",
-                "arguments": {"id": args["id"], "node-name": old["nodes"][-1]["node-name"]}}
-    if name == "blockdev-insert-medium":
-        return {"execute": "blockdev-remove-medium", "arguments": {"id": args["id"]}}
-    if name == "block_resize":
-        return None  # the image stays grown: the declaration asks for that size anyway
-    raise ValueError("no undo for %s" % name)
+# Kinds applied before the others (Applier.apply): settling a killed run's, releasing what an
+# unplug or a purge left, the batched detaches.
+_DONE_ABOVE = (RECOVER, plan.FINISH_UNPLUG, plan.PURGE, plan.DETACH)
+# Kinds QEMU makes special; every other kind is Applier.run.
+_SPECIAL = {
+    plan.ATTACH: Applier.attach,  # not while a device of that id is still being unplugged
+    plan.THROTTLE: Applier.throttle,  # a failure is settled from what QEMU has, as recovery does
+    plan.GROUP_DEL: Applier._delete_group,  # a group a node still uses stays recorded
+}

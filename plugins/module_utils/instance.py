@@ -286,8 +286,7 @@ class Instance:
                 if not redo:
                     live = self._live(qmp)
                     if rt.journal:
-                        self._recover(qmp, rt, live)
-                        self.settle_graph(qmp, rt, live)
+                        self.settle_journal(qmp, rt, live)
                         live = self._live(qmp)
                     busy = {e.id: e for e in self._graph_entries(rt)}
                     self._warn_drift(rt, live, busy)
@@ -331,31 +330,17 @@ class Instance:
             self.warnings += applier.warnings
             self._save(rt)
 
-    def _recover(self, qmp, rt, live) -> None:
-        """Finish or undo what a killed run began, from what QEMU has now (docs/faults.md)."""
-        from ansible_collections.blocklayer.qemu.plugins.module_utils import hotplug, recovery  # after a crash only
-        device_entries = [e for e in rt.journal if e.action not in graph.GRAPH_ACTIONS]
-        if not device_entries:
-            return
-        actions = recovery.recover(device_entries, set(live.types), live.roots, live.nodes)
-        self._report(actions)
-        self.changed = True
-        applier = hotplug.Applier(qmp, rt.layout, self.unplug_timeout)
-        try:
-            applier.apply(actions)
-        finally:
-            rt.journal = self._graph_entries(rt) + applier.unfinished
-            self._save(rt)
-
-    @staticmethod
-    def _graph_entries(rt) -> list:
-        """Journal entries of block-graph operations: a job may outlive its task (graphops)."""
-        return [e for e in rt.journal if e.action in graph.GRAPH_ACTIONS]
-
-    def settle_graph(self, qmp, rt, live, job_timeout: float = 600.0, delete_unused: bool = False, wait_for=()):
-        """Settle the block-graph entries of the journal, waiting for the jobs of the devices
-        ``wait_for`` names; returns the runner (its job, warnings)."""
+    def settle_journal(self, qmp, rt, live, job_timeout: float = 600.0, delete_unused: bool = False,
+                       wait_for=()):
+        """Every entry an earlier run left begun, settled by the rule of its kind from what QEMU
+        has now (docs/faults.md, docs/design.md "The action engine"): device and group actions by
+        recovery.py, block-graph operations and standalone nodes by graphops, whose jobs may
+        outlive the task that started them (the jobs of the devices ``wait_for`` names are
+        waited for). Returns the graph runner (its job, for the result); ``live`` is stale after
+        it when it settled something."""
         from ansible_collections.blocklayer.qemu.plugins.module_utils import graphops  # block jobs only
+        if self._recover(qmp, rt, live) and self._graph_entries(rt):
+            live = self._live(qmp)
         runner = graphops.GraphRunner(qmp, rt, self._save, job_timeout, delete_unused)
         if self._graph_entries(rt):
             before = len(rt.journal), [r.get("nodes") for r in rt.layout.devices], list(rt.layout.named_nodes)
@@ -369,19 +354,42 @@ class Instance:
                 self.actions.append({"action": "settle-jobs", "reason": "block-graph operations an earlier run left"})
         return runner
 
-    def operate(self, work):
-        """``work(qmp, rt, live)`` on this running instance after the journal of a killed run is
-        settled (qemu_blockdev); returns what ``work`` returns."""
+    def _recover(self, qmp, rt, live) -> bool:
+        """Device and group entries (recovery.py); whether there were any."""
+        from ansible_collections.blocklayer.qemu.plugins.module_utils import hotplug, recovery  # after a crash only
+        device_entries = [e for e in rt.journal if not graph.settled_by_runner(e)]
+        if not device_entries:
+            return False
+        actions = recovery.recover(device_entries, set(live.types), live.roots, live.nodes)
+        self._report(actions)
+        self.changed = True
+        applier = hotplug.Applier(qmp, rt.layout, self.unplug_timeout)
+        try:
+            applier.apply(actions)
+        finally:
+            rt.journal = self._graph_entries(rt) + applier.unfinished
+            self._save(rt)
+        return True
+
+    @staticmethod
+    def _graph_entries(rt) -> list:
+        """Journal entries of block-graph operations: a job may outlive its task (graphops)."""
+        return [e for e in rt.journal if graph.settled_by_runner(e)]
+
+    def operate(self, work, **settle):
+        """``work(qmp, rt, runner)`` on this running instance once the journal an earlier run left
+        is settled (``settle``: settle_journal's job options; qemu_blockdev); returns what
+        ``work`` returns. The graph runner's warnings join the task's, also when it fails."""
         rt = self.rt
+        runner = None
         with self._session() as qmp:
             try:
-                live = self._live(qmp)
-                if any(e.action not in graph.GRAPH_ACTIONS for e in rt.journal):
-                    self._recover(qmp, rt, live)
-                    live = self._live(qmp)
-                return work(qmp, rt, live)
+                runner = self.settle_journal(qmp, rt, self._live(qmp), **settle)
+                return work(qmp, rt, runner)
             finally:
                 self.qmp_commands += qmp.sent
+                if runner is not None:
+                    self.warnings += runner.warnings
 
     def _refuse_or_restart(self, actions, allow_restart) -> bool:
         """True when the plan needs a new QEMU and the play allows one; fails otherwise."""

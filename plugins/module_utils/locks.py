@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable, Iterable, List, Optional, Tuple
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import runtime
@@ -295,13 +295,5 @@ def _fix(kind: str, stopper: str) -> str:
     if kind == CONSISTENT_READ:
         # The job unshares consistent read on its target; force-share cannot override that.
         return "wait until that job ends, or use another image"
-    fix = "stop that %s or use another image" % stopper
-    if _force_share_supported():
-        fix += "; a read-only disk can share it with mode: ro and force_share: true"
-    return fix
-
-
-def _force_share_supported() -> bool:
-    """Advise force_share only where the declaration has the option."""
-    from ansible_collections.blocklayer.qemu.plugins.module_utils import spec  # on a conflict only
-    return "force_share" in {f.name for f in fields(spec.DiskSpec)}
+    return "stop that %s or use another image; a read-only disk can share it with mode: ro and force_share: true" \
+        % stopper

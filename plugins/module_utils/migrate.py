@@ -50,7 +50,7 @@ def refusals(rt: runtime.Runtime) -> list:
         reasons.append("the guest has not released %s (unplug-pending); the target cannot have a device that is "
                        "half gone: wait until a run of blocklayer.qemu.qemu_instance removes it" % ", ".join(pending))
     for entry in rt.journal:
-        if entry.action in graph.GRAPH_ACTIONS:
+        if graph.settled_by_runner(entry):
             reasons.append("a block-graph operation is in progress (%s of %s, job %s): wait for it or cancel it "
                            "with blocklayer.qemu.qemu_blockdev" % (entry.action, entry.id,
                                                                    ", ".join(entry.creates.get("jobs") or []) or "-"))

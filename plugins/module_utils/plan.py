@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, ids
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, engine, ids
 from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import (
     THROTTLE_ROLE, alternate_roles, below_throttle, throttle_of, top_format_node)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import throttle_group_object
@@ -100,7 +100,11 @@ class Action(Value):
     reason: str = ""
     record: Optional[dict] = None  # the runtime record once the action is done
     old: Optional[dict] = None  # the runtime record it replaces or removes
-    commands: tuple = ()
+    steps: tuple = ()  # engine.Step: its commands in order, each naming what it creates and removes
+
+    @property
+    def commands(self) -> tuple:
+        return tuple(engine.commands(self.steps))
 
     @property
     def label(self) -> str:
@@ -114,46 +118,47 @@ class Action(Value):
         return out
 
 
-def _cmd(execute: str, **arguments) -> dict:
-    return {"execute": execute, "arguments": arguments}
-
-
-def attach_commands(record: dict) -> list:
+def attach_steps(record: dict) -> list:
     """The device's own objects (its iothread), nodes bottom-up (or the netdev), then the device."""
-    cmds = [_cmd("object-add", **obj) for obj in record.get("objects") or []]
-    cmds += [_cmd("blockdev-add", **node) for node in record.get("nodes") or []]
+    steps = [engine.add_object(obj) for obj in record.get("objects") or []]
+    steps += [engine.add_node(node) for node in record.get("nodes") or []]
     if record.get("netdev"):
-        cmds.append(_cmd("netdev_add", **record["netdev"]))
-    cmds.append(_cmd("device_add", **record["props"]))
-    return cmds
+        steps.append(engine.add_netdev(record["netdev"]))
+    steps.append(engine.add_device(record["props"]))
+    return steps
 
 
-def release_commands(record: dict) -> list:
+def release_steps(record: dict) -> list:
     """What a removed device leaves behind, top-down: nodes, netdev, then its objects (an
     iothread goes once nothing runs in it). -drive nodes belong to QEMU."""
     if record.get("origin") == "drive":
         return []
-    cmds = [_cmd("blockdev-del", **{"node-name": n["node-name"]}) for n in reversed(record.get("nodes") or [])]
+    steps = [engine.del_node(n["node-name"]) for n in reversed(record.get("nodes") or [])]
     if record.get("netdev"):
-        cmds.append(_cmd("netdev_del", id=record["netdev"]["id"]))
-    cmds += [_cmd("object-del", id=obj["id"]) for obj in record.get("objects") or []]
-    return cmds
+        steps.append(engine.del_netdev(record["netdev"]["id"]))
+    steps += [engine.del_object(obj["id"]) for obj in record.get("objects") or []]
+    return steps
 
 
-def medium_commands(old: dict, new: dict) -> list:
+def removal_steps(record: dict) -> list:
+    """device_del, then (once the guest let go) what the device leaves behind."""
+    return [engine.del_device(record["id"])] + release_steps(record)
+
+
+def medium_steps(old: dict, new: dict) -> list:
     """New chain first, then swap it in through the tray, then delete the old chain."""
     dev_id = new["id"]
-    cmds = [_cmd("blockdev-add", **node) for node in new["nodes"]]
+    steps = [engine.add_node(node) for node in new["nodes"]]
     tray = old["kind"] == "cdrom"  # a floppy drive has no tray
     if tray:
-        cmds.append(_cmd("blockdev-open-tray", id=dev_id, force=True))
+        steps.append(engine.open_tray(dev_id))
     if old["nodes"]:
-        cmds.append(_cmd("blockdev-remove-medium", id=dev_id))
+        steps.append(engine.remove_medium(dev_id, blockdev.top_node(old["nodes"])))
     if new["nodes"]:
-        cmds.append(_cmd("blockdev-insert-medium", id=dev_id, **{"node-name": new["nodes"][-1]["node-name"]}))
+        steps.append(engine.insert_medium(dev_id, blockdev.top_node(new["nodes"])))
     if tray:
-        cmds.append(_cmd("blockdev-close-tray", id=dev_id))
-    return cmds + release_commands(old)
+        steps.append(engine.close_tray(dev_id))
+    return steps + release_steps(old)
 
 
 # Which module attached a device (docs/design.md "Modules sharing an instance"): qemu_instance
@@ -205,18 +210,18 @@ def purge_orphans(layout, present_ids, live_nodes, live_netdevs=(), keep_nodes=(
             orphan_netdevs.discard(dev_id + ".net")
             old["netdev"] = {"id": dev_id + ".net"}
         actions.append(Action(PURGE, old["kind"], dev_id, dev_id, reason="in QEMU but not in the runtime file",
-                              old=old, commands=tuple([_cmd("device_del", id=dev_id)] + release_commands(old))))
+                              old=old, steps=tuple(removal_steps(old))))
     for dev_id, names in sorted(by_device.items()):
         old = {"kind": dev_id.split("-")[0], "name": dev_id, "id": dev_id, "origin": "blockdev",
                "nodes": [{"node-name": n} for n in reversed(ids.top_down(names))],
                "objects": _orphan_groups(dev_id, names, known_objects)}
         actions.append(Action(PURGE, old["kind"], dev_id, "", reason="nodes in QEMU that no record explains",
-                              old=old, commands=tuple(release_commands(old))))
+                              old=old, steps=tuple(release_steps(old))))
     for netdev in sorted(orphan_netdevs):
         old = {"kind": "nic", "name": netdev, "id": netdev[:-len(".net")], "nodes": [], "origin": "blockdev",
                "netdev": {"id": netdev}}
         actions.append(Action(PURGE, "nic", netdev, "", reason="a netdev in QEMU that no record explains",
-                              old=old, commands=tuple(release_commands(old))))
+                              old=old, steps=tuple(release_steps(old))))
     return actions
 
 
@@ -253,7 +258,7 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
             if present_ids is not None and record["id"] not in present_ids:
                 finish.append(Action(FINISH_UNPLUG, record["kind"], record["name"], record["id"],
                                      reason="the guest released it", old=record,
-                                     commands=tuple(release_commands(record))))
+                                     steps=tuple(release_steps(record))))
             elif key in wanted_keys:
                 actions.append(Action(RESTART, record["kind"], record["name"], record["id"],
                                       reason="it is still being unplugged by the guest"))
@@ -261,7 +266,7 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
         if key in wanted_keys:
             continue
         action = Action(DETACH, record["kind"], record["name"], record["id"], reason="not declared", old=record,
-                        commands=tuple([_cmd("device_del", id=record["id"])] + release_commands(record)))
+                        steps=tuple(removal_steps(record)))
         if record["hvinfo"]["driver"] in COLD_ONLY_DRIVERS:
             actions.append(Action(RESTART, action.kind, action.name, action.id,
                                   reason="cannot be hot-unplugged (%s)" % record["hvinfo"]["driver"]))
@@ -306,14 +311,14 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
                 record = _record(controller, owner)
                 attach.append(Action(ATTACH, "controller", controller.name, controller.id,
                                      reason="a SCSI disk arrives", record=record,
-                                     commands=tuple(attach_commands(record))))
+                                     steps=tuple(attach_steps(record))))
         device = placer.disk(item, facts) if kind == "disk" else placer.nic(item)
         record = _record(device, owner)
-        commands = attach_commands(record)
+        steps = attach_steps(record)
         if kind == "disk":
-            commands = _grown_at_attach(commands, record, item, facts)
+            steps = _grown_at_attach(steps, record, item, facts)
         attach.append(Action(ATTACH, kind, item.name, device.id, reason="declared", record=record,
-                             commands=tuple(commands)))
+                             steps=tuple(steps)))
     group_up, group_down = _group_actions(layout, spec)
     return actions + purge + finish + detach + media + group_up + live + attach + group_down
 
@@ -338,15 +343,15 @@ class LiveChange(Value):
         return dict(self.record, spec=spec, **record_keys)
 
 
-def _set_drive(dev_id: str, node: str) -> dict:
+def _set_drive(dev_id: str, node: str, before: str) -> engine.Step:
     """Point a running device at another node (the qdev ``drive`` property can change after
     realize); only ever to a filter over its current root, or back to that root."""
-    return _cmd("qom-set", path="/machine/peripheral/" + dev_id, property="drive", value=node)
+    return engine.set_property("/machine/peripheral/" + dev_id, "drive", node, before)
 
 
 def set_limits(group_id: str, limits: dict) -> dict:
     """``limits`` merges into what the group has: always all 19 fields (spec.qemu_limits)."""
-    return _cmd("qom-set", path="/objects/" + group_id, property="limits", value=dict(limits))
+    return engine.cmd("qom-set", path="/objects/" + group_id, property="limits", value=dict(limits))
 
 
 def own_group(record) -> Optional[dict]:
@@ -355,26 +360,27 @@ def own_group(record) -> Optional[dict]:
     return next((o for o in (record or {}).get("objects") or [] if o["id"] == gid), None)
 
 
-def throttle_commands(old: dict, new: dict) -> list:
+def throttle_steps(old: dict, new: dict) -> list:
     """From one throttling of a disk to another: its own group first, the node switch, then
-    what is left over (docs/design.md "Throttling")."""
+    what is left over, as clean-up (docs/design.md "Throttling")."""
     dev_id = new["id"]
     old_thr, new_thr = throttle_of(old["nodes"]), throttle_of(new["nodes"])
     old_own, new_own = own_group(old), own_group(new)
-    cmds = [_cmd("object-add", **new_own)] if new_own and not old_own else []
+    steps = [engine.add_object(new_own)] if new_own and not old_own else []
     if new_thr and not old_thr:
-        cmds += [_cmd("blockdev-add", **new_thr), _set_drive(dev_id, new_thr["node-name"])]
+        below = below_throttle(old["nodes"])
+        steps += [engine.add_node(new_thr), _set_drive(dev_id, new_thr["node-name"], below)]
     elif old_thr and not new_thr:
-        cmds += [_set_drive(dev_id, below_throttle(old["nodes"])),
-                 _cmd("blockdev-del", **{"node-name": old_thr["node-name"]})]
+        below = below_throttle(old["nodes"])
+        steps += [_set_drive(dev_id, below, old_thr["node-name"]), engine.del_node(old_thr["node-name"])]
     elif new_thr and new_thr["throttle-group"] != old_thr["throttle-group"]:
         # The throttle driver re-registers with the group named on reopen (throttle_reopen_commit()).
-        cmds.append(_cmd("blockdev-reopen", options=[new_thr]))
+        steps.append(engine.send(engine.cmd("blockdev-reopen", options=[new_thr])))
     if new_own and old_own and new_own["limits"] != old_own["limits"]:
-        cmds.append(set_limits(new_own["id"], new_own["limits"]))
+        steps.append(engine.send(set_limits(new_own["id"], new_own["limits"])))
     if old_own and not new_own:
-        cmds.append(_cmd("object-del", id=old_own["id"]))
-    return cmds
+        steps.append(engine.del_object(old_own["id"]))
+    return steps
 
 
 # Devices whose drive QEMU was seen to switch live (qom-set drive); others get throttling at start.
@@ -394,7 +400,7 @@ def _throttle_action(change: LiveChange) -> Action:
         return Action(RESTART, change.kind, item.name, dev_id, reason="cannot add or remove throttling on a live "
                       "%s disk (%s)" % (record["hvinfo"]["driver"], reason))
     return Action(THROTTLE, change.kind, item.name, dev_id, reason=reason, record=new, old=record,
-                  commands=tuple(throttle_commands(record, new)))
+                  steps=tuple(throttle_steps(record, new)))
 
 
 def _group_actions(layout, spec) -> tuple:
@@ -412,13 +418,14 @@ def _group_actions(layout, spec) -> tuple:
         record = dict(group, kind=GROUP_KIND)
         if old is None:
             up.append(Action(GROUP_ADD, GROUP_KIND, group["name"], group["id"], reason="a disk uses it", record=record,
-                             commands=(_cmd("object-add", **throttle_group_object(group["id"], group["limits"])),)))
+                             steps=(engine.add_object(throttle_group_object(group["id"], group["limits"])),)))
         elif old["limits"] != group["limits"]:
             up.append(Action(GROUP_SET, GROUP_KIND, group["name"], group["id"],
                              reason="; ".join(changes(old["limits"], group["limits"], "limits")), record=record,
-                             old=dict(old, kind=GROUP_KIND), commands=(set_limits(group["id"], group["limits"]),)))
+                             old=dict(old, kind=GROUP_KIND),
+                             steps=(engine.send(set_limits(group["id"], group["limits"])),)))
     down = [Action(GROUP_DEL, GROUP_KIND, old["name"], gid, reason="no disk uses it", old=dict(old, kind=GROUP_KIND),
-                   commands=(_cmd("object-del", id=gid),))
+                   steps=(engine.del_object(gid, cleanup=False),))
             for gid, old in current.items() if gid not in needed]
     return up, down
 
@@ -443,13 +450,13 @@ def _medium_action(change: LiveChange) -> Action:
     new = change.updated(nodes=nodes, hvinfo=_with_drive(record["hvinfo"], nodes),
                          props=_with_drive(record["props"], nodes))
     return Action(CHANGE_MEDIUM, change.kind, item.name, record["id"], reason="; ".join(change.reasons),
-                  record=new, old=record, commands=tuple(medium_commands(record, new)))
+                  record=new, old=record, steps=tuple(medium_steps(record, new)))
 
 
 def resize_command(nodes: list, size: int) -> dict:
     """Grow the disk under its device: the top format node, so that the guest sees the new capacity
     (virtio-blk and SCSI disks report the change, QEMU's resize callbacks)."""
-    return _cmd("block_resize", **{"node-name": top_format_node(nodes), "size": size})
+    return engine.cmd("block_resize", **{"node-name": top_format_node(nodes), "size": size})
 
 
 def _grow_size(what: str, item, nodes: list, facts: dict, sizes) -> Optional[int]:
@@ -469,15 +476,16 @@ def _resize_action(change: LiveChange):
     if size is None:
         return None
     return Action(RESIZE, change.kind, item.name, record["id"], reason="grows to %s" % format_size(size),
-                  record=change.updated(), old=record, commands=(resize_command(record["nodes"], size),))
+                  record=change.updated(), old=record, steps=(engine.send(resize_command(record["nodes"], size)),))
 
 
-def _grown_at_attach(commands: list, record: dict, item, facts: dict) -> list:
-    """An image smaller than declared grows once its nodes are added, before the guest sees it."""
+def _grown_at_attach(steps: list, record: dict, item, facts: dict) -> list:
+    """An image smaller than declared grows once its nodes are added, before the guest sees it
+    (the last step adds the device)."""
     size = _grow_size("disks[%s].size" % item.name, item, record["nodes"], facts, None)
     if size is None:
-        return commands
-    return commands[:-1] + [resize_command(record["nodes"], size)] + commands[-1:]
+        return steps
+    return steps[:-1] + [engine.send(resize_command(record["nodes"], size))] + steps[-1:]
 
 
 def _declared_size(record: dict):

@@ -14,22 +14,23 @@ and is planned again from QEMU's size.
 
 from __future__ import annotations
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import ids
-from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import throttle_of
+from ansible_collections.blocklayer.qemu.plugins.module_utils import engine, ids
+from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import throttle_of, top_node
+from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import throttle_group_object
 from ansible_collections.blocklayer.qemu.plugins.module_utils.plan import (
-    ATTACH, CHANGE_MEDIUM, GROUP_ACTIONS, GROUP_DEL, GROUP_KIND, RESIZE, THROTTLE, Action, _cmd, own_group,
-    release_commands, throttle_commands)
+    ATTACH, CHANGE_MEDIUM, DETACH, FINISH_UNPLUG, GROUP_ACTIONS, GROUP_DEL, GROUP_KIND, PURGE, RESIZE, THROTTLE,
+    Action, own_group,
+    release_steps, set_limits, throttle_steps)
 
 RECOVER = "recover"
 
 
 def _top(record) -> str:
-    nodes = (record or {}).get("nodes") or []
-    return nodes[-1]["node-name"] if nodes else None
+    return top_node((record or {}).get("nodes"))
 
 
 def _delete_nodes(names, live_nodes) -> list:
-    return [_cmd("blockdev-del", **{"node-name": n}) for n in ids.top_down(names) if n in live_nodes]
+    return [engine.del_node(n) for n in ids.top_down(names) if n in live_nodes]
 
 
 def _names(record) -> list:
@@ -38,17 +39,17 @@ def _names(record) -> list:
 
 def _cleanup(record, live_nodes) -> list:
     """What a device leaves besides itself: its nodes that QEMU still has (top-down), then its
-    netdev and objects (plan.release_commands). Netdevs and objects are sent whether or not
+    netdev and objects (plan.release_steps). Netdevs and objects are sent whether or not
     the killed run got to create them ("not found" is fine)."""
-    others = [c for c in release_commands(record) if c["execute"] != "blockdev-del"]
+    others = [s for s in release_steps(record) if not any(kind == engine.NODES for kind, _name in s.removes)]
     return _delete_nodes(_names(record), live_nodes) + others
 
 
-def _action(entry, reason: str, commands, keep) -> Action:
+def _action(entry, reason: str, steps, keep) -> Action:
     """``keep`` is the record the layout holds afterwards, or None when the device is gone."""
     record = keep or entry.old or entry.record or {}
     return Action(RECOVER, record.get("kind", "disk"), record.get("name", entry.id), entry.id,
-                  reason=reason, record=keep, old=None if keep else record, commands=tuple(commands))
+                  reason=reason, record=keep, old=None if keep else record, steps=tuple(steps))
 
 
 def recover(journal, present_ids: set, roots: dict, live_nodes: set) -> list:
@@ -66,9 +67,23 @@ def recover(journal, present_ids: set, roots: dict, live_nodes: set) -> list:
             actions.append(_recover_throttle(entry, roots, live_nodes))
         elif entry.action in GROUP_ACTIONS:
             actions.append(_recover_group(entry))
-        else:  # detach, finish-unplug, purge: the device was on its way out
+        elif entry.action in (DETACH, FINISH_UNPLUG, PURGE):  # the device was on its way out
             actions.append(_recover_removal(entry, present_ids, live_nodes))
+        else:
+            actions.append(_recover_by_undo(entry, present_ids, live_nodes))
     return actions
+
+
+def _recover_by_undo(entry, present_ids, live_nodes) -> Action:
+    """A kind without a rule of its own: what its entry says it created is taken back, last
+    first, as a rollback would (engine.rollback), and the record stays as it was. Nodes and
+    devices only where QEMU has them; netdevs and objects are sent anyway ("not found" is fine)."""
+    created = entry.creates
+    steps = [engine.del_device(d) for d in reversed(created.get(engine.DEVICES) or []) if d in present_ids]
+    steps += _delete_nodes(created.get(engine.NODES) or [], live_nodes)
+    steps += [engine.del_netdev(n) for n in reversed(created.get(engine.NETDEVS) or [])]
+    steps += [engine.del_object(o) for o in reversed(created.get(engine.OBJECTS) or [])]
+    return _action(entry, "a killed run had begun %s: undone" % entry.action, steps, entry.old)
 
 
 def _recover_attach(entry, present_ids, roots, live_nodes) -> Action:
@@ -78,7 +93,7 @@ def _recover_attach(entry, present_ids, roots, live_nodes) -> Action:
         return _action(entry, "a killed run had attached it: adopted", (), record)
     commands = []
     if entry.id in present_ids:
-        commands.append(_cmd("device_del", id=entry.id))
+        commands.append(engine.del_device(entry.id))
     commands += _cleanup(record, live_nodes)
     return _action(entry, "a killed run had begun attaching it: undone", commands, None)
 
@@ -116,10 +131,9 @@ def _recover_medium(entry, roots, live_nodes) -> Action:
         stale, insert = new_names + ([] if complete else old_names), _top(old) if complete else None
     commands = []
     if insert:
-        commands += [_cmd("blockdev-open-tray", id=dev_id, force=True),
-                     _cmd("blockdev-insert-medium", id=dev_id, **{"node-name": insert})]
+        commands += [engine.open_tray(dev_id), engine.insert_medium(dev_id, insert)]
     if old.get("kind") == "cdrom":
-        commands.append(_cmd("blockdev-close-tray", id=dev_id))
+        commands.append(engine.close_tray(dev_id))
     commands += _delete_nodes(stale, live_nodes)
     return _action(entry, "a killed run had begun changing its medium: it keeps the %s one"
                    % ("new" if keep is new else "old"), commands, keep)
@@ -134,19 +148,19 @@ def _recover_throttle(entry, roots, live_nodes) -> Action:
     on_thr = roots.get(entry.id) == (new_thr or old_thr or {}).get("node-name")
     if new_thr and old_thr:
         return _action(entry, "a killed run had begun changing its throttling: finished",
-                       throttle_commands(old, new), new)
+                       throttle_steps(old, new), new)
     if new_thr:  # being added: adopted once the drive uses it
         if on_thr:
             return _action(entry, "a killed run had added its throttling: adopted", (), new)
         commands = _delete_nodes([new_thr["node-name"]], live_nodes)
         own = own_group(new) if not own_group(old) else None
-        commands += [_cmd("object-del", id=own["id"])] if own else []
+        commands += [engine.del_object(own["id"])] if own else []
         return _action(entry, "a killed run had begun adding its throttling: undone", commands, old)
     if on_thr:  # being removed, and the drive still uses it
         return _action(entry, "a killed run had begun removing its throttling: kept", (), old)
-    # The drive is back on the node below: what the switch leaves behind goes (qom-set skipped).
-    rest = throttle_commands(old, new)[1:]
-    commands = [c for c in rest if c["execute"] != "blockdev-del" or c["arguments"]["node-name"] in live_nodes]
+    # The drive is back on the node below: what the switch leaves behind goes (its clean-up).
+    commands = [s for s in throttle_steps(old, new)
+                if s.cleanup and all(name in live_nodes for kind, name in s.removes if kind == engine.NODES)]
     return _action(entry, "a killed run had removed its throttling: finished", commands, new)
 
 
@@ -155,12 +169,10 @@ def _recover_group(entry) -> Action:
     is sent again (gone is fine; one still in use stays recorded)."""
     record = entry.record or entry.old
     if entry.action == GROUP_DEL:
-        commands = [_cmd("object-del", id=entry.id)]
+        commands = [engine.del_object(entry.id, cleanup=False)]
     else:
-        from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import throttle_group_object
-        from ansible_collections.blocklayer.qemu.plugins.module_utils.plan import set_limits
-        commands = [_cmd("object-add", **throttle_group_object(entry.id, record["limits"])),
-                    set_limits(entry.id, record["limits"])]
+        commands = [engine.add_object(throttle_group_object(entry.id, record["limits"])),
+                    engine.send(set_limits(entry.id, record["limits"]))]
     return Action(RECOVER, GROUP_KIND, record["name"], entry.id, reason="a killed run had begun %s: finished"
                   % entry.action, record=entry.record, old=entry.old if entry.action == GROUP_DEL else None,
-                  commands=tuple(commands))
+                  steps=tuple(commands))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, engine, runtime
 from ansible_collections.blocklayer.qemu.plugins.module_utils.cache import io_settings
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 
@@ -74,16 +74,25 @@ def plan_present(layout: runtime.GuestLayout, name: str, path: str, fmt: str, re
     return node_record(name, path, fmt, read_only, path_kind)
 
 
+def add_steps(record: dict, create: Optional[dict]) -> list:
+    """Opening a standalone node: its image created first when asked, then its nodes bottom-up."""
+    steps = [engine.Step(engine.cmd(engine.CREATE_IMAGE, **create), creates=((engine.FILES, create["path"]),))] \
+        if create else []
+    return steps + [engine.add_node(node) for node in record["nodes"]]
+
+
+def del_steps(record: dict) -> list:
+    """Closing it: its nodes top-down; the first is QEMU's to refuse while something uses it."""
+    names = [n["node-name"] for n in reversed(record["nodes"])]
+    return [engine.del_node(name, cleanup=index > 0) for index, name in enumerate(names)]
+
+
 def pending_add(record: dict, create: Optional[dict]) -> runtime.Pending:
-    creates = {"nodes": [n["node-name"] for n in record["nodes"]]}
-    if create:
-        creates["files"] = [create["path"]]
-    return runtime.Pending(NODE_ADD, record["name"], creates, {}, record, None)
+    return engine.journal_entry(NODE_ADD, record["name"], add_steps(record, create), record, None)
 
 
 def pending_del(record: dict) -> runtime.Pending:
-    return runtime.Pending(NODE_DEL, record["name"], {}, {"nodes": [n["node-name"] for n in reversed(record["nodes"])]},
-                           None, record)
+    return engine.journal_entry(NODE_DEL, record["name"], del_steps(record), None, record)
 
 
 def job_using(journal, name: str) -> Optional[str]:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, cmdline, hotplug, plan, recovery, runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, cmdline, engine, hotplug, plan, recovery, runtime
 from ansible_collections.blocklayer.qemu.plugins.module_utils import spec as spec_mod
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
@@ -81,9 +81,8 @@ def test_journal_names_the_iothread_an_attach_creates_and_a_detach_removes():
 
 
 def test_undo_of_object_add_is_object_del():
-    # pylint: disable=protected-access
-    assert hotplug._undo_of({"execute": "object-add", "arguments": {"qom-type": "iothread", "id": "x.io"}}) == \
-        {"execute": "object-del", "arguments": {"id": "x.io"}}
+    assert engine.rollback([engine.add_object({"qom-type": "iothread", "id": "x.io"})]) == \
+        [{"execute": "object-del", "arguments": {"id": "x.io"}}]
 
 
 def test_changing_iothread_of_an_attached_disk_needs_a_restart():

@@ -114,11 +114,9 @@ def test_a_mirror_target_says_so_and_offers_no_force_share():
     assert "wait until that job ends, or use another image" in text and "force_share" not in text
 
 
-def test_force_share_is_offered_for_write_locks_only_where_the_option_exists(monkeypatch):
-    for supported in (True, False):
-        monkeypatch.setattr(locks, "_force_share_supported", lambda s=supported: s)
-        text = describe_conflict(START_WRITE, holders=fake(A))
-        assert ("a read-only disk can share it with mode: ro and force_share: true" in text) is supported
+def test_force_share_is_offered_for_write_locks():
+    text = describe_conflict(START_WRITE, holders=fake(A))
+    assert "a read-only disk can share it with mode: ro and force_share: true" in text
 
 
 def test_no_image_gives_the_meaning_without_a_scan():

@@ -2,7 +2,7 @@
 
 from dataclasses import replace
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, hotplug, plan, recovery, verify
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, engine, hotplug, plan, recovery, verify
 
 from .test_plan import reconcile, running
 from .helpers import disk
@@ -24,8 +24,8 @@ def names(record):
 def test_journal_entry_names_what_an_attach_creates():
     action, entry = attach_entry()
     assert entry.action == "attach" and entry.id == action.id
-    assert entry.creates == {"devices": [action.id], "nodes": names(action.record), "netdevs": [],
-                             "objects": []}
+    # Derived from the steps (engine.journal_names): only the kinds the action touches.
+    assert entry.creates == {"devices": [action.id], "nodes": names(action.record)}
     assert entry.removes == {} and entry.record == action.record
 
 
@@ -128,3 +128,16 @@ def test_info_network_names_every_nic_and_netdev():
             "nic-00000000-0000-0000.net: index=0,type=user,net=10.0.2.0,restrict=off\r\n")
     live = verify.Live([], [], [], [], text)
     assert live.netdevs == {"nic-61771629-eb60-512b", "nic-61771629-eb60-512b.net", "nic-00000000-0000-0000.net"}
+
+
+def test_a_kind_without_a_rule_of_its_own_is_undone_from_what_its_entry_created():
+    """A new action kind needs only its steps: a killed run's entry is settled by taking back
+    what it created that QEMU still has, and the record stays as it was."""
+    old = {"kind": "disk", "name": "a", "id": "disk-a", "nodes": []}
+    steps = [engine.add_object({"qom-type": "iothread", "id": "disk-a.x"}), engine.add_node({"node-name": "disk-a.y"}),
+             engine.add_node({"node-name": "disk-a.z"})]
+    entry = engine.journal_entry("some-new-kind", "disk-a", steps, dict(old, nodes=["later"]), old)
+    (done,) = recovery.recover([entry], {"disk-a"}, {}, {"disk-a.y"})
+    assert [(c["execute"], c["arguments"]) for c in done.commands] == [
+        ("blockdev-del", {"node-name": "disk-a.y"}), ("object-del", {"id": "disk-a.x"})]
+    assert done.record == old
