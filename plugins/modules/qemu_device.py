@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: qemu_device
 short_description: Add, change or remove one device of a running QEMU instance
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Makes one disk, CD-ROM, floppy or NIC of a running instance (started by
     M(blocklayer.qemu.qemu_instance)) present or absent, live.

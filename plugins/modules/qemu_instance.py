@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: qemu_instance
 short_description: Start, stop and remove a QEMU virtual machine declared with its disks
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Starts a QEMU/KVM instance whose disks, CD-ROMs and floppy are declared in the task, with
     C(-blockdev) node chains and C(-device) devices (never C(-drive)), and keeps the instance

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: qemu_instance_info
 short_description: Read what a QEMU instance has now, device by device, and where it drifted
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Reads an instance managed by M(blocklayer.qemu.qemu_instance) without changing anything,
     its state, QEMU version, accelerator and pid, and per device what QEMU has now (id, kind,
