@@ -29,7 +29,10 @@ description:
     O(allow_restart).
   - A second run with the same declaration changes nothing and sends only five read-only QMP
     queries, however many disks there are.
-  - Image files are never created, changed or deleted.
+  - This module never creates or deletes an image file; the only change it makes to one is
+    growing it to a declared O(disks[].size) (never shrinking it). O(state=stopped) and
+    O(state=absent) leave images alone. M(blocklayer.qemu.qemu_blockdev) creates the new overlays
+    and copies it is given.
 author:
   - blocklayer.qemu developers (@blocklayer)
 extends_documentation_fragment:
@@ -39,7 +42,8 @@ options:
     description:
       - C(running) starts the instance if it is not running.
       - C(stopped) asks the guest to power down (C(system_powerdown)), waits up to
-        O(shutdown_timeout) seconds for it, then ends QEMU with C(quit) and removes the runtime file.
+        O(shutdown_timeout) seconds for it, then ends QEMU with C(quit). The runtime file is kept,
+        marked C(stopped), with each disk's current chain of images, which the next start rebuilds.
       - C(absent) is C(stopped) plus removal of the files the collection created in O(state_dir)
         (only in a directory it marked as an instance's) and of the directory itself when the
         collection created it and nothing else is left in it.
@@ -201,8 +205,8 @@ options:
         type: str
       path:
         description:
-          - Image file or block device. It must exist; the collection never creates or deletes
-            images.
+          - Image file or block device. It must exist; this module never creates or deletes
+            images (a declared O(disks[].size) grows it).
         type: path
         required: true
       format:
