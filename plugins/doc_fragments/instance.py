@@ -54,6 +54,8 @@ attributes:
     platforms: posix
     description: Runs on the Linux host that runs QEMU.
 requirements:
-  - qemu.qmp == 0.0.6 (Python library, on the host that runs QEMU)
+  - qemu.qmp == 0.0.6 (Python library) importable by the Python that runs the module on the host
+    that runs QEMU; the role blocklayer.qemu.hypervisor installs it into a venv and sets the fact
+    C(blocklayer_qemu_python) to use as the task's C(ansible_python_interpreter)
   - QEMU (qemu-system-x86_64) 7.2 or 10.0 on that host
 """

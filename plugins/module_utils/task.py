@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import traceback
 
 from ansible.module_utils.basic import missing_required_lib
@@ -16,6 +17,13 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import Conf
 from ansible_collections.blocklayer.qemu.plugins.module_utils.instance import Instance, Timeouts
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import HAS_QMP, QMP_IMPORT_ERROR
 from ansible_collections.blocklayer.qemu.plugins.module_utils.statedir import StateDir
+
+# What a node whose module Python lacks qemu.qmp needs (README.md "What a managed node needs").
+QMP_HELP = "https://github.com/blocklayer/qemu#what-a-managed-node-needs"
+QMP_FIX = (" Install it into the Python that runs this module: %s -m pip install qemu.qmp==0.0.6;"
+           " or prepare the node with the role blocklayer.qemu.hypervisor, which creates a venv with"
+           " it and sets the fact blocklayer_qemu_python to give this task as its"
+           " ansible_python_interpreter.")
 
 
 class Task:
@@ -55,7 +63,8 @@ class Task:
         """
         module = self.module
         if not HAS_QMP:
-            module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=QMP_IMPORT_ERROR)
+            module.fail_json(msg=missing_required_lib("qemu.qmp", url=QMP_HELP).rstrip(".") + "." + QMP_FIX % sys.executable,
+                             exception=QMP_IMPORT_ERROR)
         try:
             result = self._locked(work, create_state_dir and not module.check_mode)
         except (ConfigError, QemuError) as exc:

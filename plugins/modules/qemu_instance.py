@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: qemu_instance
 short_description: Start, stop and remove a QEMU virtual machine declared with its disks
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Starts a QEMU/KVM instance whose disks, CD-ROMs and floppy are declared in the task, with
     C(-blockdev) node chains and C(-device) devices (never C(-drive)), and keeps the instance
@@ -29,7 +29,10 @@ description:
     O(allow_restart).
   - A second run with the same declaration changes nothing and sends only five read-only QMP
     queries, however many disks there are.
-  - Image files are never created, changed or deleted.
+  - This module never creates or deletes an image file; the only change it makes to one is
+    growing it to a declared O(disks[].size) (never shrinking it). O(state=stopped) and
+    O(state=absent) leave images alone. M(blocklayer.qemu.qemu_blockdev) creates the new overlays
+    and copies it is given.
 author:
   - blocklayer.qemu developers (@blocklayer)
 extends_documentation_fragment:
@@ -39,7 +42,8 @@ options:
     description:
       - C(running) starts the instance if it is not running.
       - C(stopped) asks the guest to power down (C(system_powerdown)), waits up to
-        O(shutdown_timeout) seconds for it, then ends QEMU with C(quit) and removes the runtime file.
+        O(shutdown_timeout) seconds for it, then ends QEMU with C(quit). The runtime file is kept,
+        marked C(stopped), with each disk's current chain of images, which the next start rebuilds.
       - C(absent) is C(stopped) plus removal of the files the collection created in O(state_dir)
         (only in a directory it marked as an instance's) and of the directory itself when the
         collection created it and nothing else is left in it.
@@ -201,8 +205,8 @@ options:
         type: str
       path:
         description:
-          - Image file or block device. It must exist; the collection never creates or deletes
-            images.
+          - Image file or block device. It must exist; this module never creates or deletes
+            images (a declared O(disks[].size) grows it).
         type: path
         required: true
       format:
@@ -784,6 +788,24 @@ qemu_version:
   returned: when running
   type: str
   sample: 7.2.22
+qemu_error:
+  description:
+    - On a failure QEMU reported over QMP, QEMU's own description of the error (the C(desc) of its
+      error reply), for a task that handles one error of QEMU's differently (C(failed_when)).
+    - Empty when the failure was not a QMP error reply (bad input, a QEMU that exited or did not
+      start); not returned for an internal error of the collection.
+  returned: failure
+  type: str
+  sample: "Duplicate nodes with node-name='disk-9e7c85f6-b6e5-4243.fmt'"
+qemu_error_class:
+  description:
+    - On a failure QEMU reported over QMP, the C(class) of its error reply, for example
+      C(GenericError) or C(DeviceNotFound).
+    - Empty when the failure was not a QMP error reply; not returned for an internal error of the
+      collection.
+  returned: failure
+  type: str
+  sample: GenericError
 """
 
 import os  # noqa: E402

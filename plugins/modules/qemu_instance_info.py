@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: qemu_instance_info
 short_description: Read what a QEMU instance has now, device by device, and where it drifted
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Reads an instance managed by M(blocklayer.qemu.qemu_instance) without changing anything,
     its state, QEMU version, accelerator and pid, and per device what QEMU has now (id, kind,
@@ -158,6 +158,24 @@ problem:
   description: Why the instance could not be read completely (a damaged runtime file, a QEMU no record names).
   returned: when there is one
   type: str
+qemu_error:
+  description:
+    - On a failure QEMU reported over QMP, QEMU's own description of the error (the C(desc) of its
+      error reply), for a task that handles one error of QEMU's differently (C(failed_when)).
+    - Empty when the failure was not a QMP error reply (bad input, a QEMU that exited or did not
+      start); not returned for an internal error of the collection.
+  returned: failure
+  type: str
+  sample: "Duplicate nodes with node-name='disk-9e7c85f6-b6e5-4243.fmt'"
+qemu_error_class:
+  description:
+    - On a failure QEMU reported over QMP, the C(class) of its error reply, for example
+      C(GenericError) or C(DeviceNotFound).
+    - Empty when the failure was not a QMP error reply; not returned for an internal error of the
+      collection.
+  returned: failure
+  type: str
+  sample: GenericError
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402

@@ -221,6 +221,24 @@ ram:
   returned: step migrate
   type: dict
   sample: {"transferred": 270532608, "total": 285212672, "remaining": 0}
+qemu_error:
+  description:
+    - On a failure QEMU reported over QMP, QEMU's own description of the error (the C(desc) of its
+      error reply), for a task that handles one error of QEMU's differently (C(failed_when)).
+    - Empty when the failure was not a QMP error reply (bad input, a QEMU that exited or did not
+      start); not returned for an internal error of the collection.
+  returned: failure
+  type: str
+  sample: "Duplicate nodes with node-name='disk-9e7c85f6-b6e5-4243.fmt'"
+qemu_error_class:
+  description:
+    - On a failure QEMU reported over QMP, the C(class) of its error reply, for example
+      C(GenericError) or C(DeviceNotFound).
+    - Empty when the failure was not a QMP error reply; not returned for an internal error of the
+      collection.
+  returned: failure
+  type: str
+  sample: GenericError
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402

@@ -5,6 +5,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -109,6 +110,25 @@ def sha256(path):
 
 def qemu_img(*args):
     subprocess.run(["qemu-img"] + [str(a) for a in args], check=True, capture_output=True)
+
+
+def readme_example(mark):
+    """The README's example playbook: the first ```yaml block after ``<!-- example:<mark> -->``."""
+    marker = "<!-- example:%s -->" % mark
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        text = handle.read()
+    assert marker in text, "README.md has no %s" % marker
+    m = re.search(r"```yaml\n(.*?)```", text[text.index(marker):], re.S)
+    assert m, "no ```yaml block after %s in README.md" % marker
+    return m.group(1)
+
+
+def play_recap(output, host):
+    """ok, changed, unreachable and failed of ``host`` in ansible-playbook's PLAY RECAP."""
+    m = re.search(r"^%s\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)" % re.escape(host),
+                  output, re.M)
+    assert m, "no PLAY RECAP line for %s in:\n%s" % (host, output)
+    return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, m.groups())))
 
 
 def wait_device_event(mon, event, device, timeout):

@@ -28,12 +28,11 @@ import time
 import pytest
 import yaml
 
-from .conftest import ROOT, qemu_pids
+from .conftest import ROOT, play_recap, qemu_pids, readme_example
 
 BIN = os.path.join(ROOT, ".venv", "bin")
 SSHD = "/usr/sbin/sshd"
 GUEST = os.path.join(ROOT, "build", "guest")
-README_MARK = "<!-- example:fleet -->"
 PLAYBOOK_TIMEOUT = 300
 
 
@@ -192,13 +191,7 @@ class Node:
 
     def playbook(self, playbook, inventory, *extra, expect_failure=False):
         output = self.ansible("ansible-playbook", ["-i", inventory, playbook] + list(extra), expect_failure)
-        return recap(output), output
-
-
-def recap(output):
-    m = re.search(r"^node1\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output, re.M)
-    assert m, "no PLAY RECAP line for node1 in:\n" + output
-    return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, m.groups())))
+        return play_recap(output, "node1"), output
 
 
 @pytest.fixture(scope="module")
@@ -212,16 +205,6 @@ def node(tmp_path_factory):
     finally:
         the_node.teardown()
     assert not qemu_pids(the_node.base), "a QEMU of the test survived its teardown"
-
-
-def readme_example():
-    """The README's fleet example: the first ```yaml block after the marker."""
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
-        text = handle.read()
-    assert README_MARK in text, "README.md has no %s" % README_MARK
-    m = re.search(r"```yaml\n(.*?)```", text[text.index(README_MARK):], re.S)
-    assert m, "no ```yaml block after %s in README.md" % README_MARK
-    return m.group(1)
 
 
 def _write_playbook(node, name, text):
@@ -284,7 +267,7 @@ def test_readme_example_on_the_node(node):
     os.makedirs(os.path.dirname(iso))
     shutil.copyfile(os.path.join(GUEST, "data.iso"), iso)
 
-    text = readme_example()
+    text = readme_example("fleet")
     moves = [("/srv/images", images), ("/srv/iso/debian-12-netinst.iso", iso),
              ("/var/lib/blocklayer-qemu", state)]
     for old, new in moves:
