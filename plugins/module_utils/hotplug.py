@@ -142,7 +142,7 @@ class Applier:
             entry = journal_entry(action)
             outcome = "what it did was settled"
             try:
-                live = verify.Live.from_answers(*[self.qmp.execute(q, a) for q, a in verify.QUERIES])
+                live = verify.Live.read(self.qmp)
                 self._settle(recovery.recover([entry], set(live.types), live.roots, live.nodes)[0])
             except QemuError as again:
                 self.unfinished.append(entry)

@@ -312,7 +312,7 @@ class Instance:
         return rt
 
     def _live(self, qmp) -> "verify.Live":
-        return verify.Live.from_answers(*[qmp.execute(q, a) for q, a in verify.QUERIES])
+        return verify.Live.read(qmp)
 
     def _apply(self, qmp, rt, actions, declaration) -> None:
         """Journal every action, apply them, then record the outcome: two saves in all."""

@@ -599,7 +599,7 @@ class Migration:
         self.instance.pid = rt.host.pid = process.parse_pid(self.state.read(runtime.PIDFILE))
         with self._session() as qmp:
             try:
-                live = verify.Live.from_answers(*[qmp.execute(q, a) for q, a in verify.QUERIES])
+                live = verify.Live.read(qmp)
                 problems = verify.problems(rt.layout.records(), live.block, live.pci, live.qom)
                 if problems:
                     raise QemuError("QEMU started without the recorded devices: %s" % "; ".join(problems))

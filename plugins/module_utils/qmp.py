@@ -221,6 +221,44 @@ class QmpSession:
         except lib.QMPError as exc:
             raise QemuError("QMP connection lost during %s: %s" % (command, exc), command=command) from None
 
+    def execute_all(self, commands, timeout=None) -> list:
+        """The answers to ``commands`` (``(name, arguments)`` pairs), sent together and read back
+        in one round-trip: QEMU's monitor queues them and answers in order (monitor_qmp_read,
+        QMP_REQ_QUEUE_LEN_MAX). For read-only queries; the first refusal is raised once every
+        reply is read, so the session stays in step."""
+        if self._client is not None:
+            return [self.execute(name, arguments, timeout) for name, arguments in commands]
+        deadline = time.monotonic() + (timeout or self.command_timeout)
+        messages = []
+        for name, arguments in commands:
+            self.sent.append({"execute": name, "arguments": arguments or {}})
+            self._ids += 1
+            message = {"execute": name, "id": "blocklayer-%d" % self._ids}
+            if arguments is not None:
+                message["arguments"] = arguments
+            messages.append(message)
+        names = ", ".join(name for name, _arguments in commands)
+        try:
+            self._sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            self._sock.sendall(b"".join(json.dumps(m).encode() + b"\n" for m in messages))
+            replies = {}
+            while len(replies) < len(messages):
+                reply = self._message(deadline)
+                if "id" in reply:
+                    replies[reply["id"]] = reply
+        except socket.timeout:
+            raise QemuError("QEMU did not answer %s within %s s" % (names, timeout or self.command_timeout),
+                            command=names) from None
+        except (OSError, EOFError, ValueError) as exc:
+            raise QemuError("QMP connection lost during %s: %s" % (names, exc), command=names) from None
+        answers = []
+        for (name, _arguments), message in zip(commands, messages):
+            reply = replies[message["id"]]
+            if "error" in reply:
+                raise self._refused(name, reply["error"]["class"], reply["error"]["desc"])
+            answers.append(reply["return"])
+        return answers
+
     def _refused(self, command: str, error_class: str, desc: str) -> QemuError:
         meaning = explain(desc, self.sent, os.path.dirname(self.socket_path))
         return QemuError("QEMU refused %s: %s" % (command, meaning), error_class=error_class, desc=desc,

@@ -1,6 +1,7 @@
 """Building declarations for the pure core without a module run."""
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import layout, spec
+from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError
 
 QCOW2 = layout.PathFacts("file", b"QFI\xfb")
 RAW = layout.PathFacts("file", b"\0\0\0\0")
@@ -38,3 +39,22 @@ def place(facts=None, **over):
 
 def by_name(lay, name):
     return next(d for d in lay.all_devices() if d.name == name)
+
+
+class ScriptedQmp:
+    """A QMP session that answers {} to everything except the commands in ``refuse`` (name ->
+    QEMU's text), for faults QEMU cannot be made to produce on purpose (an undo that fails)."""
+
+    def __init__(self, refuse=None):
+        self.refuse = refuse or {}
+        self.sent = []
+
+    def execute(self, command, arguments=None, timeout=None):
+        self.sent.append((command, arguments))
+        if command in self.refuse:
+            raise QemuError("QEMU refused %s: %s" % (command, self.refuse[command]), "GenericError",
+                            self.refuse[command], command)
+        return {}
+
+    def execute_all(self, commands, timeout=None):
+        return [self.execute(command, arguments, timeout) for command, arguments in commands]

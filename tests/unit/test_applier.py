@@ -6,23 +6,8 @@ import pytest
 from ansible_collections.blocklayer.qemu.plugins.module_utils import hotplug
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError
 
-from .helpers import disk
+from .helpers import ScriptedQmp, disk
 from .test_plan import reconcile, running
-
-
-class ScriptedQmp:
-    """Answers {} to everything except the commands listed in ``refuse`` (name -> QEMU's text)."""
-
-    def __init__(self, refuse):
-        self.refuse = refuse
-        self.sent = []
-
-    def execute(self, command, arguments=None, timeout=None):
-        self.sent.append((command, arguments))
-        if command in self.refuse:
-            raise QemuError("QEMU refused %s: %s" % (command, self.refuse[command]), "GenericError",
-                            self.refuse[command], command)
-        return {}
 
 
 def attach():

@@ -120,6 +120,34 @@ def test_commands_over_the_plain_socket_skip_events_and_take_their_own_reply(pee
                         {"execute": "query-status", "arguments": {}}]
 
 
+def test_queries_sent_together_are_answered_in_one_round_trip_each_by_its_own_reply(peer, tmp_path):
+    """execute_all writes every command before reading, so the peer sees them all before it
+    answers one; the answers come back in the commands' order, a refusal raised after all."""
+    pending = []
+
+    def answer(message):
+        if message["execute"] == "qmp_capabilities":
+            return [reply(message, **{"return": {}})]
+        pending.append(message)
+        if len(pending) < 3:
+            return []  # answers nothing until the third command arrived: a one-by-one client would hang
+        out = [event("RTC_CHANGE", offset=0)]
+        for m in reversed(pending):  # out of order: matched by id, not by position
+            out.append(reply(m, error={"class": "GenericError", "desc": "no"}) if m["execute"] == "bad"
+                       else reply(m, **{"return": m["execute"]}))
+        pending.clear()
+        return out
+    server = peer(answer)
+    with QmpSession(str(tmp_path / "qmp.sock"), 2, 2) as qmp:
+        assert qmp.execute_all([("query-block", {}), ("query-pci", None), ("qom-list", {"path": "/"})]) == \
+            ["query-block", "query-pci", "qom-list"]
+        with pytest.raises(QemuError, match="QEMU refused bad: no"):
+            qmp.execute_all([("query-block", {}), ("bad", {}), ("query-pci", {})])
+        assert qmp.execute_all([("a", {}), ("b", {}), ("c", {})]) == ["a", "b", "c"]  # still in step
+    assert [m["execute"] for m in server.received][1:4] == ["query-block", "query-pci", "qom-list"]
+    assert [c["execute"] for c in qmp.sent][:3] == ["query-block", "query-pci", "qom-list"]
+
+
 def test_the_first_listener_hands_the_connection_to_qemu_qmp_which_carries_commands_and_events(peer, tmp_path):
     def answer(message):
         if message["execute"] == "device_del":

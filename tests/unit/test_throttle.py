@@ -9,7 +9,7 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils import spec as spe
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
 
-from .helpers import by_name, disk, facts_for, params, place_with_spec
+from .helpers import ScriptedQmp, by_name, disk, facts_for, params, place_with_spec
 
 # QEMU's ThrottleLimits with nothing limited, as qom-get reads it back (constants, not computed).
 UNLIMITED = {
@@ -351,22 +351,6 @@ def test_killed_group_actions_are_finished():
 
 
 # -- the Applier, with a scripted QMP session ---------------------------------------------------
-
-class ScriptedQmp:
-    """Answers {} to everything except the commands in ``refuse`` (name -> QEMU's text)."""
-
-    def __init__(self, refuse=None):
-        self.refuse = refuse or {}
-        self.sent = []
-
-    def execute(self, command, arguments=None, timeout=None):
-        self.sent.append((command, arguments))
-        if command in self.refuse:
-            from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError
-            raise QemuError("QEMU refused %s: %s" % (command, self.refuse[command]), "GenericError",
-                            self.refuse[command], command)
-        return {}
-
 
 def test_applying_group_actions_keeps_the_runtime_groups():
     data = running(disks=[disk("a", throttle_group="web")], throttle_groups=GROUPS)
