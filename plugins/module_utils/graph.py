@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, runtime, standalone
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, ids, runtime, standalone
 from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import Layer
 from ansible_collections.blocklayer.qemu.plugins.module_utils.cache import io_settings
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
@@ -378,4 +378,12 @@ def kept_nodes(rt: runtime.Runtime) -> set:
     """Nodes in the collection's name space that no chain lists and that must stay: a running
     operation's new nodes, and nodes a disk no longer uses that the play has not asked to delete."""
     names = {n for e in rt.journal if e.action in GRAPH_ACTIONS for n in e.creates.get("nodes") or []}
-    return names | {n for r in rt.layout.devices for n in r.get("unused_nodes") or []}
+    names |= {n for r in rt.layout.devices for n in r.get("unused_nodes") or []}
+    # These are format nodes; the protocol node opened inside one (blockdev.node_chain) goes
+    # with it, so it stays too.
+    inside = set()
+    for name in names:
+        own = ids.own_node(name)
+        if own and blockdev.roles_of(own[2])[1] == name[len(own[0]) + 1:]:
+            inside.add("%s.%s" % (own[0], blockdev.roles_of(own[2])[0]))
+    return names | inside
