@@ -468,13 +468,15 @@ class Instance:
     def _refuse_unknown_nodes(self, rt, live) -> None:
         """A record naming nodes QEMU does not have is no ground for a plan (it would purge the
         nodes the device really uses): refused before anything is sent."""
-        for index, record, missing in verify.unknown_nodes(rt.layout.devices, live):
+        found = verify.unknown_nodes(rt.layout.devices, live)
+        if found:
+            index, record, missing = found[0]
             raise ConfigError(
-                "runtime file %s does not match QEMU: layout.devices[%d] (%s[%s], %s) names node %s, which QEMU "
+                "runtime file %s does not match QEMU: layout.devices[%d] (%s[%s], %s) names node%s %s, which QEMU "
                 "does not have (the device uses %s); nothing was changed. Put back the node names QEMU has "
                 "(query-named-block-nodes), or run state: stopped and start the instance again"
                 % (self.paths.runtime_file, index, plan._GROUPS.get(record["kind"], record["kind"]),
-                   record.get("name"), record["id"], ", ".join(missing),
+                   record.get("name"), record["id"], "s" if len(missing) > 1 else "", ", ".join(missing),
                    live.roots.get(record["id"]) or "no node"))
 
     def _warn_drift(self, rt, live, busy=()) -> None:

@@ -317,7 +317,7 @@ class _Checker:
 
 
 # What recovery.py, hotplug.py and graphops.py read from a journal entry, by action (the names
-# plan.py, graph.py and standalone.py give them): the device record the action leads to
+# plan.py, graph.py, standalone.py and recovery.py give them): the device record the action leads to
 # (``record``) and the one it replaces or removes (``old``).
 _DEVICE_NEEDS = (("id", str), ("nodes", list))
 _GROUP_NEEDS = (("id", str), ("name", str), ("limits", dict))
@@ -339,6 +339,9 @@ _ENTRY_NEEDS = {
     "mirror": {"record": _DEVICE_NEEDS, "old": _DEVICE_NEEDS},
     "node-add": {"record": _NODE_NEEDS},
     "node-del": {"old": _NODE_NEEDS},
+    # A settlement of a killed run's action that failed (hotplug.Applier.recover); it is
+    # settled as a removal, which without ``old`` would drop the device's record.
+    "recover": {"old": _DEVICE_NEEDS},
 }
 
 

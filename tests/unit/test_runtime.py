@@ -131,6 +131,7 @@ _GROUP = {"name": "g", "id": "tg-g", "limits": {}}
     ({"action": "mirror", "id": "disk-1", "record": _DISK}, "journal[0].old is missing"),
     ({"action": "node-add", "id": "n", "record": {"name": "n"}}, "journal[0].record.nodes is missing"),
     ({"action": "node-del", "id": "n", "old": {"name": "n", "nodes": []}}, "journal[0].removes.nodes is missing"),
+    ({"action": "recover", "id": "disk-1", "record": _DISK}, "journal[0].old is missing"),
     ({"action": "unplug", "id": "disk-1", "old": _DISK}, "journal[0].action is 'unplug', not an action"),
 ])
 def test_a_journal_entry_without_what_its_action_needs_is_refused(entry, key):
@@ -152,7 +153,7 @@ def test_journal_entries_as_the_collection_writes_them_are_read():
 
 
 def test_every_action_the_collection_journals_has_its_needs_listed():
-    from ansible_collections.blocklayer.qemu.plugins.module_utils import graph, plan
+    from ansible_collections.blocklayer.qemu.plugins.module_utils import graph, plan, recovery
     journaled = {plan.ATTACH, plan.DETACH, plan.CHANGE_MEDIUM, plan.FINISH_UNPLUG, plan.PURGE, plan.RESIZE,
-                 plan.THROTTLE} | set(plan.GROUP_ACTIONS) | set(graph.GRAPH_ACTIONS)
+                 plan.THROTTLE, recovery.RECOVER} | set(plan.GROUP_ACTIONS) | set(graph.GRAPH_ACTIONS)
     assert journaled == set(runtime._ENTRY_NEEDS)
