@@ -42,8 +42,8 @@ def record(dev_id, top, state="attached"):
 def test_a_present_device_whose_record_names_a_node_qemu_lacks_is_found():
     other = "disk-11111111-2222-3333"
     devices = [record(other, other + ".fmt"), record(DEV, DEV + ".fmt7")]
-    found = verify.unknown_nodes(devices, live([other, DEV], [other + ".fmt", other + ".stor", DEV + ".fmt",
-                                                             DEV + ".stor"]))
+    nodes = [other + ".fmt", other + ".stor", DEV + ".fmt", DEV + ".stor"]
+    found = verify.unknown_nodes(devices, live([other, DEV], nodes))
     assert [(i, r["id"], names) for i, r, names in found] == [(1, DEV, [DEV + ".fmt7"])]
 
 

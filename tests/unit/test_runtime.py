@@ -45,8 +45,8 @@ def test_format_0_pci_slots_become_hvinfo_of_drive_devices_through_format_1():
 
 def test_a_saved_file_reads_back_the_same():
     rt = runtime.loads(real_file(1), "v1")
-    rt.journal.append(runtime.Pending("attach", "disk-1", {"nodes": ["disk-1.stor"]}, {}, {"id": "disk-1", "nodes": []},
-                                        None))
+    record = {"id": "disk-1", "nodes": []}
+    rt.journal.append(runtime.Pending("attach", "disk-1", {"nodes": ["disk-1.stor"]}, {}, record, None))
     rt.host.pid = 4242
     again = runtime.loads(runtime.dumps(rt), "again")
     assert again == rt
