@@ -270,15 +270,14 @@ class Instance:
         self.refuse_migration_states()
         if self.pid:
             self._require_trusted()
-            if self.rt.host.pid not in (None, self.pid):
-                # Its pidfile names the QEMU serving its socket: that one is the instance's.
+            recorded, self.rt.host.pid = self.rt.host.pid, self.pid  # format 1 kept it only in the pidfile
+            if recorded not in (None, self.pid):
+                # The pidfile names the QEMU serving the socket (_require_trusted): that one is the instance's.
                 self.warnings.append("runtime file %s said host.pid %d, but the QEMU serving its QMP socket (and "
-                                     "named by its pidfile) is pid %d; recorded %d" % (
-                                         self.paths.runtime_file, self.rt.host.pid, self.pid, self.pid))
-                self.rt.host.pid = self.pid
+                                     "named by its pidfile) is pid %d; recorded %d"
+                                     % (self.paths.runtime_file, recorded, self.pid, self.pid))
                 if not self.check_mode:
                     self._save(self.rt)
-            self.rt.host.pid = self.pid  # format 1 kept it only in the pidfile; saved with the next change
         elif self.damaged:
             raise self.damaged  # never replaced: it may be the only record of what that instance had
         elif self.rt:
