@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, engine, runtime, standalone
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, engine, ids, runtime, standalone
 from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import Layer
 from ansible_collections.blocklayer.qemu.plugins.module_utils.cache import io_settings
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
@@ -31,17 +31,17 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Val
 
 SNAPSHOT, COMMIT, STREAM, MIRROR = "snapshot", "commit", "stream", "mirror"
 # Journal entries the graph runner settles (graphops: a job may outlive its task), not recovery.py.
-_RUNNER_ACTIONS = (SNAPSHOT, COMMIT, STREAM, MIRROR) + standalone.NODE_ACTIONS
+RUNNER_ACTIONS = (SNAPSHOT, COMMIT, STREAM, MIRROR) + standalone.NODE_ACTIONS
 
 
 def settled_by_runner(entry) -> bool:
     """Whether graphops settles this journal entry (Instance.settle_journal's one dispatch)."""
-    return entry.action in _RUNNER_ACTIONS
+    return entry.action in RUNNER_ACTIONS
 
 
 def disk_operation(journal, dev_id: str):
     """The block-graph operation in flight on a disk, or None."""
-    return next((e for e in journal if e.action in _RUNNER_ACTIONS and e.id == dev_id), None)
+    return next((e for e in journal if e.action in RUNNER_ACTIONS and e.id == dev_id), None)
 
 
 @dataclass(init=False, repr=False, eq=False)
@@ -399,4 +399,12 @@ def kept_nodes(rt: runtime.Runtime) -> set:
     """Nodes in the collection's name space that no chain lists and that must stay: a running
     operation's new nodes, and nodes a disk no longer uses that the play has not asked to delete."""
     names = {n for e in rt.journal if settled_by_runner(e) for n in e.creates.get("nodes") or []}
-    return names | {n for r in rt.layout.devices for n in r.get("unused_nodes") or []}
+    names |= {n for r in rt.layout.devices for n in r.get("unused_nodes") or []}
+    # These are format nodes; the protocol node opened inside one (blockdev.node_chain) goes
+    # with it, so it stays too.
+    inside = set()
+    for name in names:
+        own = ids.own_node(name)
+        if own and blockdev.roles_of(own[2])[1] == name[len(own[0]) + 1:]:
+            inside.add("%s.%s" % (own[0], blockdev.roles_of(own[2])[0]))
+    return names | inside

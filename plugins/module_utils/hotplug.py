@@ -106,7 +106,7 @@ class Applier:
         try:
             self._settle(action)
         except QemuError as exc:
-            self.unfinished.append(journal_entry(action))
+            self.unfinished.append(action.entry)  # the entry as it was: the next run settles it again
             raise QemuError("finishing what a killed run left of %s (%s) failed: %s; the next run tries again"
                             % (action.label, action.id, exc), exc.error_class, exc.desc, exc.command) from None
 
@@ -167,7 +167,7 @@ class Applier:
                 plan.drop_group(self.layout, action.id)
         elif action.record:
             self.layout.put(action.record)
-        elif action.id:
+        elif action.id and action.old is not None:
             self.layout.drop(action.id)
 
     def attach(self, action) -> None:

@@ -80,8 +80,12 @@ class Instance:
         self.changed = False  # something on the host changed, even if the run then failed
         self.owner = plan.OWNER_INSTANCE
         self.damaged = None  # why the runtime file cannot be used, when it cannot
+        self.unreadable = False  # not even a file: a stop leaves it where it is
         self.rt = None
-        text = state.read(runtime.RUNTIME_FILE) if state else None
+        try:
+            text = state.read(runtime.RUNTIME_FILE) if state else None
+        except ConfigError as exc:
+            text, self.damaged, self.unreadable = None, exc, True
         if text is not None:
             try:
                 self.rt = runtime.loads(text, self.paths.runtime_file)
@@ -101,6 +105,8 @@ class Instance:
             return self._find_adopted()
         pids = process.find_qemus(self.paths.qmp_socket)
         if len(pids) > 1:
+            pids = self._after_launch(pids)
+        if len(pids) > 1:
             raise ConfigError("instance %s: %d QEMU processes serve %s (pids %s); stop all but one "
                               "(kill PID), then run again" % (self.name, len(pids), self.paths.qmp_socket,
                                                               ", ".join(map(str, pids))))
@@ -110,7 +116,34 @@ class Instance:
         named = {process.parse_pid(self.state.read(runtime.PIDFILE)) if self.state else None}
         if self.rt:
             named.add(self.rt.host.pid)
+            self._check_uuid(pid)
         return pid, pid in named
+
+    def _after_launch(self, pids: list) -> list:
+        """A start seen half-way (a run killed while QEMU started) shows the -daemonize launcher
+        next to its QEMU: one QEMU, whose launcher exits once it is ready or gone."""
+        found = process.launched_now(pids)
+        if not found:
+            return pids
+        qemu, launchers = found
+        for pid in launchers:
+            if not process.wait_exit(pid, self.timeouts.start):
+                raise ConfigError("instance %s: QEMU pid %d is still starting after start_timeout (its launcher, "
+                                  "pid %d, waits for it); run again once it has started, or run state: stopped "
+                                  "to end it" % (self.name, qemu, pid))
+        return process.find_qemus(self.paths.qmp_socket)
+
+    def _check_uuid(self, pid: int) -> None:
+        """The runtime file must describe the QEMU that serves its socket: the -uuid it was
+        started with is the layout's (cmdline.build_argv)."""
+        argv = process.cmdline_of(pid)
+        given = argv[argv.index("-uuid") + 1] if "-uuid" in argv[:-1] else None
+        if given is not None and given != self.rt.layout.uuid and not self.damaged:
+            self.damaged = ConfigError(
+                "runtime file %s does not describe its QEMU: layout.uuid is %s, but QEMU pid %d runs with -uuid %s; "
+                "state: stopped still stops that QEMU, or move the file away and stop it yourself"
+                % (self.paths.runtime_file, self.rt.layout.uuid, pid, given))
+            self.rt = None
 
     def _require_trusted(self) -> None:
         if self.damaged:
@@ -237,7 +270,14 @@ class Instance:
         self.refuse_migration_states()
         if self.pid:
             self._require_trusted()
-            self.rt.host.pid = self.pid  # format 1 kept it only in the pidfile; saved with the next change
+            recorded, self.rt.host.pid = self.rt.host.pid, self.pid  # format 1 kept it only in the pidfile
+            if recorded not in (None, self.pid):
+                # The pidfile names the QEMU serving the socket (_require_trusted): that one is the instance's.
+                self.warnings.append("runtime file %s said host.pid %d, but the QEMU serving its QMP socket (and "
+                                     "named by its pidfile) is pid %d; recorded %d"
+                                     % (self.paths.runtime_file, recorded, self.pid, self.pid))
+                if not self.check_mode:
+                    self._save(self.rt)
         elif self.damaged:
             raise self.damaged  # never replaced: it may be the only record of what that instance had
         elif self.rt:
@@ -289,6 +329,7 @@ class Instance:
                         self.settle_journal(qmp, rt, live)
                         live = self._live(qmp)
                     busy = {e.id: e for e in self._graph_entries(rt)}
+                    self._refuse_unknown_nodes(rt, live)
                     self._warn_drift(rt, live, busy)
                     actions = plan.reconcile(rt.layout, spec, facts, live.root_slots, set(live.types), live.nodes,
                                              self.owner, live.netdevs, live.sizes, keep_nodes=graph.kept_nodes(rt))
@@ -431,6 +472,20 @@ class Instance:
             raise QemuError("the new declaration did not start, so the previous one runs again: %s" % exc,
                             getattr(exc, "error_class", ""), getattr(exc, "desc", "")) from None
 
+    def _refuse_unknown_nodes(self, rt, live) -> None:
+        """A record naming nodes QEMU does not have is no ground for a plan (it would purge the
+        nodes the device really uses): refused before anything is sent."""
+        found = verify.unknown_nodes(rt.layout.devices, live)
+        if found:
+            index, record, missing = found[0]
+            raise ConfigError(
+                "runtime file %s does not match QEMU: layout.devices[%d] (%s[%s], %s) names node%s %s, which QEMU "
+                "does not have (the device uses %s); nothing was changed. Put back the node names QEMU has "
+                "(query-named-block-nodes), or run state: stopped and start the instance again"
+                % (self.paths.runtime_file, index, plan._GROUPS.get(record["kind"], record["kind"]),
+                   record.get("name"), record["id"], "s" if len(missing) > 1 else "", ", ".join(missing),
+                   live.roots.get(record["id"]) or "no node"))
+
     def _warn_drift(self, rt, live, busy=()) -> None:
         # A device with a block job running sits on the job's filter node: not drift.
         drift = verify.problems([d for d in rt.layout.records() if d.get("state") != runtime.STATE_UNPLUG_PENDING
@@ -509,6 +564,11 @@ class Instance:
                     self.qmp_commands += qmp.sent
         except BaseException:
             self._kill()
+            # A start given up on (start_timeout) may leave the QEMU it forked, pidfile or not.
+            left = process.kill_serving(self.paths.qmp_socket)
+            if left:
+                self.warnings.append("QEMU pid(s) %s of instance %s did not end; kill them"
+                                     % (", ".join(map(str, left)), self.name))
             self._forget()
             raise
         return rt
@@ -553,10 +613,12 @@ class Instance:
     def ensure_stopped(self) -> dict:
         if self.pid:
             self._stop(reason="state stopped")
-        elif self.rt or self.damaged:
+        elif self.rt or (self.damaged and not self.unreadable):
             self.actions.append({"action": "forget", "reason": "the recorded QEMU is not running"})
             if not self.check_mode:
                 self._forget()
+        if self.unreadable:
+            self.warnings.append("%s; it was left as it is" % self.damaged)
         return self.result(None)
 
     def ensure_absent(self) -> dict:
@@ -633,7 +695,7 @@ class Instance:
                                   layout=graph.settle_stopped(last.layout, last.journal),
                                   host=replace(last.host, pid=None))
             self._save(self.before)
-        else:
+        elif not self.unreadable:
             self.state.remove(runtime.RUNTIME_FILE)
         self.rt = None
 

@@ -101,6 +101,7 @@ class Action(Value):
     record: Optional[dict] = None  # the runtime record once the action is done
     old: Optional[dict] = None  # the runtime record it replaces or removes
     steps: tuple = ()  # engine.Step: its commands in order, each naming what it creates and removes
+    entry: Optional[object] = None  # for recovery's actions: the journal entry (runtime.Pending) it settles
 
     @property
     def commands(self) -> tuple:

@@ -28,7 +28,25 @@ def start(argv: list, env: dict, timeout: float) -> None:
         raise QemuError("QEMU did not finish starting within %s s" % timeout) from None
     if proc.returncode != 0:
         text = proc.stderr.decode("utf-8", "replace").strip()
+        if not text:
+            raise QemuError(_silent_end(proc.returncode))
         raise QemuError("QEMU refused to start: %s" % explain(text), desc=text)
+
+
+def _silent_end(returncode: int) -> str:
+    """What a start that failed without a word means. With -daemonize the process we run only
+    waits for the QEMU it forked to report that it is ready (QEMU's os_daemonize()): status 1
+    and no message mean that QEMU ended before, killed by a signal or gone without a word."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "signal %d" % -returncode
+        return ("QEMU was killed by %s while it started, before it was ready; nothing runs. Find what sent it "
+                "(the kernel log names the OOM killer), then run again" % name)
+    return ("QEMU ended while it started, before it was ready, without a message (its launcher exited with "
+            "status %d): the QEMU process was killed or died (the kernel log names the OOM killer, a crash, or "
+            "a signal sent to it); nothing runs. Fix that, then run again" % returncode)
 
 
 def parse_pid(text) -> Optional[int]:
@@ -85,12 +103,61 @@ def find_qemus(qmp_socket: str) -> list:
     return sorted(found)
 
 
-def _state(pid: int) -> str:
+def _stat(pid: int) -> list:
+    """``state, ppid, pgrp, session, ...`` of /proc/<pid>/stat (proc(5)), or [] when it is gone."""
     try:
         with open("/proc/%d/stat" % pid, encoding="ascii", errors="replace") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0]
+            return handle.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return "X"
+        return []
+
+
+def _state(pid: int) -> str:
+    return (_stat(pid) or ["X"])[0]
+
+
+def kill_serving(qmp_socket: str, rounds: int = 3) -> list:
+    """End every process serving ``qmp_socket``, until none is left: a -daemonize launcher ended
+    half-way may leave the QEMU it forked, with no pidfile yet. Returns what is left."""
+    for _round in range(rounds):
+        pids = find_qemus(qmp_socket)
+        if not pids:
+            return []
+        for pid in pids:
+            kill(pid)
+    return find_qemus(qmp_socket)
+
+
+def launched(pids: list, stats: dict):
+    """``(qemu, launchers)`` when ``pids`` are one QEMU start seen half-way, else None (pure).
+
+    QEMU's os_daemonize(): the launcher forks a child that calls setsid() and forks the QEMU,
+    then exits; the launcher waits until the QEMU reports it is ready. All three serve the same
+    QMP socket (the same command line), so a start seen in between shows the launcher and the
+    QEMU, the child as the QEMU's parent or session leader. ``stats``: pid -> (ppid, session),
+    for ``pids`` and their parents and session leaders.
+    """
+    for qemu in pids:
+        ppid, session = stats.get(qemu, (0, 0))
+        above = {ppid, session, stats.get(ppid, (0, 0))[0], stats.get(session, (0, 0))[0]}
+        others = [p for p in pids if p != qemu]
+        if others and all(p in above for p in others):
+            return qemu, others
+    return None
+
+
+def launched_now(pids: list):
+    """``launched`` with what /proc says of ``pids`` now."""
+    stats = {}
+    for pid in pids:
+        fields = _stat(pid)
+        if len(fields) > 3:
+            stats[pid] = (int(fields[1]), int(fields[3]))
+            for up in stats[pid]:
+                more = _stat(up)
+                if up and up not in stats and len(more) > 3:
+                    stats[up] = (int(more[1]), int(more[3]))
+    return launched(pids, stats)
 
 
 # pidfd_open(2) is Linux 5.3; os.pidfd_open only exists from Python 3.9, so older node Pythons

@@ -49,7 +49,7 @@ def _action(entry, reason: str, steps, keep) -> Action:
     """``keep`` is the record the layout holds afterwards, or None when the device is gone."""
     record = keep or entry.old or entry.record or {}
     return Action(RECOVER, record.get("kind", "disk"), record.get("name", entry.id), entry.id,
-                  reason=reason, record=keep, old=None if keep else record, steps=tuple(steps))
+                  reason=reason, record=keep, old=None if keep else record, steps=tuple(steps), entry=entry)
 
 
 def recover(journal, present_ids: set, roots: dict, live_nodes: set) -> list:
@@ -175,4 +175,4 @@ def _recover_group(entry) -> Action:
                     engine.send(set_limits(entry.id, record["limits"]))]
     return Action(RECOVER, GROUP_KIND, record["name"], entry.id, reason="a killed run had begun %s: finished"
                   % entry.action, record=entry.record, old=entry.old if entry.action == GROUP_DEL else None,
-                  steps=tuple(commands))
+                  steps=tuple(commands), entry=entry)

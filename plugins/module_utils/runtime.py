@@ -290,12 +290,59 @@ class _Checker:
         where = "journal[%d]." % index
         if not isinstance(entry, dict):
             self.fail(where[:-1], "is not an object")
-        return {"action": self.get(entry, "action", str, where), "id": self.get(entry, "id", str, where),
-                "creates": self.get(entry, "creates", dict, where, {}),
-                "removes": self.get(entry, "removes", dict, where, {}),
-                "record": self.get(entry, "record", (dict, type(None)), where, None),
-                "old": self.get(entry, "old", (dict, type(None)), where, None),
-                "phase": self.get(entry, "phase", str, where, PHASE_BEGUN)}
+        found = {"action": self.get(entry, "action", str, where), "id": self.get(entry, "id", str, where),
+                 "creates": self.get(entry, "creates", dict, where, {}),
+                 "removes": self.get(entry, "removes", dict, where, {}),
+                 "record": self.get(entry, "record", (dict, type(None)), where, None),
+                 "old": self.get(entry, "old", (dict, type(None)), where, None),
+                 "phase": self.get(entry, "phase", str, where, PHASE_BEGUN)}
+        # An entry without what finishing or undoing its action reads would be acted on as
+        # something else (a detach without ``old`` drops the disk's record, and the disk is then
+        # purged as unknown): refused, and nothing is touched.
+        needs = _ENTRY_NEEDS.get(found["action"])
+        if needs is None:
+            self.fail(where + "action", "is %r, not an action this collection journals" % found["action"])
+        for key, keys in needs.items():
+            value = found[key]
+            if value is None:
+                self.fail(where + key, "is missing (every %s entry needs it)" % found["action"])
+            for name, kind in keys:
+                self.get(value, name, kind, where + key + ".")
+            for at, node in enumerate(value.get("nodes") or ()):
+                if not isinstance(node, dict) or not isinstance(node.get("node-name"), str):
+                    self.fail("%s%s.nodes[%d]" % (where, key, at), "is not a node with a node-name")
+        if found["action"] == "node-del":
+            self.get(found["removes"], "nodes", list, where + "removes.")
+        return found
+
+
+# What recovery.py, hotplug.py and graphops.py read from a journal entry, by action (the names
+# plan.py, graph.py, standalone.py and recovery.py give them): the device record the action leads to
+# (``record``) and the one it replaces or removes (``old``).
+_DEVICE_NEEDS = (("id", str), ("nodes", list))
+_GROUP_NEEDS = (("id", str), ("name", str), ("limits", dict))
+_NODE_NEEDS = (("name", str), ("nodes", list))
+_ENTRY_NEEDS = {
+    "attach": {"record": _DEVICE_NEEDS},
+    "detach": {"old": _DEVICE_NEEDS},
+    "finish-unplug": {"old": _DEVICE_NEEDS},
+    "purge": {"old": _DEVICE_NEEDS},
+    "change-medium": {"record": _DEVICE_NEEDS, "old": _DEVICE_NEEDS},
+    "resize": {"old": _DEVICE_NEEDS},
+    "throttle": {"record": _DEVICE_NEEDS, "old": _DEVICE_NEEDS},
+    "add-throttle-group": {"record": _GROUP_NEEDS},
+    "set-throttle-group": {"record": _GROUP_NEEDS},
+    "delete-throttle-group": {"old": _GROUP_NEEDS},
+    "snapshot": {"record": _DEVICE_NEEDS, "old": _DEVICE_NEEDS},
+    "commit": {"record": _DEVICE_NEEDS, "old": _DEVICE_NEEDS},
+    "stream": {"record": _DEVICE_NEEDS, "old": _DEVICE_NEEDS},
+    "mirror": {"record": _DEVICE_NEEDS, "old": _DEVICE_NEEDS},
+    "node-add": {"record": _NODE_NEEDS},
+    "node-del": {"old": _NODE_NEEDS},
+    # A settlement of a killed run's action that failed (hotplug.Applier.recover); it is
+    # settled as a removal, which without ``old`` would drop the device's record.
+    "recover": {"old": _DEVICE_NEEDS},
+}
 
 
 # -- migrators ----------------------------------------------------------------------------------

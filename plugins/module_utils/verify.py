@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import names
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 from ansible_collections.blocklayer.qemu.plugins.module_utils.topology import pci_slot
 
@@ -159,4 +160,18 @@ def problems(devices: list, query_block: list, query_pci: list, qom_list: list) 
                     "read-only" if top.get("read-only") else "read-write"))
         elif inserted and dev.get("origin") != "drive":
             found.append("%s has a medium (%s) but none is recorded" % (dev["id"], inserted.get("node-name")))
+    return found
+
+
+def unknown_nodes(devices: list, live: Live) -> list:
+    """``(index, record, names)`` for each device QEMU has whose record names nodes QEMU does
+    not have: a plan from such a record would take the nodes the device really uses for
+    leftovers and try to delete them. A device being unplugged is left out (its nodes go)."""
+    found = []
+    present = live.types
+    for index, record in enumerate(devices):
+        if record["id"] in present and record.get("state") != "unplug-pending":
+            missing = [n for n in names(record.get("nodes")) if n not in live.nodes]
+            if missing:
+                found.append((index, record, missing))
     return found

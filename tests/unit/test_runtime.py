@@ -45,7 +45,8 @@ def test_format_0_pci_slots_become_hvinfo_of_drive_devices_through_format_1():
 
 def test_a_saved_file_reads_back_the_same():
     rt = runtime.loads(real_file(1), "v1")
-    rt.journal.append(runtime.Pending("attach", "disk-1", {"nodes": ["disk-1.stor"]}, {}, {"id": "disk-1"}, None))
+    record = {"id": "disk-1", "nodes": []}
+    rt.journal.append(runtime.Pending("attach", "disk-1", {"nodes": ["disk-1.stor"]}, {}, record, None))
     rt.host.pid = 4242
     again = runtime.loads(runtime.dumps(rt), "again")
     assert again == rt
@@ -98,3 +99,61 @@ def test_layout_put_replaces_in_place_and_drop_removes():
     assert [r["id"] for r in lay.devices] == ["d1", "d2"] and lay.devices[0]["x"] == 1
     lay.drop("d1")
     assert [r["id"] for r in lay.records()] == ["scsi", "d2"]
+
+
+def _with_journal(*entries) -> bytes:
+    data = json.loads(runtime.dumps(runtime.loads(real_file(1), "v1")))
+    data["journal"] = list(entries)
+    return json.dumps(data).encode()
+
+
+_DISK = {"kind": "disk", "name": "d", "id": "disk-1", "nodes": [{"node-name": "disk-1.fmt"}]}
+_GROUP = {"name": "g", "id": "tg-g", "limits": {}}
+
+
+@pytest.mark.parametrize("entry, key", [
+    ({"action": "detach", "id": "disk-1"}, "journal[0].old is missing (every detach entry needs it)"),
+    ({"action": "finish-unplug", "id": "disk-1", "old": None}, "journal[0].old is missing"),
+    ({"action": "purge", "id": "disk-1"}, "journal[0].old is missing"),
+    ({"action": "attach", "id": "disk-1", "old": _DISK}, "journal[0].record is missing (every attach entry"),
+    ({"action": "change-medium", "id": "disk-1", "record": _DISK}, "journal[0].old is missing"),
+    ({"action": "change-medium", "id": "disk-1", "old": _DISK}, "journal[0].record is missing"),
+    ({"action": "resize", "id": "disk-1"}, "journal[0].old is missing"),
+    ({"action": "throttle", "id": "disk-1", "old": _DISK}, "journal[0].record is missing"),
+    ({"action": "detach", "id": "disk-1", "old": {"id": "disk-1"}}, "journal[0].old.nodes is missing"),
+    ({"action": "detach", "id": "disk-1", "old": {"nodes": []}}, "journal[0].old.id is missing"),
+    ({"action": "detach", "id": "disk-1", "old": dict(_DISK, nodes=[{"driver": "raw"}])},
+     "journal[0].old.nodes[0] is not a node with a node-name"),
+    ({"action": "add-throttle-group", "id": "tg-g", "record": {"name": "g", "id": "tg-g"}},
+     "journal[0].record.limits is missing"),
+    ({"action": "delete-throttle-group", "id": "tg-g"}, "journal[0].old is missing"),
+    ({"action": "commit", "id": "disk-1", "old": _DISK}, "journal[0].record is missing"),
+    ({"action": "mirror", "id": "disk-1", "record": _DISK}, "journal[0].old is missing"),
+    ({"action": "node-add", "id": "n", "record": {"name": "n"}}, "journal[0].record.nodes is missing"),
+    ({"action": "node-del", "id": "n", "old": {"name": "n", "nodes": []}}, "journal[0].removes.nodes is missing"),
+    ({"action": "recover", "id": "disk-1", "record": _DISK}, "journal[0].old is missing"),
+    ({"action": "unplug", "id": "disk-1", "old": _DISK}, "journal[0].action is 'unplug', not an action"),
+])
+def test_a_journal_entry_without_what_its_action_needs_is_refused(entry, key):
+    with pytest.raises(ConfigError) as failure:
+        runtime.loads(_with_journal(entry), "/state/runtime.json")
+    text = str(failure.value)
+    assert "runtime file /state/runtime.json is damaged: " + key in text, text
+    assert "state: stopped still stops its QEMU" in text
+
+
+def test_journal_entries_as_the_collection_writes_them_are_read():
+    entries = [{"action": "detach", "id": "disk-1", "old": _DISK},
+               {"action": "purge", "id": "", "old": _DISK},
+               {"action": "change-medium", "id": "cdrom-1", "old": dict(_DISK, nodes=[]), "record": _DISK},
+               {"action": "set-throttle-group", "id": "tg-g", "record": _GROUP, "old": _GROUP},
+               {"action": "node-del", "id": "n", "old": {"name": "n", "nodes": []}, "removes": {"nodes": []}}]
+    rt = runtime.loads(_with_journal(*entries), "/state/runtime.json")
+    assert [e.action for e in rt.journal] == ["detach", "purge", "change-medium", "set-throttle-group", "node-del"]
+
+
+def test_every_action_the_collection_journals_has_its_needs_listed():
+    from ansible_collections.blocklayer.qemu.plugins.module_utils import graph, plan, recovery
+    journaled = {plan.ATTACH, plan.DETACH, plan.CHANGE_MEDIUM, plan.FINISH_UNPLUG, plan.PURGE, plan.RESIZE,
+                 plan.THROTTLE, recovery.RECOVER} | set(plan.GROUP_ACTIONS) | set(graph.RUNNER_ACTIONS)
+    assert journaled == set(runtime._ENTRY_NEEDS)
