@@ -167,16 +167,23 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils import bytecode  #
 from ansible_collections.blocklayer.qemu.plugins.module_utils import args  # noqa: E402
 from ansible_collections.blocklayer.qemu.plugins.module_utils.task import Task  # noqa: E402
 
-ARGUMENT_SPEC = dict(args.INSTANCE_OPTIONS)
+ARGUMENT_SPEC = dict(args.INSTANCE_OPTIONS, name=dict(type="str"), state_dir=dict(type="path"),
+                     state_root=dict(type="path"))
+# How long to wait for QEMU's QMP greeting: QEMU greets a free socket at once, and one another task
+# holds (waiting on a block job) never greets, so a short wait tells "busy" (docs/design.md).
+BUSY_WAIT = 2.0
 
 
 def gather(task: Task) -> dict:
     # Imported here: only a run that finds a running QEMU needs the QMP side.
     from ansible_collections.blocklayer.qemu.plugins.module_utils import info, verify
+    from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError
+    from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession
 
     instance = task.open_instance("")
     result = {"changed": False, "warnings": [], "diff": {}, "runtime_file": instance.paths.runtime_file,
-              "devices": [], "nodes": [], "unplug_pending": [], "jobs": [], "unfinished": [], "drift": []}
+              "devices": [], "nodes": [], "unplug_pending": [], "jobs": [], "unfinished": [], "drift": [],
+              "graph": [], "graph_dot": ""}
     rt = instance.rt
     if rt:
         result.update(accel=rt.host.accel, machine_type=rt.layout.machine_type)
@@ -192,17 +199,78 @@ def gather(task: Task) -> dict:
         result.setdefault("problem", "a QEMU (pid %d) serves the instance's QMP socket but no trustworthy record "
                                      "names it; qemu_instance state=stopped stops it" % instance.pid)
         return result
-    with instance._session() as qmp:
-        live = verify.Live.from_answers(*[qmp.execute(q, a) for q, a in verify.QUERIES])
-        jobs = qmp.execute("query-jobs")
-        result.update(status=qmp.execute("query-status")["status"], qemu_version=qmp.version)
-    result.update(info.describe(rt, live, jobs))
+    timeout = task.module.params["qmp_timeout"]
+    try:
+        with QmpSession(instance._qmp_socket(), min(timeout, BUSY_WAIT), timeout) as qmp:
+            live = verify.Live.from_answers(*[qmp.execute(q, a) for q, a in verify.QUERIES])
+            jobs = qmp.execute("query-jobs")
+            limits = {group: qmp.execute("qom-get", {"path": "/objects/" + group, "property": "limits"})
+                      for group in info.throttle_groups(rt)}
+            result.update(status=qmp.execute("query-status")["status"], qemu_version=qmp.version, qemu="answered")
+    except QemuError as exc:
+        if "did not greet" not in str(exc):  # QmpSession's word for a socket another client holds
+            raise
+        live = jobs = limits = None
+        result.update(qemu="busy", qemu_version=rt.host.version,
+                      problem="QEMU serves another task on its QMP socket (one client at a time), e.g. one waiting "
+                              "for a block job: devices and jobs are as the runtime file records them, drift is not "
+                              "checked; read again once that task is done")
+    result.update(info.describe(rt, live, jobs, limits))
     return result
 
 
+def list_instances(task: Task) -> dict:
+    """Every instance dir directly under state_root: its state, read without any lock."""
+    import os
+
+    from ansible_collections.blocklayer.qemu.plugins.module_utils import runtime
+    from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
+    from ansible_collections.blocklayer.qemu.plugins.module_utils.instance import Instance
+    from ansible_collections.blocklayer.qemu.plugins.module_utils.statedir import StateDir
+
+    root = task.module.params["state_root"]
+    if not os.path.isabs(root):
+        raise ConfigError("state_root: %r is a relative path; give an absolute one" % root)
+    result = {"changed": False, "warnings": [], "diff": {}, "instances": [], "skipped": []}
+    top = StateDir.open(root, create=False)  # refused when a symlink or writable by others
+    if top is None:
+        raise ConfigError("state_root: %s does not exist; give the directory that holds the state dirs" % root)
+    with top:
+        for name in sorted(os.listdir(top.fd)):
+            if top.kind(name) != "dir":  # lstat: a symlink is never followed
+                continue
+            path = os.path.join(top.path, name)
+            try:
+                with StateDir.open(path, create=False) as state:
+                    marker = state.marked()
+                    if marker is None and state.kind(runtime.RUNTIME_FILE) != "file":
+                        continue  # not an instance dir (no marker; no runtime file of an older version)
+                    instance = Instance((marker or {}).get("name") or name, "", state, path, True)
+                    result["instances"].append(_instance_entry(instance, name))
+            except ConfigError as exc:
+                result["skipped"].append({"state_dir": path, "reason": str(exc)})
+    return result
+
+
+def _instance_entry(instance, name: str) -> dict:
+    recorded = instance.before
+    entry = {"name": recorded.layout.name if recorded else instance.name, "state_dir": instance.paths.state_dir,
+             "state": "running" if instance.pid else "stopped",
+             "status": recorded.status if recorded else None,
+             "pid": instance.pid or (recorded.host.pid if recorded else None),
+             "pid_alive": instance.pid is not None,
+             "devices": len(recorded.layout.devices) if recorded else 0}
+    if instance.damaged:
+        entry["problem"] = str(instance.damaged)
+    return entry
+
+
 def main():
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    Task(module).run(gather)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
+                           mutually_exclusive=[("state_root", "state_dir"), ("state_root", "name")],
+                           required_one_of=[("state_dir", "state_root")],
+                           required_together=[("name", "state_dir")])
+    Task(module).run(list_instances if module.params["state_root"] else gather, lock=False)
 
 
 if __name__ == "__main__":
