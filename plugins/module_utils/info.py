@@ -218,7 +218,8 @@ def block_graph(rt, blocks: dict, busy: dict) -> list:
 
 
 def _quote(text) -> str:
-    return '"%s"' % str(text).replace("\\", "\\\\").replace('"', '\\"')
+    """A DOT string: backslash and quote escaped, a line break as DOT's ``\\n``."""
+    return '"%s"' % str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def dot(roots: list, name: str) -> str:
@@ -229,14 +230,14 @@ def dot(roots: list, name: str) -> str:
     def walk(parent: str, tree: dict) -> None:
         label = [tree["node"], tree["driver"] or ""]
         label += [tree[k] for k in ("path", "throttle_group", "job") if tree.get(k)]
-        lines.append("  %s [label=%s];" % (_quote(tree["node"]), _quote("\\n".join(label))))
+        lines.append("  %s [label=%s];" % (_quote(tree["node"]), _quote("\n".join(label))))
         lines.append("  %s -> %s [label=%s];" % (_quote(parent), _quote(tree["node"]), _quote(tree["edge"])))
         for child in tree["children"]:
             walk(tree["node"], child)
 
     for root in roots:
         ident = root.get("device") or "node:" + root["name"]
-        label = "%s\\n%s" % (_label(root), root["driver"]) if root.get("device") else "node[%s]" % root["name"]
+        label = "%s\n%s" % (_label(root), root["driver"]) if root.get("device") else "node[%s]" % root["name"]
         lines.append("  %s [shape=ellipse, label=%s];" % (_quote(ident), _quote(label)))
         for child in root["children"]:
             walk(ident, child)
