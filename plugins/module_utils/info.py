@@ -151,11 +151,17 @@ def _medium(rt, record: dict, live, block, named: dict, group_limits: dict, drif
     inserted = (block or {}).get("inserted")
     # What the device reads now: nothing when QEMU has no medium in it (the nodes may remain).
     chain = disk_chain(record, named) if inserted or not live else []
+    if inserted and not nodes:
+        chain = _image_chain(inserted)  # a -drive device (origin drive): QEMU's own, unrecorded nodes
     top = chain[-1] if chain else {}
     thr = blockdev.throttle_of(nodes)
     group = thr["throttle-group"] if thr else None
     declared = _declared_limits(rt, record)
-    applied = limiting(group_limits[group]) if group in group_limits else ({} if live and not group else None)
+    applied = None  # unknown while QEMU is busy
+    if live and group and group not in group_limits:
+        drift.append("%s (%s): its throttle group %s is not in QEMU" % (_label(record), record["id"], group))
+    elif live:
+        applied = limiting(group_limits[group]) if group else {}
     if applied is not None and applied != declared:
         drift.append("%s (%s): QEMU limits its I/O to %s, not the declared %s" % (
             _label(record), record["id"], readable_limits(applied), readable_limits(declared)))
@@ -171,6 +177,18 @@ def _medium(rt, record: dict, live, block, named: dict, group_limits: dict, drif
                    read_only=bool(inserted.get("ro")) if inserted else None,
                    cache=inserted.get("cache") if inserted else None)
     return out
+
+
+def _image_chain(inserted: dict) -> list:
+    """query-block's ``image`` and its ``backing-image``s, bottom-up; only the top's node is named."""
+    found, image = [], inserted.get("image")
+    while image:
+        found.insert(0, {"path": image.get("filename"), "format": image.get("format"), "node": None,
+                         "virtual_size": image.get("virtual-size"), "actual_size": image.get("actual-size")})
+        image = image.get("backing-image")
+    if found:
+        found[-1]["node"] = inserted.get("node-name")
+    return found
 
 
 # -- the block graph ------------------------------------------------------------------------------

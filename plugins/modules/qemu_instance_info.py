@@ -172,7 +172,7 @@ devices:
       C(<id>_job)); C(read_only); C(cache) as QEMU reports it.
     - C(limits) - the I/O limits as declared (the disk's own C(limits), or its shared group's), only what limits,
       with C(_) (C(bps_total)); C(limits_in_qemu) - what QEMU applies, read with C(qom-get) of the group's
-      C(limits) (null when QEMU is busy); a difference is drift. C(throttle_group) - the group's QOM id, null without
+      C(limits) (null when QEMU is busy or lacks the group); a difference is drift. C(throttle_group) - the group's QOM id, null without
       limits.
     - C(checkpoints) - the named dirty bitmaps on the disk's nodes (C(name), C(node), C(recording), C(persistent),
       C(count) of dirty bytes); empty until the collection makes checkpoints.
@@ -343,8 +343,12 @@ def gather(task: Task) -> dict:
         with QmpSession(instance._qmp_socket(), min(timeout, BUSY_WAIT), timeout) as qmp:
             live = verify.Live.from_answers(*[qmp.execute(q, a) for q, a in verify.QUERIES])
             jobs = qmp.execute("query-jobs")
-            limits = {group: qmp.execute("qom-get", {"path": "/objects/" + group, "property": "limits"})
-                      for group in info.throttle_groups(rt)}
+            limits = {}
+            for group in info.throttle_groups(rt):
+                try:
+                    limits[group] = qmp.execute("qom-get", {"path": "/objects/" + group, "property": "limits"})
+                except QemuError:
+                    pass  # a group QEMU lacks is drift (info.describe)
             result.update(status=qmp.execute("query-status")["status"], qemu_version=qmp.version, qemu="answered")
     except QemuError as exc:
         if "did not greet" not in str(exc):  # QmpSession's word for a socket another client holds

@@ -151,3 +151,24 @@ def test_dot_quotes_what_would_end_a_string():
 def test_limiting_keeps_only_what_limits_with_snake_case_keys():
     assert info.limiting({"bps-total": 1, "iops-total": 0, "bps-total-max-length": 1, "iops-total-max-length": 5}) \
         == {"bps_total": 1, "iops_total_max_length": 5}
+
+
+def test_a_drive_device_without_recorded_nodes_shows_query_blocks_images():
+    rt, dev = throttled_instance()
+    rt.layout.devices[0] = dict(rt.layout.devices[0], nodes=[], origin="drive", spec={})
+    live = answers(dev, "#block123", "qcow2")
+    live.block[0]["inserted"]["image"] = {"filename": "/img/top.qcow2", "format": "qcow2", "virtual-size": 16 * MiB,
+                                          "actual-size": 4096, "backing-image": {
+                                              "filename": "/img/base.raw", "format": "raw", "virtual-size": 16 * MiB,
+                                              "actual-size": 8192}}
+    [entry] = info.describe(rt, live, [], {})["devices"]
+    assert entry["image"] == "/img/top.qcow2" and entry["actual_size"] == 12288
+    assert [(c["path"], c["format"], c["node"]) for c in entry["chain"]] == [
+        ("/img/base.raw", "raw", None), ("/img/top.qcow2", "qcow2", "#block123")]
+
+
+def test_a_throttle_group_qemu_lacks_is_drift():
+    rt, dev = throttled_instance()
+    out = info.describe(rt, answers(dev, dev + ".thr"), [], {})
+    assert out["devices"][0]["limits_in_qemu"] is None
+    assert out["drift"] == ["disks[a] (%s): its throttle group %s.tg is not in QEMU" % (dev, dev)]
