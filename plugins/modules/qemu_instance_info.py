@@ -19,7 +19,7 @@ description:
     C(query-pci), C(qom-list), C(query-named-block-nodes), C(query-jobs), C(qom-get) of each
     throttle group's C(limits)) say what it is; every difference is listed in RV(drift). This is
     the way to see drift without redeclaring the instance. A disk a block job runs on sits on
-    the job's filter node - that is reported as the job (RV(devices[].job), RV(jobs)), not as drift.
+    the job's filter node - that is reported as the job (C(job) of RV(devices), RV(jobs)), not as drift.
   - With O(state_root) instead, it lists every instance whose state dir is directly under that
     directory (RV(instances)).
   - Sends only read-only QMP queries. Runs the same in check mode.

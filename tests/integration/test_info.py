@@ -30,8 +30,8 @@ def dot_lines(text):
     """The node and edge lines of DOT text: {id: label}, {(from, to): label}."""
     assert text.startswith("digraph ") and text.rstrip().endswith("}"), text
     nodes = dict(re.findall(r'^  "([^"]+)" \[(?:shape=ellipse, )?label="((?:[^"\\]|\\.)*)"\];$', text, re.M))
-    edges = {(a, b): label for a, b, label in re.findall(r'^  "([^"]+)" -> "([^"]+)" \[label="([^"]*)"\];$', text,
-                                                        re.M)}
+    edge = r'^  "([^"]+)" -> "([^"]+)" \[label="([^"]*)"\];$'
+    edges = {(a, b): label for a, b, label in re.findall(edge, text, re.M)}
     assert len(nodes) + len(edges) == len(text.strip().splitlines()) - 4, text  # digraph, rankdir, node, }
     return nodes, edges
 
