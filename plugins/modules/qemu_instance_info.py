@@ -389,13 +389,13 @@ def list_instances(task: Task) -> dict:
                     if marker is None and state.kind(runtime.RUNTIME_FILE) != "file":
                         continue  # not an instance dir (no marker; no runtime file of an older version)
                     instance = Instance((marker or {}).get("name") or name, "", state, path, True)
-                    result["instances"].append(_instance_entry(instance, name))
+                    result["instances"].append(_instance_entry(instance))
             except ConfigError as exc:
                 result["skipped"].append({"state_dir": path, "reason": str(exc)})
     return result
 
 
-def _instance_entry(instance, name: str) -> dict:
+def _instance_entry(instance) -> dict:
     recorded = instance.before
     entry = {"name": recorded.layout.name if recorded else instance.name, "state_dir": instance.paths.state_dir,
              "state": "running" if instance.pid else "stopped",
