@@ -34,7 +34,8 @@ class Task:
         self.instance = None
 
     def open_instance(self, uuid: str) -> Instance:
-        """The instance, read from its state dir; call it with the lock held (inside run)."""
+        """The instance, read from its state dir, inside run (with the lock held, or for a reader
+        that runs without it: the runtime file is replaced by rename, so it reads whole)."""
         params = self.module.params
         defaults = Timeouts()
         timeouts = Timeouts(start=params.get("start_timeout", defaults.start),
@@ -55,8 +56,12 @@ class Task:
                               "blocklayer.qemu.qemu_instance first" % (instance.name, instance.paths.runtime_file))
         return instance
 
-    def run(self, work, create_state_dir: bool = False) -> None:
+    def run(self, work, create_state_dir: bool = False, lock: bool = True) -> None:
         """Run ``work(task) -> result`` under the instance lock and exit the module with it.
+
+        ``lock=False`` is for a reader that changes nothing (qemu_instance_info): it reads
+        while another task holds the lock, e.g. waiting on a block job. Without a state_dir
+        (a look over a state root) ``work`` opens what it reads itself.
 
         Every failure ends in fail_json with what was done so far; bad input and QEMU's
         refusals with their message, anything else as an internal error (never a traceback).
@@ -66,7 +71,7 @@ class Task:
             module.fail_json(msg=missing_required_lib("qemu.qmp", url=QMP_HELP).rstrip(".") + "." + QMP_FIX % sys.executable,
                              exception=QMP_IMPORT_ERROR)
         try:
-            result = self._locked(work, create_state_dir and not module.check_mode)
+            result = self._locked(work, create_state_dir and not module.check_mode, lock)
         except (ConfigError, QemuError) as exc:
             module.fail_json(msg=str(exc), qemu_error_class=getattr(exc, "error_class", ""),
                              qemu_error=getattr(exc, "desc", ""), **self._done())
@@ -80,16 +85,18 @@ class Task:
             result.pop("diff")
         module.exit_json(**result)
 
-    def _locked(self, work, create: bool) -> dict:
+    def _locked(self, work, create: bool, lock: bool = True) -> dict:
+        if self.state_dir is None and not lock:
+            return work(self)
         if not os.path.isabs(self.state_dir):
             raise ConfigError("state_dir: %r is a relative path; give an absolute one" % self.state_dir)
         self.state = StateDir.open(self.state_dir, create=create)
         ok = False
         try:
             # No lock to take where there is no state dir (check mode, or nothing to stop).
-            lock = self.state.lock(self.module.params["lock_timeout"], "instance %s" % self.module.params["name"]) \
-                if self.state else contextlib.nullcontext()
-            with lock:
+            held = self.state.lock(self.module.params["lock_timeout"], "instance %s" % self.module.params["name"]) \
+                if self.state and lock else contextlib.nullcontext()
+            with held:
                 result = work(self)
             ok = True
             return result

@@ -116,10 +116,12 @@ def types_by_id(qom_list: list) -> dict:
     return {p["name"]: p["type"][len("child<"):-1] for p in qom_list if p.get("type", "").startswith("child<")}
 
 
-def problems(devices: list, query_block: list, query_pci: list, qom_list: list) -> list:
+def problems(devices: list, query_block: list, query_pci: list, qom_list: list, busy=()) -> list:
     """One sentence per recorded device that QEMU does not have as recorded.
 
     ``devices`` are runtime-file device records (``id``, ``kind``, ``hvinfo``, ``nodes``).
+    ``busy`` are the ids of devices a block job runs on: such a device uses the job's filter
+    node (``filter-node-name``) instead of its recorded top, which is not a difference.
     """
     blocks = block_by_id(query_block)
     slots = pci_by_id(query_pci)
@@ -148,7 +150,10 @@ def problems(devices: list, query_block: list, query_pci: list, qom_list: list) 
             continue
         nodes = dev.get("nodes") or []
         inserted = block.get("inserted")
-        if nodes:
+        if nodes and dev["id"] in busy:
+            if not inserted:
+                found.append("%s has no medium; expected a block job's node over %s" % (dev["id"], nodes[-1]["node-name"]))
+        elif nodes:
             top = nodes[-1]
             if not inserted:
                 found.append("%s has no medium; expected node %s" % (dev["id"], top["node-name"]))
