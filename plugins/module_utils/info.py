@@ -9,7 +9,7 @@ answers (verify.QUERIES plus query-jobs) say what it is; every difference is rep
 
 from __future__ import annotations
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, graph, runtime, standalone, verify
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, engine, runtime, standalone, verify
 
 _PLACEMENT_KEYS = ("bus", "addr", "channel", "scsi-id", "lun", "unit")
 _MEDIA = ("disk", "cdrom", "floppy")
@@ -18,8 +18,7 @@ _GROUPS = {"disk": "disks", "cdrom": "cdroms", "nic": "nics"}
 
 def running_jobs(rt) -> dict:
     """Job id -> (device id, action) of every block job a journal entry says is in flight."""
-    return {job: (entry.id, entry.action) for entry in rt.journal if entry.action in graph.JOB_ACTIONS
-            for job in entry.creates.get("jobs") or []}
+    return {job: (entry.id, entry.action) for entry in rt.journal for job in entry.creates.get(engine.JOBS) or []}
 
 
 def job_report(job: dict) -> dict:

@@ -359,15 +359,17 @@ def gather(task: Task) -> dict:
     timeout = task.module.params["qmp_timeout"]
     try:
         with QmpSession(instance._qmp_socket(), min(timeout, BUSY_WAIT), timeout) as qmp:
-            live = verify.Live.from_answers(*[qmp.execute(q, a) for q, a in verify.QUERIES])
-            jobs = qmp.execute("query-jobs")
+            # One round-trip for every query (QmpSession.execute_all); limits per group after,
+            # as a group QEMU lacks must not hide the others.
+            *answers, jobs, status = qmp.execute_all(verify.QUERIES + (("query-jobs", {}), ("query-status", {})))
+            live = verify.Live.from_answers(*answers)
             limits = {}
             for group in info.throttle_groups(rt):
                 try:
                     limits[group] = qmp.execute("qom-get", {"path": "/objects/" + group, "property": "limits"})
                 except QemuError:
                     pass  # a group QEMU lacks is drift (info.describe)
-            result.update(status=qmp.execute("query-status")["status"], qemu_version=qmp.version, qemu="answered")
+            result.update(status=status["status"], qemu_version=qmp.version, qemu="answered")
     except QemuError as exc:
         if "did not greet" not in str(exc):  # QmpSession's word for a socket another client holds
             raise
