@@ -1,9 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) blocklayer.qemu contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Reading back the layout of a QEMU the collection did not start (docs/migration.md "Adoption").
+"""Reading back the layout of a QEMU the collection did not start (pure; docs/migration.md "Adoption").
 
-``read`` sends read-only queries only; ``found_layout`` (pure) turns their answers into
+``queries.adoption`` (shell) asks QEMU the read-only queries; ``found_layout`` turns their answers into
 format-2 records, and ``bind`` gives each device the name and spec of the declared disk or NIC
 it is, refusing what does not fit. Devices on ``-blockdev`` nodes keep their node names and
 chain (origin ``blockdev``); devices started with ``-drive`` (their BlockBackend has a name)
@@ -24,14 +24,16 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils.verify import bloc
 CONTROLLER_DRIVERS = tuple(m.driver for m in SCSI_CONTROLLERS.values()) + (ROOT_PORT_DRIVER,)
 _DISK_TYPES = {driver: disk_type for disk_type, driver in DISK_DRIVERS.items()}
 _NIC_TYPES = {driver: nic_type for nic_type, driver in NIC_DRIVERS.items()}
+# The devices whose properties adoption reads (queries.adoption).
+ADOPTED_DRIVERS = tuple(_DISK_TYPES) + tuple(_NIC_TYPES) + CONTROLLER_DRIVERS
 PROTOCOL_DRIVERS = ("file", "host_device")
 FORMAT_DRIVERS = ("qcow2", "raw")
 _PCI_PROPS = ("addr",)
 _SCSI_PROPS = ("channel", "scsi-id", "lun")
-_PERIPHERAL = "/machine/peripheral/"
+PERIPHERAL = "/machine/peripheral/"
 
 
-def _props_to_read(driver: str) -> tuple:
+def props_to_read(driver: str) -> tuple:
     """The qom-get properties that place and connect a device of this QOM type."""
     props = ("parent_bus",)
     if driver.startswith("scsi-"):
@@ -43,28 +45,6 @@ def _props_to_read(driver: str) -> tuple:
     if driver in _NIC_TYPES:
         props += ("netdev", "mac")
     return props
-
-
-def read(qmp) -> dict:
-    """Every answer ``found_layout`` needs, by read-only queries (the shape of the files in
-    tests/data/qmp-adopt-*.json)."""
-    answers = {
-        "qom-list": qmp.execute("qom-list", {"path": "/machine/peripheral"}),
-        "query-pci": qmp.execute("query-pci"),
-        "query-block": qmp.execute("query-block"),
-        "query-named-block-nodes": qmp.execute("query-named-block-nodes", {"flat": True}),
-        "human-monitor-command": qmp.execute("human-monitor-command", {"command-line": "info network"}),
-        "query-kvm": qmp.execute("query-kvm"),
-        # The machine's QOM type names its versioned machine type (e.g. pc-i440fx-7.2-machine).
-        "machine": qmp.execute("qom-get", {"path": "/machine", "property": "type"}),
-        "qom-get": {},
-    }
-    for dev_id, driver in _peripherals(answers["qom-list"]).items():
-        if driver in _DISK_TYPES or driver in _NIC_TYPES or driver in CONTROLLER_DRIVERS:
-            answers["qom-get"][dev_id] = {
-                prop: qmp.execute("qom-get", {"path": _PERIPHERAL + dev_id, "property": prop})
-                for prop in _props_to_read(driver)}
-    return answers
 
 
 def _versioned_machine(qom_type) -> Optional[str]:
@@ -84,7 +64,7 @@ def cpu_of(argv: list) -> str:
     return DEFAULT_CPU
 
 
-def _peripherals(qom_list: list) -> dict:
+def peripherals(qom_list: list) -> dict:
     return {p["name"]: p["type"][len("child<"):-1] for p in qom_list if p.get("type", "").startswith("child<")}
 
 
@@ -108,7 +88,7 @@ def found_layout(answers: dict) -> Found:
     backends = block_by_id(answers["query-block"])
     named = {n["node-name"]: n for n in answers["query-named-block-nodes"] if n.get("node-name")}
     netdev_types = _netdev_types(answers.get("human-monitor-command") or "")
-    for dev_id, driver in sorted(_peripherals(answers["qom-list"]).items()):
+    for dev_id, driver in sorted(peripherals(answers["qom-list"]).items()):
         props = answers["qom-get"].get(dev_id)
         if props is None:
             found.ignored.append("%s (%s)" % (dev_id, driver))

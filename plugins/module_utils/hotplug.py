@@ -134,7 +134,7 @@ class Applier:
     def throttle(self, action) -> None:
         """Change a disk's throttling; a failure is settled at once by the rule a killed run's
         is settled by (recovery.recover), from what QEMU has then."""
-        from ansible_collections.blocklayer.qemu.plugins.module_utils import recovery, verify
+        from ansible_collections.blocklayer.qemu.plugins.module_utils import queries, recovery
         try:
             for command in action.commands:
                 self._send(command)
@@ -142,7 +142,7 @@ class Applier:
             entry = journal_entry(action)
             outcome = "what it did was settled"
             try:
-                live = verify.Live.read(self.qmp)
+                live = queries.live(self.qmp)
                 self._settle(recovery.recover([entry], set(live.types), live.roots, live.nodes)[0])
             except QemuError as again:
                 self.unfinished.append(entry)

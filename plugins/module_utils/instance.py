@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 # cmdline, probe, hotplug and recovery are imported where they are used: a no-op run (the
 # common case) starts nothing and changes nothing, and need not load them (docs/design.md "Speed").
 from ansible_collections.blocklayer.qemu.plugins.module_utils import (
-    graph, host, info, layout, plan, process, runtime, spec as spec_mod, verify)
+    graph, host, info, layout, plan, process, queries, runtime, spec as spec_mod, verify)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession, explain
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
@@ -194,7 +194,7 @@ class Instance:
             pid = process.peer_pid(sock)
             with QmpSession(sock, self.timeouts.qmp_connect, self.timeouts.qmp_command) as qmp:
                 try:
-                    answers, version = adopt.read(qmp), qmp.version
+                    answers, version = queries.adoption(qmp), qmp.version
                 finally:
                     self.qmp_commands += qmp.sent
         except QemuError as exc:
@@ -353,7 +353,7 @@ class Instance:
         return rt
 
     def _live(self, qmp) -> "verify.Live":
-        return verify.Live.read(qmp)
+        return queries.live(qmp)
 
     def _apply(self, qmp, rt, actions, declaration) -> None:
         """Journal every action, apply them, then record the outcome: two saves in all."""
@@ -487,9 +487,9 @@ class Instance:
                    live.roots.get(record["id"]) or "no node"))
 
     def _warn_drift(self, rt, live, busy=()) -> None:
-        # A device with a block job running sits on the job's filter node: not drift.
-        drift = verify.problems([d for d in rt.layout.records() if d.get("state") != runtime.STATE_UNPLUG_PENDING
-                                 and d["id"] not in busy], live.block, live.pci, live.qom)
+        # A device with a block job running sits on the job's filter node: not drift (verify.problems).
+        drift = verify.problems([d for d in rt.layout.records() if d.get("state") != runtime.STATE_UNPLUG_PENDING],
+                                live.block, live.pci, live.qom, busy=set(busy))
         if drift:
             self.warnings.append("instance %s differs from its runtime file: %s" % (self.name, "; ".join(drift)))
 

@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, replace
 from typing import Optional
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, graph, process, runtime, verify
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, graph, process, queries, runtime, verify
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession
 
@@ -599,7 +599,7 @@ class Migration:
         self.instance.pid = rt.host.pid = process.parse_pid(self.state.read(runtime.PIDFILE))
         with self._session() as qmp:
             try:
-                live = verify.Live.read(qmp)
+                live = queries.live(qmp)
                 problems = verify.problems(rt.layout.records(), live.block, live.pci, live.qom)
                 if problems:
                     raise QemuError("QEMU started without the recorded devices: %s" % "; ".join(problems))

@@ -39,11 +39,6 @@ class Live(Value):
     def from_answers(cls, block, pci, qom, named, network="") -> "Live":
         return cls(block, pci, qom, named, network)
 
-    @classmethod
-    def read(cls, qmp) -> "Live":
-        """QEMU's answers to QUERIES, asked in one round-trip (QmpSession.execute_all)."""
-        return cls.from_answers(*qmp.execute_all(QUERIES))
-
     @property
     def netdevs(self) -> set:
         """Every NIC and netdev name of ``info network`` (net/net.c:print_net_client: one
