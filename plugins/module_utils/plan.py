@@ -286,7 +286,6 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
             actions.append(Action(RESTART, action.kind, action.name, action.id,
                                   reason="cannot be hot-unplugged (%s)" % record["hvinfo"]["driver"]))
         else:
-            _refuse_boot_unplug(action, allow_boot_unplug or _kernel_boot(layout))
             detach.append(action)
 
     placer = Placer(spec, [Device.from_dict(c) for c in layout.controllers],
@@ -335,6 +334,9 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
             commands = _grown_at_attach(commands, record, item, facts)
         attach.append(Action(ATTACH, kind, item.name, device.id, reason="declared", record=record,
                              commands=tuple(commands), warning=_hotplug_warning(placer, device)))
+    if not any(a.action == RESTART for a in actions):  # a restart unplugs nothing
+        for action in detach:
+            _refuse_boot_unplug(action, allow_boot_unplug or _kernel_boot(layout))
     group_up, group_down = _group_actions(layout, spec)
     return actions + purge + finish + detach + media + group_up + live + attach + group_down
 

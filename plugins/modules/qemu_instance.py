@@ -599,7 +599,7 @@ options:
         the first disk with O(boot_order=disk), the first NIC with O(boot_order=network)), because it
         is no longer declared, fails before anything is changed unless this is V(true). Hot-plugged
         devices have no C(bootindex), and an instance started with O(kernel_path) boots its kernel,
-        not a device.
+        not a device. A restart (O(allow_restart)) unplugs nothing and needs no confirmation.
     type: bool
     default: false
   adopt:

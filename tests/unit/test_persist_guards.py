@@ -1,8 +1,10 @@
 """Devices qemu_device attached survive a start; guards and hints of a live change (issue 22)."""
 
+from dataclasses import asdict
+
 import pytest
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import args, plan, runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils import args, migrate, plan, runtime
 from ansible_collections.blocklayer.qemu.plugins.module_utils import spec as spec_mod
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.modules import qemu_blockdev, qemu_device, qemu_instance
@@ -50,6 +52,17 @@ def test_a_live_only_attach_is_marked_and_a_start_carries_owner_and_mark():
     assert plan.ownership(None) == {"owner": plan.OWNER_INSTANCE}
 
 
+def test_a_migration_target_keeps_qemu_devices_records_with_owner_and_mark():
+    layout = running(disks=[disk("root"), disk("b"), disk("c")])
+    layout.devices[1]["owner"] = layout.devices[2]["owner"] = plan.OWNER_DEVICE
+    layout.devices[2]["persistent"] = False
+    bound = migrate.rebind(asdict(layout), {}, "/var/lib/t/vm1", "/usr/bin/qemu-system-x86_64")
+    assert [(d["name"], plan.ownership(d)) for d in bound.devices] == [
+        ("root", {"owner": plan.OWNER_INSTANCE}), ("b", {"owner": plan.OWNER_DEVICE}),
+        ("c", {"owner": plan.OWNER_DEVICE, "persistent": False})]
+    assert [d["name"] for d in bound.declaration["disks"]] == ["root", "b", "c"]
+
+
 def test_qemu_device_refuses_a_persistence_it_cannot_give():
     layout = running(disks=[disk("root"), disk("b")])
     layout.devices[1]["persistent"] = False
@@ -85,12 +98,15 @@ def test_unplugging_the_boot_disk_needs_allow_boot_unplug():
         reconcile(data, owner=plan.OWNER_DEVICE, disks=[disk("b")])
     (action,) = reconcile(data, allow_boot_unplug=True, disks=[disk("b")])
     assert (action.action, action.name) == ("detach", "root")
+    # With a restart (allow_restart) nothing is unplugged: the new first disk is the boot disk.
+    actions = reconcile(data, memory=512, disks=[disk("b")])
+    assert [(a.action, a.name) for a in actions] == [("restart-required", "machine"), ("detach", "root")]
 
 
 def test_the_boot_nic_is_guarded_and_a_kernel_boot_has_no_boot_device():
-    nics = dict(boot_order="network", nics=[dict(name="n")])
     with pytest.raises(ConfigError, match=r"nics\[n\] .* boots from"):
-        reconcile(running(**nics), boot_order="disk", nics=[])
+        reconcile(running(boot_order="network", nics=[dict(name="n"), dict(name="m")]), boot_order="network",
+                  nics=[dict(name="m")])
     kernel = dict(kernel_path="/boot/vmlinuz")
     (action,) = reconcile(running(disks=[disk("root")], **kernel), disks=[], **kernel)
     assert (action.action, action.name) == ("detach", "root")
