@@ -52,7 +52,7 @@ options:
   persistent:
     description:
       - Whether the device is part of the instance until it is removed, or attached live only. As
-        C(virsh attach-device): V(true) (the default) is C(--live --config), V(false) is C(--live)
+        C(virsh attach-device), V(true) (the default) is C(--live --config), V(false) is C(--live)
         alone.
       - V(true) - the device stays across O(blocklayer.qemu.qemu_instance#module:state=stopped) and
         V(running), a restart (O(blocklayer.qemu.qemu_instance#module:allow_restart)), a migration
@@ -69,7 +69,7 @@ options:
     default: true
   allow_boot_unplug:
     description:
-      - Unplugging the device the guest boots from (the one given a C(bootindex) at start: the
+      - Unplugging the device the guest boots from (the one given a C(bootindex) at start - the
         first disk with C(boot_order=disk), the first NIC with C(boot_order=network)) fails unless
         this is V(true). Hot-plugged devices have no C(bootindex), and an instance started with
         C(kernel_path) boots its kernel, not a device.

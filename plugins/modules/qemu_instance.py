@@ -595,7 +595,7 @@ options:
     default: false
   allow_boot_unplug:
     description:
-      - Unplugging the device the running guest boots from (the one given a C(bootindex) at start:
+      - Unplugging the device the running guest boots from (the one given a C(bootindex) at start -
         the first disk with O(boot_order=disk), the first NIC with O(boot_order=network)), because it
         is no longer declared, fails before anything is changed unless this is V(true). Hot-plugged
         devices have no C(bootindex), and an instance started with O(kernel_path) boots its kernel,

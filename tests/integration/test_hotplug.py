@@ -61,8 +61,8 @@ def test_scsi_hot_add_and_remove_complete_with_the_event(vm, controller):
 def test_a_scsi_hot_add_onto_lsi_or_megasas_warns_that_linux_needs_a_rescan(vm, controller):
     a = dict(name="a", path=vm.image("a.raw"))
     vm.run(scsi_controller_type=controller, disks=[a])
-    added = vm.run(scsi_controller_type=controller, disks=[a, dict(name="s", path=vm.image("s.raw"),
-                                                                  disk_type="scsi-hd")])
+    s = dict(name="s", path=vm.image("s.raw"), disk_type="scsi-hd")
+    added = vm.run(scsi_controller_type=controller, disks=[a, s])
     assert [(x["action"], x["name"]) for x in added["actions"]] == [("attach", "scsi"), ("attach", "s")]
     with vm.qmp() as qmp:  # the hot-plug itself worked
         assert record(vm, "s")["id"] in {p["name"] for p in qmp("qom-list", path="/machine/peripheral")}

@@ -119,9 +119,9 @@ def test_a_scsi_hot_plug_onto_lsi_or_megasas_warns_and_names_virtio_scsi():
         assert [a.name for a in actions] == ["scsi", "s"] and actions[0].warning == ""
         assert driver in actions[1].warning and "virtio-scsi-pci" in actions[1].warning
         assert "rescan" in actions[1].warning
-    quiet = reconcile(running(disks=[disk("root")], scsi_controller_type="virtio-scsi-pci"),
-                      scsi_controller_type="virtio-scsi-pci", disks=[disk("root"), disk("s", disk_type="scsi-hd"),
-                                                                    disk("v")])
+    virtio = dict(scsi_controller_type="virtio-scsi-pci")
+    quiet = reconcile(running(disks=[disk("root")], **virtio),
+                      disks=[disk("root"), disk("s", disk_type="scsi-hd"), disk("v")], **virtio)
     assert [a.warning for a in quiet] == ["", "", ""]
 
 
