@@ -64,4 +64,25 @@ DEVICE_GROUPS = {"disk": "disks", "cdrom": "cdroms", "floppy": "floppy", "nic": 
 
 LIVE_OPTIONS = dict(
     unplug_timeout=dict(type="float", default=5.0),
+    allow_boot_unplug=dict(type="bool", default=False),
 )
+
+
+def check_paths(argument_spec: dict, params: dict, prefix: str = "") -> None:
+    """Every path option of a module (``type: path``, ``elements: path`` and each ``path``, in
+    lists and sub-options too) must be absolute (spec.absolute), checked before anything runs:
+    the error names the option instead of QEMU's message about a file it did not find."""
+    for option, option_spec in argument_spec.items():
+        value = (params or {}).get(option)
+        if value is None:
+            continue
+        what = prefix + option
+        if option_spec.get("type") == "path" or (option == "path" and isinstance(value, str)):
+            spec.absolute(value, what)
+        elif option_spec.get("elements") == "path":
+            for index, item in enumerate(value):
+                spec.absolute(item, "%s[%d]" % (what, index))
+        elif option_spec.get("options") and isinstance(value, (list, dict)):
+            for index, item in enumerate(value if isinstance(value, list) else [value]):
+                label = what if isinstance(value, dict) else "%s[%s]" % (what, (item or {}).get("name") or index)
+                check_paths(option_spec["options"], item, label + ".")

@@ -79,6 +79,7 @@ class Instance:
         self.warnings = []
         self.changed = False  # something on the host changed, even if the run then failed
         self.owner = plan.OWNER_INSTANCE
+        self.live_options = {}  # plan.reconcile's persistent and allow_boot_unplug (ensure_running)
         self.damaged = None  # why the runtime file cannot be used, when it cannot
         self.unreadable = False  # not even a file: a stop leaves it where it is
         self.rt = None
@@ -265,8 +266,10 @@ class Instance:
 
     # -- running ------------------------------------------------------------------------------
     def ensure_running(self, spec, allow_restart: bool, firmware_dirs=None, module_dir=None,
-                       owner: str = plan.OWNER_INSTANCE) -> dict:
+                       owner: str = plan.OWNER_INSTANCE, persistent: bool = True,
+                       allow_boot_unplug: bool = False) -> dict:
         self.owner = owner
+        self.live_options = {"persistent": persistent, "allow_boot_unplug": allow_boot_unplug}
         self.refuse_migration_states()
         if self.pid:
             self._require_trusted()
@@ -313,7 +316,7 @@ class Instance:
             if rt.journal or rt.status != runtime.STATUS_RUNNING:
                 self.warnings.append("instance %s has %d action(s) a killed run left unfinished; a run outside "
                                      "check mode finishes them first" % (self.name, len(rt.journal)))
-            actions = plan.reconcile(rt.layout, spec, facts, owner=self.owner)
+            actions = plan.reconcile(rt.layout, spec, facts, owner=self.owner, **self.live_options)
             if self._refuse_or_restart(actions, allow_restart):
                 return self._restart(spec, firmware_dirs, module_dir)
             self._report(actions)
@@ -332,7 +335,8 @@ class Instance:
                     self._refuse_unknown_nodes(rt, live)
                     self._warn_drift(rt, live, busy)
                     actions = plan.reconcile(rt.layout, spec, facts, live.root_slots, set(live.types), live.nodes,
-                                             self.owner, live.netdevs, live.sizes, keep_nodes=graph.kept_nodes(rt))
+                                             self.owner, live.netdevs, live.sizes, keep_nodes=graph.kept_nodes(rt),
+                                             **self.live_options)
                     _refuse_busy(actions, busy)
                     restart = self._refuse_or_restart(actions, allow_restart)
                     if not restart and actions:
@@ -358,6 +362,7 @@ class Instance:
     def _apply(self, qmp, rt, actions, declaration) -> None:
         """Journal every action, apply them, then record the outcome: two saves in all."""
         from ansible_collections.blocklayer.qemu.plugins.module_utils import hotplug  # only when changing
+        unchanged, changed = runtime.dumps(rt), self.changed
         rt.journal = [hotplug.journal_entry(a) for a in actions]
         self._save(rt)
         self._report(actions)
@@ -370,6 +375,8 @@ class Instance:
             rt.journal = self._graph_entries(rt) + applier.unfinished
             self.warnings += applier.warnings
             self._save(rt)
+            if runtime.dumps(rt) == unchanged:
+                self.changed = changed  # the failed action undid its steps: all is as it was
 
     def settle_journal(self, qmp, rt, live, job_timeout: float = 600.0, delete_unused: bool = False,
                        wait_for=()):
@@ -495,6 +502,7 @@ class Instance:
 
     def _report(self, actions) -> None:
         self.actions += [a.report() for a in actions]
+        self.warnings += [a.warning for a in actions if getattr(a, "warning", "")]
 
     # -- start --------------------------------------------------------------------------------
     def _prepare_start(self, spec, firmware_dirs, module_dir, binary=None) -> StartPlan:
@@ -522,14 +530,14 @@ class Instance:
         accel = resolve_accel(spec.machine.accel, binary, env)
         argv = cmdline.build_argv(spec, placed, accel, self.paths, firmware_dirs)
         argv[0] = binary
-        # A restart keeps who attached each device (plan.kept_devices relies on it).
-        owners = {r["id"]: r.get("owner") for r in self.before.layout.devices} if self.before else {}
+        # A start keeps who attached each device and whether live only (plan.kept_devices relies on it).
+        recorded = {r["id"]: r for r in self.before.layout.devices} if self.before else {}
         rt = runtime.Runtime(
             layout=runtime.GuestLayout(
                 name=spec.name, uuid=spec.uuid, machine_type=spec.machine.machine_type, declaration=declaration,
                 controllers=[plan.normalise(d.to_dict()) for d in placed.controllers],
                 devices=[dict(plan.normalise(d.to_dict()), state=runtime.STATE_ATTACHED, origin=runtime.ORIGIN_BLOCKDEV,
-                              owner=owners.get(d.id) or plan.OWNER_INSTANCE) for d in placed.devices],
+                              **plan.ownership(recorded.get(d.id))) for d in placed.devices],
                 throttle_groups=[plan.normalise(g) for g in placed.throttle_groups],
                 named_nodes=[plan.normalise(n) for n in placed.named_nodes],
                 cpu=spec.machine.cpu_model or cmdline.default_cpu(accel)),
@@ -543,6 +551,9 @@ class Instance:
         self.actions.append({"action": action, "devices": [d.id for d in start.placed.all_devices()]})
         if self.check_mode:
             return replace(rt, status=runtime.STATUS_RUNNING)
+        # A start that fails leaves the state dir as it was (a first run's is removed, task.py),
+        # but for the ownership marker of a directory the collection had not used yet.
+        changed = self.changed or not (self.state.created or self.state.marked())
         self.state.prepare_for_qemu(runtime.QEMU_FILES)
         self.state.mark(rt.layout.name, rt.uuid)
         self._save(rt)  # status starting: a run killed from here on finds and finishes it
@@ -569,7 +580,8 @@ class Instance:
             if left:
                 self.warnings.append("QEMU pid(s) %s of instance %s did not end; kill them"
                                      % (", ".join(map(str, left)), self.name))
-            self._forget()
+            self._forget()  # the runtime file as it was: none, or the layout a stop recorded
+            self.changed = changed
             raise
         return rt
 

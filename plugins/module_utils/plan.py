@@ -18,11 +18,14 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, e
 from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import (
     THROTTLE_ROLE, alternate_roles, below_throttle, throttle_of, top_format_node)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import throttle_group_object
+from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.layout import (
     Device, Placer, medium_chain, own_group_id, shared_groups, throttled)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 from ansible_collections.blocklayer.qemu.plugins.module_utils.spec import (
     SCSI_DISK_TYPES, format_size, grow_to, throttle_group_id)
+from ansible_collections.blocklayer.qemu.plugins.module_utils.topology import (
+    SCSI_BUS, SCSI_CONTROLLER_ID, SCSI_CONTROLLERS)
 
 
 def normalise(declaration: dict) -> dict:
@@ -102,6 +105,7 @@ class Action(Value):
     old: Optional[dict] = None  # the runtime record it replaces or removes
     steps: tuple = ()  # engine.Step: its commands in order, each naming what it creates and removes
     entry: Optional[object] = None  # for recovery's actions: the journal entry (runtime.Pending) it settles
+    warning: str = ""  # what the user should know although the action works
 
     @property
     def commands(self) -> tuple:
@@ -167,19 +171,32 @@ def medium_steps(old: dict, new: dict) -> list:
 OWNER_INSTANCE, OWNER_DEVICE = "qemu_instance", "qemu_device"
 
 
-def _record(device, owner: str, state="attached") -> dict:
-    return dict(device.to_dict(), state=state, origin="blockdev", owner=owner)
+def _record(device, owner: str, state="attached", persistent: bool = True) -> dict:
+    return dict(device.to_dict(), state=state, origin="blockdev", **ownership({"owner": owner,
+                                                                              "persistent": persistent}))
 
 
-def kept_devices(layout, declared: dict) -> dict:
+def ownership(record) -> dict:
+    """Who attached a device and, when it is so, that it was attached live only (qemu_device's
+    ``persistent: false``, libvirt's ``--live`` without ``--config``): what a start carries over."""
+    record = record or {}
+    found = {"owner": record.get("owner") or OWNER_INSTANCE}
+    if record.get("persistent") is False:
+        found["persistent"] = False
+    return found
+
+
+def kept_devices(layout, declared: dict, running: bool = True) -> dict:
     """Disks and NICs qemu_device attached that ``declared`` (qemu_instance's parameters) does not
-    name: their recorded specs, by group, so that the instance keeps them."""
+    name: their recorded specs, by group, so that the instance keeps them, running or started
+    again from the layout a stop recorded. One attached live only is kept while its QEMU runs
+    (``running``): a start does not bring it back."""
     kept = {"disks": [], "nics": []}
     for record in layout.devices if layout else ():
         group = {"disk": "disks", "nic": "nics"}.get(record["kind"])
         names = {item.get("name") for item in declared.get(group) or []} if group else set()
         if group and record.get("owner") == OWNER_DEVICE and record["name"] not in names \
-                and record.get("state") != "unplug-pending":
+                and record.get("state") != "unplug-pending" and (running or record.get("persistent") is not False):
             kept[group].append(dict(record["spec"]))
     return kept
 
@@ -235,14 +252,17 @@ def _orphan_groups(dev_id: str, names, known_objects) -> list:
 
 
 def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, live_nodes=(),
-              owner: str = OWNER_INSTANCE, live_netdevs=(), live_sizes=None, keep_nodes=()) -> list:
+              owner: str = OWNER_INSTANCE, live_netdevs=(), live_sizes=None, keep_nodes=(),
+              persistent: bool = True, allow_boot_unplug: bool = False) -> list:
     """Guest layout of the runtime file vs the desired ``spec`` -> ordered actions.
 
     ``present_ids`` are the device ids QOM shows and ``live_nodes`` the node names QEMU has
     (None / empty when QEMU was not asked, e.g. in check mode); they decide whether an unplug
     left pending by an earlier run can be finished, and what QEMU holds that no record explains.
     ``live_sizes`` (node name -> virtual size, None in check mode, where the image's host facts
-    stand in) decide whether a disk grows.
+    stand in) decide whether a disk grows. ``persistent: False`` marks what this run attaches as
+    attached live only (kept_devices); unplugging the device the guest boots from needs
+    ``allow_boot_unplug``.
     """
     desired = normalise(spec.to_dict())
     actions = [Action(RESTART, "controller", key, "", reason=change)
@@ -266,8 +286,8 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
             continue
         if key in wanted_keys:
             continue
-        action = Action(DETACH, record["kind"], record["name"], record["id"], reason="not declared", old=record,
-                        steps=tuple(removal_steps(record)))
+        action = Action(DETACH, record["kind"], record["name"], record["id"], reason=_detach_reason(record, owner),
+                        old=record, steps=tuple(removal_steps(record)))
         if record["hvinfo"]["driver"] in COLD_ONLY_DRIVERS:
             actions.append(Action(RESTART, action.kind, action.name, action.id,
                                   reason="cannot be hot-unplugged (%s)" % record["hvinfo"]["driver"]))
@@ -314,14 +334,62 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
                                      reason="a SCSI disk arrives", record=record,
                                      steps=tuple(attach_steps(record))))
         device = placer.disk(item, facts) if kind == "disk" else placer.nic(item)
-        record = _record(device, owner)
+        record = _record(device, owner, persistent=persistent)
         steps = attach_steps(record)
         if kind == "disk":
             steps = _grown_at_attach(steps, record, item, facts)
         attach.append(Action(ATTACH, kind, item.name, device.id, reason="declared", record=record,
-                             steps=tuple(steps)))
+                             steps=tuple(steps), warning=_hotplug_warning(placer, device)))
+    if not any(a.action == RESTART for a in actions):  # a restart unplugs nothing
+        for action in detach:
+            _refuse_boot_unplug(action, allow_boot_unplug or _kernel_boot(layout))
     group_up, group_down = _group_actions(layout, spec)
     return actions + purge + finish + detach + media + group_up + live + attach + group_down
+
+
+def _detach_reason(record: dict, owner: str) -> str:
+    """Why a device goes: qemu_device starts from the recorded declaration, so what it leaves out
+    it was told to remove; qemu_instance removes what it does not declare."""
+    if owner == OWNER_DEVICE:
+        return "state: absent"
+    if record.get("owner") == OWNER_DEVICE:
+        return "not declared (purge_undeclared)"
+    return "not declared"
+
+
+def boot_device(record: dict) -> bool:
+    """Whether the guest boots from this device: it carries a bootindex (layout.layout_instance
+    gives one to the first disk, the boot CD-ROM or the first NIC, as boot_order says)."""
+    return (record.get("props") or {}).get("bootindex") is not None
+
+
+def _kernel_boot(layout) -> bool:
+    """A guest started with kernel_path boots that kernel, not a device."""
+    return bool((layout.declaration.get("machine") or {}).get("kernel_path"))
+
+
+def _refuse_boot_unplug(action, allowed: bool) -> None:
+    if boot_device(action.old) and not allowed:
+        raise ConfigError(
+            "%s (%s) is the device the guest boots from (bootindex %s) and would be unplugged (%s): the guest "
+            "would not find it at its next boot. Set allow_boot_unplug: true to unplug it anyway, or keep it"
+            % (action.label, action.id, action.old["props"]["bootindex"], action.reason))
+
+
+# SCSI controllers that do not tell a Linux guest about hot-plugged disks (docs/design.md
+# "Hot-plug and guests").
+_SILENT_SCSI = {SCSI_CONTROLLERS[t].driver for t in ("lsi", "megasas")}
+
+
+def _hotplug_warning(placer, device) -> str:
+    if device.hvinfo.get("bus") != SCSI_BUS:
+        return ""
+    driver = next(c.hvinfo["driver"] for c in placer.controllers if c.id == SCSI_CONTROLLER_ID)
+    if driver not in _SILENT_SCSI:
+        return ""
+    return ("disks[%s] (%s) was hot-plugged onto a %s SCSI controller, which does not signal hot-plug: a Linux "
+            "guest sees it only after a SCSI rescan (echo '- - -' > /sys/class/scsi_host/hostN/scan); "
+            "scsi_controller_type: virtio-scsi-pci signals it" % (device.name, device.id, driver))
 
 
 @dataclass(init=False, repr=False, eq=False)

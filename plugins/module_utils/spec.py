@@ -318,7 +318,7 @@ def disk_from(raw: dict, instance_uuid: str, hv: HvParams, supported_aio=cache.A
     path = raw.get("path")
     if not path:
         raise ConfigError("%s: path is required: the image file or block device to attach" % what)
-    _absolute(path, what + ".path")
+    absolute(path, what + ".path")
     disk_type = _choice(raw.get("disk_type") or hv.disk_type, DISK_TYPES, what + ".disk_type")
     fmt = _choice(raw.get("format") or "raw", FORMATS, what + ".format")
     if disk_type in ("scsi-block", "scsi-generic") and fmt != "raw":
@@ -441,7 +441,7 @@ def media_from(raw: dict, kind: str, instance_uuid: str, disk_type: str) -> Medi
     what = "%s[%s]" % (group, name) if kind == "cdrom" else "floppy"
     uuid = (ids.canonical_uuid(raw["uuid"], what + ".uuid") if raw.get("uuid")
             else ids.device_uuid(instance_uuid, kind, name))
-    _absolute(raw.get("path"), what + ".path")
+    absolute(raw.get("path"), what + ".path")
     return MediaSpec(kind=kind, name=name, uuid=uuid, path=raw.get("path") or None, disk_type=disk_type)
 
 
@@ -513,7 +513,7 @@ def instance_from(params: dict, supported_aio=cache.AIO_MODES) -> InstanceSpec:
     if machine.vcpus < 1:
         raise ConfigError("vcpus: %r must be at least 1" % machine.vcpus)
     for option in ("kernel_path", "initrd_path"):
-        _absolute(getattr(machine, option), option)
+        absolute(getattr(machine, option), option)
     if (machine.initrd_path or machine.kernel_args) and not machine.kernel_path:
         raise ConfigError("initrd_path and kernel_args need kernel_path (direct kernel boot)")
 
@@ -556,7 +556,7 @@ def instance_from(params: dict, supported_aio=cache.AIO_MODES) -> InstanceSpec:
     )
 
 
-def _absolute(path, what: str) -> None:
+def absolute(path, what: str) -> None:
     """QEMU resolves a relative path against its own working directory (``/`` once daemonized),
     not the task's, so a relative path would mean one file at start and another at hot-plug."""
     if path and "://" not in path and not path.startswith("/"):

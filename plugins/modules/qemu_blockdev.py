@@ -30,6 +30,8 @@ description:
     example the target of a copy (O(mirror.node)). Such a node is recorded in the runtime file,
     opened again at every start, and closed only when a play asks, top-down; while a block job or
     another node uses it, closing is refused with QEMU's reason.
+  - Every path option (O(path), O(snapshot.path), O(mirror.path), O(commit.top), O(commit.base),
+    O(stream.base)) must be absolute; a relative one fails naming the option before anything runs.
 author:
   - blocklayer.qemu developers (@blocklayer)
 extends_documentation_fragment:
@@ -366,7 +368,11 @@ def main():
                            required_one_of=[("disk", "node")],
                            required_by={"state": "node", "path": "node", "size": "node"})
     from ansible_collections.blocklayer.qemu.plugins.module_utils import blockops  # after the argument check
-    Task(module).run(blockops.converge)
+
+    def converge(task):
+        args.check_paths(ARGUMENT_SPEC, module.params)  # before anything runs, naming the option
+        return blockops.converge(task)
+    Task(module).run(converge)
 
 
 if __name__ == "__main__":

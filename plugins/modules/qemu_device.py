@@ -49,6 +49,32 @@ options:
     type: str
     choices: [present, absent]
     default: present
+  persistent:
+    description:
+      - Whether the device is part of the instance until it is removed, or attached live only. As
+        C(virsh attach-device), V(true) (the default) is C(--live --config), V(false) is C(--live)
+        alone.
+      - V(true) - the device stays across O(blocklayer.qemu.qemu_instance#module:state=stopped) and
+        V(running), a restart (O(blocklayer.qemu.qemu_instance#module:allow_restart)), a migration
+        and a QEMU found dead (a host reboot), until this module removes it or
+        M(blocklayer.qemu.qemu_instance) is run with
+        O(blocklayer.qemu.qemu_instance#module:purge_undeclared=true).
+      - V(false) - the device stays while this QEMU runs (M(blocklayer.qemu.qemu_instance) keeps it,
+        and so do a restart and a migration), but the next start of the stopped instance does not
+        bring it back.
+      - Taken when this task attaches the device. For a device attached already, a task asking the
+        other value fails and says how to change it (remove it, then add it again). Only with
+        O(state=present).
+    type: bool
+    default: true
+  allow_boot_unplug:
+    description:
+      - Unplugging the device the guest boots from (the one given a C(bootindex) at start - the
+        first disk with C(boot_order=disk), the first NIC with C(boot_order=network)) fails unless
+        this is V(true). Hot-plugged devices have no C(bootindex), and an instance started with
+        C(kernel_path) boots its kernel, not a device.
+    type: bool
+    default: false
   unplug_timeout:
     description:
       - Seconds to wait for the guest to release an unplugged device (C(DEVICE_DELETED)). A device
@@ -57,7 +83,8 @@ options:
     default: 5
 notes:
   - lsi and megasas do not signal hot-plugged disks to a Linux guest, which must rescan its SCSI
-    host to see them; virtio-scsi-pci does.
+    host to see them; virtio-scsi-pci does. Such a hot-plug succeeds with a warning that says so.
+  - Every path in O(device) must be absolute; a relative one fails before anything runs.
 seealso:
   - module: blocklayer.qemu.qemu_instance
 """
@@ -97,6 +124,17 @@ EXAMPLES = r"""
       cache: none
       limits:
         iops_total: 200
+
+- name: Add a scratch disk for this boot only (virsh attach-device --live); the next start leaves it out
+  blocklayer.qemu.qemu_device:
+    name: web1
+    state_dir: /var/lib/blocklayer-qemu/web1
+    kind: disk
+    persistent: false
+    device:
+      name: tmp
+      path: /srv/images/web1-tmp.raw
+      disk_type: scsi-hd
 
 - name: Unplug the disk again (the guest gets ten seconds)
   blocklayer.qemu.qemu_device:
@@ -169,6 +207,7 @@ ARGUMENT_SPEC = dict(
     kind=dict(type="str", choices=list(args.DEVICE_OPTIONS), required=True),
     device=dict(type="dict", required=True),
     state=dict(type="str", choices=["present", "absent"], default="present"),
+    persistent=dict(type="bool", default=True),
     **args.LIVE_OPTIONS,
 )
 
@@ -182,7 +221,28 @@ def declared_device(kind: str, device: dict, state: str) -> dict:
     result = ArgumentSpecValidator(options).validate(device)
     if result.error_messages:
         raise ConfigError("device: %s" % "; ".join(result.error_messages))
+    args.check_paths(options, result.validated_parameters, "device.")
     return result.validated_parameters
+
+
+def check_persistent(layout, kind: str, device: dict, state: str, persistent: bool) -> None:
+    """``persistent: false`` (virsh attach-device --live without --config) is a property of the
+    attach: it is taken when this task attaches the device, and refused where it cannot hold."""
+    label = "floppy" if kind == "floppy" else "%s[%s]" % (args.DEVICE_GROUPS[kind], device["name"])
+    if state == "absent":
+        if not persistent:
+            raise ConfigError("persistent: false is for state: present (attach live only); state: absent removes "
+                              "%s for good, except that qemu_instance attaches again what it declares" % label)
+        return
+    record = next((r for r in layout.devices if r["kind"] == kind and r["name"] == device.get("name")), None)
+    if record is None or (record.get("persistent") is not False) == persistent:
+        return
+    if persistent:
+        raise ConfigError("%s is attached live only (persistent: false), so the next start does not bring it back; "
+                          "persistent applies when a task attaches the device: give persistent: false to change it "
+                          "live, or remove it (state: absent) and add it again to keep it" % label)
+    raise ConfigError("%s is attached already and the next start brings it back; persistent: false applies when a "
+                      "task attaches the device: remove it first (state: absent), or leave persistent out" % label)
 
 
 def with_device(declaration: dict, kind: str, device: dict, state: str) -> dict:
@@ -204,9 +264,11 @@ def converge(task: Task) -> dict:
     params = task.module.params
     device = declared_device(params["kind"], params["device"], params["state"])
     instance = task.open_running_instance()
+    check_persistent(instance.rt.layout, params["kind"], device, params["state"], params["persistent"])
     desired = spec.instance_from(with_device(instance.rt.layout.declaration, params["kind"], device,
                                              params["state"]))
-    result = instance.ensure_running(desired, allow_restart=False, owner=plan.OWNER_DEVICE)
+    result = instance.ensure_running(desired, allow_restart=False, owner=plan.OWNER_DEVICE,
+                                     persistent=params["persistent"], allow_boot_unplug=params["allow_boot_unplug"])
     label = "floppy" if params["kind"] == "floppy" else "%s[%s]" % (args.DEVICE_GROUPS[params["kind"]], device["name"])
     entry = result["diff"]["after"].get("devices", {}).get(label)
     result["device"] = result["devices"][entry["id"]] if entry else {}

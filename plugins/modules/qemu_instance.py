@@ -16,7 +16,8 @@ description:
   - Device IDs, PCI slots and the SCSI controller follow Ganeti's KVM designs; option names
     follow Ganeti's hvparams. Per-disk options override the instance default.
   - Everything is validated before QEMU is touched (paths, formats, qcow2 backing chains, kernel
-    and initrd). The runtime file is written before QEMU starts; QEMU starts paused, every device
+    and initrd). Every path option must be absolute (QEMU runs in C(/)); a relative one fails naming
+    the option. The runtime file is written before QEMU starts; QEMU starts paused, every device
     is verified over QMP (C(query-block) by qdev, C(query-pci), C(qom-list)), and only then does
     the guest run. On any failure that QEMU is stopped and no runtime file is left.
   - Every change is recorded in the runtime file before the first QMP command and after the
@@ -591,6 +592,18 @@ options:
         run changes nothing. With O(purge_undeclared=true) they are removed like any other device
         that is not declared.
       - Devices this module declared are removed when they are no longer declared, either way.
+      - The devices M(blocklayer.qemu.qemu_device) attached are kept across O(state=stopped) and
+        V(running) too (read from the layout the stop recorded), and by a restart and a migration;
+        those it attached with C(persistent=false) are kept only while their QEMU runs.
+    type: bool
+    default: false
+  allow_boot_unplug:
+    description:
+      - Unplugging the device the running guest boots from (the one given a C(bootindex) at start -
+        the first disk with O(boot_order=disk), the first NIC with O(boot_order=network)), because it
+        is no longer declared, fails before anything is changed unless this is V(true). Hot-plugged
+        devices have no C(bootindex), and an instance started with O(kernel_path) boots its kernel,
+        not a device. A restart (O(allow_restart)) unplugs nothing and needs no confirmation.
     type: bool
     default: false
   adopt:
@@ -876,19 +889,23 @@ def _supported_aio(params):
 def converge(task: Task) -> dict:
     params = task.module.params
     uuid = ids.canonical_uuid(params["uuid"], "uuid") if params["uuid"] else ids.instance_uuid(params["name"])
+    if params["state"] == "running":
+        args.check_paths(ARGUMENT_SPEC, params)
     instance = task.open_instance(uuid)
     if params["state"] != "running":
         return instance.ensure_stopped() if params["state"] == "stopped" else instance.ensure_absent()
     if not params["purge_undeclared"]:
-        # What qemu_device attached stays unless the play asks to purge it (docs/design.md).
-        kept = plan.kept_devices(instance.rt.layout if instance.rt else None, params)
+        # What qemu_device attached stays unless the play asks to purge it (docs/design.md), also
+        # when the instance starts again from the layout a stop recorded (``before``, not ``rt``).
+        kept = plan.kept_devices(instance.before.layout if instance.before else None, params,
+                                 running=instance.pid is not None)
         params = dict(params, disks=params["disks"] + kept["disks"], nics=params["nics"] + kept["nics"])
     instance_spec = spec.instance_from(params, _supported_aio(params))
     adopt = {key: value for key, value in (params["adopt"] or {}).items() if value}
     if adopt:
         instance.adopt(instance_spec, adopt)  # a QEMU someone else started (docs/migration.md)
     return instance.ensure_running(instance_spec, params["allow_restart"], params["qemu_firmware_dirs"],
-                                   params["qemu_module_dir"])
+                                   params["qemu_module_dir"], allow_boot_unplug=params["allow_boot_unplug"])
 
 
 def main():

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from .conftest import COLLECTIONS
+from .conftest import COLLECTIONS, run_module
 
 
 def _disks(vm, n, **over):
@@ -67,6 +67,10 @@ CASES = {
                                    r"the header declares it raw"),
     "kernel missing": (lambda vm: dict(kernel_path=str(vm.images / "vmlinux")),
                        r"kernel_path: .*vmlinux does not exist"),
+    "relative kernel path": (lambda vm: dict(kernel_path="boot/vmlinux"),
+                             r"^kernel_path: 'boot/vmlinux' is a relative path; give an absolute path"),
+    "relative CD-ROM path": (lambda vm: dict(cdroms=[dict(name="cd", path="x.iso")]),
+                             r"^cdroms\[cd\]\.path: 'x.iso' is a relative path; give an absolute path"),
 }
 
 
@@ -125,3 +129,84 @@ def test_missing_qemu_qmp_library_is_reported(vm):
     result = json.loads(proc.stdout)
     assert result["failed"] and "Failed to import the required Python library (qemu.qmp)" in result["msg"]
     assert not os.path.exists(vm.state_dir)
+
+
+def runtime_bytes(state_dir):
+    with open(os.path.join(state_dir, "runtime.json"), "rb") as handle:
+        return handle.read()
+
+
+def peripherals(vm):
+    with vm.qmp() as qmp:
+        return {p["name"] for p in qmp("qom-list", path="/machine/peripheral")}
+
+
+def device(vm, kind, device, **options):
+    return run_module("qemu_device", dict(options, name="t", state_dir=vm.state_dir, kind=kind, device=device))
+
+
+def test_unplugging_the_boot_disk_needs_allow_boot_unplug_and_reasons_say_who_asked(vm):
+    common = dict(scsi_controller_type="virtio-scsi-pci", unplug_timeout=10)  # scsi-hd unplugs without a guest
+    root, b, c = [dict(name=n, path=vm.image(n + ".raw"), disk_type="scsi-hd") for n in ("root", "b", "c")]
+    vm.run(disks=[root, b, c], **common)
+    not_declared = vm.run(disks=[root, b], **common)
+    assert [(a["action"], a["name"], a.get("reason")) for a in not_declared["actions"]] == [
+        ("detach", "c", "not declared")]
+    absent = device(vm, "disk", dict(name="b"), state="absent", unplug_timeout=10)
+    assert [(a["action"], a["name"], a.get("reason")) for a in absent["actions"]] == [
+        ("detach", "b", "state: absent")]
+    root_id = json.loads(runtime_bytes(vm.state_dir))["layout"]["devices"][0]["id"]
+    before = runtime_bytes(vm.state_dir)
+    for refused, why in ((device(vm, "disk", dict(name="root"), state="absent"), "state: absent"),
+                         (vm.run(disks=[], **common), "not declared")):
+        assert refused["failed"] and refused["changed"] is False, refused
+        assert refused["msg"].startswith("disks[root] (%s) is the device the guest boots from (bootindex 1) and would "
+                                         "be unplugged (%s)" % (root_id, why)), refused["msg"]
+        assert "allow_boot_unplug: true" in refused["msg"]
+        assert "device_del" not in [c["execute"] for c in refused["qmp_commands"]]
+    assert runtime_bytes(vm.state_dir) == before and root_id in peripherals(vm)
+    gone = device(vm, "disk", dict(name="root"), state="absent", allow_boot_unplug=True, unplug_timeout=10)
+    assert [(a["action"], a["name"]) for a in gone["actions"]] == [("detach", "root")] and gone["changed"]
+    assert root_id not in peripherals(vm)
+
+
+def test_a_relative_path_of_any_module_fails_naming_the_option_before_anything_runs(vm):
+    a = dict(name="a", path=vm.image("a.qcow2", fmt="qcow2"), format="qcow2")
+    vm.run(disks=[a])
+    before = runtime_bytes(vm.state_dir)
+    blockdev = dict(name="t", state_dir=vm.state_dir, disk="a")
+    for result, option, path in (
+            (run_module("qemu_blockdev", dict(blockdev, snapshot=dict(path="snap.qcow2"))), "snapshot.path",
+             "snap.qcow2"),
+            (run_module("qemu_blockdev", dict(blockdev, mirror=dict(path="copy.qcow2"))), "mirror.path", "copy.qcow2"),
+            (run_module("qemu_blockdev", dict(name="t", state_dir=vm.state_dir, node="n", state="present",
+                                              path="n.qcow2")), "path", "n.qcow2"),
+            (device(vm, "disk", dict(name="b", path="b.raw")), "device.path", "b.raw")):
+        assert result["failed"] and result["changed"] is False, result
+        assert result["msg"].startswith("%s: '%s' is a relative path; give an absolute path" % (option, path))
+        assert not result.get("qmp_commands")  # QEMU was not even asked
+    assert runtime_bytes(vm.state_dir) == before
+
+
+def test_a_failed_start_or_attach_that_left_nothing_reports_changed_false(vm, tmp_path):
+    held = dict(name="held", path=vm.image("held.raw"))
+    vm.run(disks=[held])
+    vm.run(state="stopped")
+    stopped = runtime_bytes(vm.state_dir)
+    holder = vm.run(name="holder", state_dir=str(tmp_path / "holder"), disks=[held])  # takes the image's lock
+    assert holder["changed"] and not holder.get("failed"), holder.get("msg")
+
+    started = vm.run(disks=[held])
+    assert started["failed"] and 'Failed to get "write" lock' in started["msg"], started
+    assert started["changed"] is False
+    assert runtime_bytes(vm.state_dir) == stopped and vm.pids() == []  # the holder runs in its own dir
+
+    other = dict(name="other", path=vm.image("other.raw"))
+    assert vm.run(disks=[other])["changed"]
+    running = runtime_bytes(vm.state_dir)
+    attached = vm.run(disks=[other, held])
+    assert attached["failed"] and "what was added was removed" in attached["msg"], attached
+    assert attached["changed"] is False
+    assert runtime_bytes(vm.state_dir) == running
+    with vm.qmp() as qmp:
+        assert not [n for n in qmp("query-named-block-nodes", flat=True) if n["file"] == held["path"]]

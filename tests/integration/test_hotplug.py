@@ -57,6 +57,25 @@ def test_scsi_hot_add_and_remove_complete_with_the_event(vm, controller):
     assert vm.run(scsi_controller_type=controller, disks=[a])["changed"] is False
 
 
+@pytest.mark.parametrize("controller", ["lsi", "megasas", "virtio-scsi-pci"])
+def test_a_scsi_hot_add_onto_lsi_or_megasas_warns_that_linux_needs_a_rescan(vm, controller):
+    a = dict(name="a", path=vm.image("a.raw"))
+    vm.run(scsi_controller_type=controller, disks=[a])
+    s = dict(name="s", path=vm.image("s.raw"), disk_type="scsi-hd")
+    added = vm.run(scsi_controller_type=controller, disks=[a, s])
+    assert [(x["action"], x["name"]) for x in added["actions"]] == [("attach", "scsi"), ("attach", "s")]
+    with vm.qmp() as qmp:  # the hot-plug itself worked
+        assert record(vm, "s")["id"] in {p["name"] for p in qmp("qom-list", path="/machine/peripheral")}
+    texts = [w["event"]["msg"] if isinstance(w, dict) else w for w in added.get("warnings") or []]
+    warned = [w for w in texts if "SCSI rescan" in w]
+    if controller == "virtio-scsi-pci":
+        assert warned == []
+    else:
+        (warning,) = warned
+        assert "disks[s]" in warning and "scsi_controller_type: virtio-scsi-pci" in warning
+        assert {"lsi": "lsi53c895a", "megasas": "megasas"}[controller] in warning
+
+
 def test_scsi_disk_on_an_instance_without_controller_brings_one(vm):
     a = dict(name="a", path=vm.image("a.raw"))
     vm.run(scsi_controller_type="virtio-scsi-pci", disks=[a])
@@ -213,7 +232,8 @@ def test_check_mode_returns_actions_and_commands_and_sends_none(vm):
     vm.run(scsi_controller_type="virtio-scsi-pci", disks=[a])
     before = runtime_of(vm)
     b = dict(name="b", path=vm.image("b.raw"), disk_type="scsi-hd")
-    planned = vm.run(check=True, diff=True, scsi_controller_type="virtio-scsi-pci", disks=[b])
+    planned = vm.run(check=True, diff=True, scsi_controller_type="virtio-scsi-pci", disks=[b],
+                     allow_boot_unplug=True)  # a is the boot disk
     assert [(x["action"], x["name"]) for x in planned["actions"]] == [("detach", "a"), ("attach", "b")]
     assert executed(planned) == ["device_del", "blockdev-del", "blockdev-add", "device_add"]
     assert runtime_of(vm) == before

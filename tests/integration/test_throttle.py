@@ -123,7 +123,8 @@ def test_a_shared_group_serves_two_disks_changes_once_and_goes_with_its_last_dis
     with vm.qmp() as qmp:
         assert limits(qmp, "tg.web") == dict(UNLIMITED, **{"bps-total": 409600})
 
-    ok(vm.run(disks=[b, c], unplug_timeout=10, **common2))  # a's PCI unplug needs a guest: it stays pending
+    # a's PCI unplug needs a guest: it stays pending; a is the boot disk (allow_boot_unplug).
+    ok(vm.run(disks=[b, c], unplug_timeout=10, allow_boot_unplug=True, **common2))
     gone_b = ok(vm.run(disks=[c], unplug_timeout=10, **common2))
     # scsi-hd unplugs without a guest: the group can go once b's throttle node is gone, unless a still holds it.
     with vm.qmp() as qmp:
@@ -139,7 +140,7 @@ def test_the_last_disk_of_a_group_removed_deletes_the_group(vm):
     b = dict(name="b", path=vm.image("b.raw"), throttle_group="db", disk_type="scsi-hd")
     common = dict(scsi_controller_type="virtio-scsi-pci", throttle_groups=groups)
     ok(vm.run(disks=[a, b], **common))
-    first = ok(vm.run(disks=[b], unplug_timeout=10, **common))
+    first = ok(vm.run(disks=[b], unplug_timeout=10, allow_boot_unplug=True, **common))  # a is the boot disk
     assert [x["action"] for x in first["actions"]] == ["detach"]
     with vm.qmp() as qmp:
         assert "tg.db" in objects(qmp)

@@ -221,7 +221,7 @@ def test_a_new_group_is_added_before_its_first_user_and_the_last_user_removed_de
 
 
 def test_detaching_the_last_disk_of_a_group_deletes_the_group_after_the_detach():
-    data = running(disks=[disk("a", throttle_group="web"), disk("b")], throttle_groups=GROUPS)
+    data = running(disks=[disk("b"), disk("a", throttle_group="web")], throttle_groups=GROUPS)
     actions = reconcile(data, disks=[disk("b")], throttle_groups=GROUPS)
     assert [(a.action, a.name) for a in actions] == [(plan.DETACH, "a"), (plan.GROUP_DEL, "web")]
     detach = actions[0]
@@ -363,7 +363,7 @@ def test_applying_group_actions_keeps_the_runtime_groups():
 
 
 def test_a_group_still_in_use_is_kept_recorded_with_a_warning():
-    data = running(disks=[disk("a", throttle_group="web"), disk("b")], throttle_groups=GROUPS)
+    data = running(disks=[disk("b"), disk("a", throttle_group="web")], throttle_groups=GROUPS)
     (_detach, delete) = reconcile(data, disks=[disk("b")], throttle_groups=GROUPS)
     applier = hotplug.Applier(ScriptedQmp({"object-del": "object 'tg.web' is in use, can not be deleted"}), data, 5)
     applier.apply([delete])
