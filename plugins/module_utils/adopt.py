@@ -19,7 +19,7 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import DIS
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Record
 from ansible_collections.blocklayer.qemu.plugins.module_utils.topology import ROOT_PORT_DRIVER, SCSI_CONTROLLERS
-from ansible_collections.blocklayer.qemu.plugins.module_utils.verify import block_by_id
+from ansible_collections.blocklayer.qemu.plugins.module_utils.verify import block_by_id, network_clients
 
 CONTROLLER_DRIVERS = tuple(m.driver for m in SCSI_CONTROLLERS.values()) + (ROOT_PORT_DRIVER,)
 _DISK_TYPES = {driver: disk_type for disk_type, driver in DISK_DRIVERS.items()}
@@ -124,14 +124,9 @@ def _hvinfo(dev_id: str, driver: str, props: dict) -> dict:
 
 
 def _netdev_types(network: str) -> dict:
-    """``info network``: each netdev line ``\\ net0: index=0,type=user,...`` -> its type."""
-    found = {}
-    for line in network.splitlines():
-        name, sep, rest = line.strip().lstrip("\\").strip().partition(": ")
-        fields = dict(f.partition("=")[::2] for f in rest.split(","))
-        if sep and fields.get("type") and fields["type"] != "nic":
-            found[name] = fields["type"]
-    return found
+    """``info network``: each netdev -> its type (``user``, ``tap``, ...; a NIC's is ``nic``)."""
+    return {name: fields["type"] for name, fields in network_clients(network).items()
+            if fields.get("type") and fields["type"] != "nic"}
 
 
 def _nic(dev_id: str, info: dict, props: dict, netdev_types: dict) -> dict:

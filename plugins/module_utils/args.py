@@ -7,11 +7,18 @@ from __future__ import annotations
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import cache, spec
 
+# The waits a task may spend, one source for each default (instance.Timeouts, the modules).
+START_TIMEOUT = dict(type="float", default=30.0)
+SHUTDOWN_TIMEOUT = dict(type="float", default=60.0)
+UNPLUG_TIMEOUT = dict(type="float", default=5.0)
+JOB_TIMEOUT = dict(type="float", default=600.0)
+QMP_TIMEOUT = dict(type="float", default=10.0)
+
 # Which instance and how to reach it (doc fragment blocklayer.qemu.instance).
 INSTANCE_OPTIONS = dict(
     name=dict(type="str", required=True),
     state_dir=dict(type="path", required=True),
-    qmp_timeout=dict(type="float", default=10.0),
+    qmp_timeout=QMP_TIMEOUT,
     lock_timeout=dict(type="float", default=120.0),
 )
 
@@ -63,7 +70,7 @@ DEVICE_OPTIONS = {"disk": DISK_OPTIONS, "cdrom": CDROM_OPTIONS, "floppy": FLOPPY
 DEVICE_GROUPS = {"disk": "disks", "cdrom": "cdroms", "floppy": "floppy", "nic": "nics"}
 
 LIVE_OPTIONS = dict(
-    unplug_timeout=dict(type="float", default=5.0),
+    unplug_timeout=UNPLUG_TIMEOUT,
     allow_boot_unplug=dict(type="bool", default=False),
 )
 

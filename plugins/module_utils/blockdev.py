@@ -10,7 +10,7 @@ closes it with the format node (bdrv_close() drops the child), so a disk costs o
 to add and one to delete instead of two (docs/design.md "Speed"). Records written before
 keep the protocol node as a node of its own (``"file": "<name>"``), which is added and
 deleted on its own as before; ``flat`` gives every node either way. Every node has an
-explicit name and carries the same ``cache`` (nodes do not inherit it, reference §2.1).
+explicit name and carries the same ``cache`` (nodes do not inherit it: docs/design.md "Start", QEMU docs/system/qemu-block-drivers.rst).
 """
 
 from __future__ import annotations

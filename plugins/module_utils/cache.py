@@ -5,7 +5,8 @@
 
 -blockdev has no cache.writeback: the writeback bit is the guest device's ``write-cache``
 property, and ``cache.direct``/``cache.no-flush`` must be set on every node of the chain
-because nodes do not inherit them (reference §2.1, §5).
+because nodes do not inherit them (QEMU docs/system/qemu-block-drivers.rst, "cache" of
+blockdev-add in qapi/block-core.json BlockdevCacheOptions).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def io_settings(where: str, cache: str, aio: str, discard: str, detect_zeroes: s
     """Check one disk's I/O options against each other before QEMU is asked.
 
     ``where`` names the device in messages; ``supported_aio`` is the aio enum of the QEMU
-    binary's QMP schema (io_uring is conditional on CONFIG_LINUX_IO_URING, reference §2.2).
+    binary's QMP schema (io_uring is conditional on CONFIG_LINUX_IO_URING in qapi/block-core.json BlockdevAioOptions).
     """
     try:
         settings = cache_settings(cache)

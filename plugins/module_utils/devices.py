@@ -19,7 +19,7 @@ DISK_DRIVERS = {
 }
 CDROM_DRIVERS = {"ide": "ide-cd", "scsi": "scsi-cd"}
 # Pass-through SCSI devices report the host device's own identity and have no write-cache
-# property at all (reference §2.4; Proxmox fix #6680).
+# property at all (hw/scsi/scsi-disk.c: scsi_block_properties; Proxmox fix #6680).
 PASSTHROUGH_DRIVERS = ("scsi-block", "scsi-generic")
 
 
@@ -44,7 +44,8 @@ def disk_props(info: dict, serial: str, write_cache: str, bootindex=None, iothre
         props["write-cache"] = write_cache
     if info["driver"] == "scsi-hd":
         # With -blockdev the BlockBackend is anonymous, so scsi-hd would lose its VPD 0x83
-        # identifier; pin it to the device id as libvirt and Proxmox do (reference §2.4).
+        # identifier; pin it to the device id as libvirt and Proxmox do (hw/scsi/scsi-disk.c:
+        # scsi_disk_emulate_vpd_page, page 0x83 falls back to the BlockBackend name).
         props["device_id"] = info["id"]
     if bootindex is not None:
         props["bootindex"] = bootindex

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 # cmdline, probe, hotplug and recovery are imported where they are used: a no-op run (the
 # common case) starts nothing and changes nothing, and need not load them (docs/design.md "Speed").
 from ansible_collections.blocklayer.qemu.plugins.module_utils import (
-    graph, host, info, layout, plan, process, queries, runtime, spec as spec_mod, verify)
+    args, graph, host, info, layout, plan, process, queries, runtime, spec as spec_mod, verify)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession, explain
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
@@ -28,10 +28,12 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import Run
 
 @dataclass(init=False, repr=False, eq=False)
 class Timeouts(Value):
-    start: float = 30.0
-    shutdown: float = 60.0
-    qmp_connect: float = 5.0
-    qmp_command: float = 30.0
+    """The waits of one task; the defaults are the modules' (args.py)."""
+
+    start: float = args.START_TIMEOUT["default"]
+    shutdown: float = args.SHUTDOWN_TIMEOUT["default"]
+    qmp_connect: float = args.QMP_TIMEOUT["default"]
+    qmp_command: float = args.QMP_TIMEOUT["default"]
 
 
 def resolve_binary(binary: str) -> str:
@@ -67,7 +69,7 @@ class Instance:
     """
 
     def __init__(self, name: str, uuid: str, state, state_dir: str, check_mode: bool,
-                 timeouts: Timeouts = Timeouts(), unplug_timeout: float = 5.0):
+                 timeouts: Timeouts = Timeouts(), unplug_timeout: float = args.UNPLUG_TIMEOUT["default"]):
         self.name = name
         self.state = state
         self.paths = RuntimePaths(state_dir)
@@ -378,8 +380,8 @@ class Instance:
             if runtime.dumps(rt) == unchanged:
                 self.changed = changed  # the failed action undid its steps: all is as it was
 
-    def settle_journal(self, qmp, rt, live, job_timeout: float = 600.0, delete_unused: bool = False,
-                       wait_for=()):
+    def settle_journal(self, qmp, rt, live, job_timeout: float = args.JOB_TIMEOUT["default"],
+                       delete_unused: bool = False, wait_for=()):
         """Every entry an earlier run left begun, settled by the rule of its kind from what QEMU
         has now (docs/faults.md, docs/design.md "The action engine"): device and group actions by
         recovery.py, block-graph operations and standalone nodes by graphops, whose jobs may

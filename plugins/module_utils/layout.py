@@ -339,7 +339,7 @@ def layout_instance(spec: InstanceSpec, facts: dict, chains=None) -> Layout:
     if needs_scsi_controller(spec):
         placer.scsi_controller()
     if spec.floppy and spec.machine.machine_type == "q35":
-        # q35 has no built-in floppy controller (reference §2.5).
+        # q35 has no built-in floppy controller (hw/i386/pc_q35.c creates no isa-fdc).
         placer.controllers.append(_controller({"driver": "isa-fdc", "id": "fdc"}))
 
     placed = [placer.disk(d, facts, 1 if (hv.boot_order == "disk" and i == 0) else None)

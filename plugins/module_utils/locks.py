@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, List, Optional, Tuple
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils import process, runtime
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 from ansible_collections.blocklayer.qemu.plugins.module_utils.statedir import StateDir
 
@@ -175,11 +175,7 @@ def _comm(pid: int) -> str:
 
 def _instance_dir(pid: int) -> Optional[str]:
     """The state dir whose QMP socket this process serves, when it is a collection state dir."""
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as handle:
-            args = [a.decode("utf-8", "surrogateescape") for a in handle.read().split(b"\0")]
-    except OSError:
-        return None
+    args = process.cmdline_of(pid)
     for option, value in zip(args, args[1:]):
         if option != "-chardev":
             continue

@@ -86,7 +86,8 @@ THROTTLE, GROUP_ADD, GROUP_SET, GROUP_DEL = (
     "throttle", "add-throttle-group", "set-throttle-group", "delete-throttle-group")
 GROUP_KIND = "throttle_group"
 GROUP_ACTIONS = (GROUP_ADD, GROUP_SET, GROUP_DEL)
-# Buses QEMU cannot hot-plug on (reference §2.5, §2.6).
+# Buses QEMU cannot hot-plug on (qdev_device_add refuses a bus without a hotplug handler: "Bus ... does
+# not support hotplugging"; docs/design.md "Hot-plug and guests").
 COLD_ONLY_DRIVERS = ("ide-hd", "ide-cd", "floppy", "isa-fdc")
 _GROUPS = {"disk": "disks", "cdrom": "cdroms", "floppy": "floppy", "nic": "nics", "controller": "controllers",
            GROUP_KIND: "throttle_groups"}

@@ -13,7 +13,7 @@ import subprocess
 from typing import Optional
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError
-from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import explain
+from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import explain, peer_credentials
 
 
 def start(argv: list, env: dict, timeout: float) -> None:
@@ -207,13 +207,11 @@ def kill(pid: int, timeout: float = 5.0) -> None:
 def peer_pid(socket_path: str) -> int:
     """The pid of the process serving a unix socket (SO_PEERCRED of a connection to it)."""
     import socket
-    import struct
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(5.0)
         sock.connect(socket_path)
-        pid, _uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                              struct.calcsize("3i")))
+        pid, _uid, _gid = peer_credentials(sock)
     except OSError as exc:
         raise QemuError("cannot connect to QMP socket %s: %s" % (socket_path, exc.strerror or exc)) from None
     finally:

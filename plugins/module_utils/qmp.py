@@ -10,8 +10,8 @@ command and event from then on. So a run that only sends commands (a no-op, a ho
 imports asyncio and qemu.qmp, about a quarter of a module process (docs/design.md "Speed").
 
 Every call has a timeout (QMPClient has none, and a busy -qmp socket never greets a second
-client, reference §1.2); listeners are registered before the command that causes their
-event (§1.4); QEMU's errors become QemuError with its class and text and a translation.
+client: monitor/qmp.c serves one at a time); listeners are registered before the command that
+causes their event (docs/design.md "Reconcile"); QEMU's errors become QemuError with its class and text and a translation.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _asyncio_qmp():
     return asyncio, qemu.qmp
 
 
-# QEMU's texts (reference §2, §4) and what they mean for the user. Lock conflicts are told by
+# QEMU's texts (docs/faults.md) and what they mean for the user. Lock conflicts are told by
 # locks.describe_conflict, which also names the process holding the image.
 _LOCK_TEXTS = ('Failed to get "write" lock', 'Failed to get shared "write" lock',
                'Failed to get "consistent read" lock')
@@ -76,6 +76,11 @@ def explain(desc: str, sent=(), own_state_dir=None) -> str:
         if needle in desc:
             return "%s (%s)" % (desc, meaning)
     return desc
+
+
+def peer_credentials(sock) -> tuple:
+    """(pid, uid, gid) of the process at the other end of a connected unix socket (SO_PEERCRED)."""
+    return struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
 
 
 class QmpSession:
@@ -131,8 +136,7 @@ class QmpSession:
         try:
             sock.settimeout(self.connect_timeout)
             sock.connect(self.socket_path)
-            _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                                  struct.calcsize("3i")))
+            _pid, uid, _gid = peer_credentials(sock)
             if uid != os.geteuid():
                 raise QemuError("refusing QMP socket %s: it is served by uid %d, not uid %d"
                                 % (self.socket_path, uid, os.geteuid()))

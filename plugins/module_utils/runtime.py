@@ -8,8 +8,9 @@ Format 2 keeps apart what moves with the guest and what belongs to this host
 
 * ``layout``: the guest layout, portable to another host: name, UUID, machine type, the
   declaration, and per controller and device its record (spec, hvinfo, device props, node chain
-  bottom-up with its top, netdev, state, origin), plus instance-level throttle groups and
-  iothreads (empty until the block-graph work uses them);
+  bottom-up with its top, netdev, state, origin), plus instance-level throttle groups (a
+  device's own iothread is in its record's ``objects``; files written before keep an empty
+  ``iothreads`` list, which is ignored);
 * ``host``: the binding to this host: QEMU binary, version, firmware and module dirs, the
   accelerator, the argv and the pid;
 * ``status`` (``starting`` until every device is verified and the guest runs, then ``running``)
@@ -131,7 +132,6 @@ class GuestLayout(Record):
     controllers: List[dict] = field(default_factory=list)
     devices: List[dict] = field(default_factory=list)
     throttle_groups: List[dict] = field(default_factory=list)
-    iothreads: List[dict] = field(default_factory=list)
     # Standalone nodes qemu_blockdev added (a job's target): {"name", "path", "format",
     # "read_only", "nodes"}; no device uses them, a start rebuilds them (docs/block-graph.md).
     named_nodes: List[dict] = field(default_factory=list)
@@ -143,9 +143,6 @@ class GuestLayout(Record):
 
     def records(self) -> List[dict]:
         return self.controllers + self.devices
-
-    def find(self, dev_id: str) -> Optional[dict]:
-        return next((r for r in self.records() if r["id"] == dev_id), None)
 
     def put(self, record: dict) -> None:
         """Add or replace a record (by id), keeping the order of the others."""
@@ -233,7 +230,6 @@ def loads(text: bytes, where: str) -> Runtime:
             controllers=checker.records(layout, "controllers"),
             devices=checker.records(layout, "devices"),
             throttle_groups=checker.get(layout, "throttle_groups", list, "layout.", []),
-            iothreads=checker.get(layout, "iothreads", list, "layout.", []),
             named_nodes=checker.get(layout, "named_nodes", list, "layout.", []),
             machine=checker.get(layout, "machine", (str, type(None)), "layout.", None),
             cpu=checker.get(layout, "cpu", (str, type(None)), "layout.", None),
@@ -400,7 +396,7 @@ def _v1_to_v2(data: dict, where: str) -> dict:
             "machine_type": machine.get("machine_type", "pc"),
             "declaration": declaration,
             "controllers": data.get("controllers", []), "devices": data.get("devices", []),
-            "throttle_groups": [], "iothreads": [],
+            "throttle_groups": [],
         },
         "host": {
             "binary": qemu.get("binary", "qemu-system-x86_64"), "version": qemu.get("version"),

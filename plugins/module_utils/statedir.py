@@ -678,9 +678,9 @@ def _describe_pid(pid: int) -> str:
     """'pid 1234 (python3 AnsiballZ_qemu_device.py)', with the user when it is not ours."""
     if pid <= 0:
         return "a process in another pid namespace"
+    from ansible_collections.blocklayer.qemu.plugins.module_utils.process import cmdline_of  # on a conflict only
+    args = cmdline_of(pid)
     try:
-        with open("/proc/%d/cmdline" % pid, "rb") as handle:
-            args = [a.decode("utf-8", "replace") for a in handle.read().split(b"\0") if a]
         uid = os.stat("/proc/%d" % pid).st_uid
     except OSError:
         return "pid %d (gone now, or a process that inherited its lock)" % pid

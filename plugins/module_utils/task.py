@@ -12,7 +12,7 @@ import traceback
 
 from ansible.module_utils.basic import missing_required_lib
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils import args, runtime
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.instance import Instance, Timeouts
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import HAS_QMP, QMP_IMPORT_ERROR
@@ -42,7 +42,7 @@ class Task:
                             shutdown=params.get("shutdown_timeout", defaults.shutdown),
                             qmp_connect=params["qmp_timeout"], qmp_command=params["qmp_timeout"])
         self.instance = Instance(params["name"], uuid, self.state, self.state_dir, self.module.check_mode,
-                                 timeouts, params.get("unplug_timeout", 5.0))
+                                 timeouts, params.get("unplug_timeout", args.UNPLUG_TIMEOUT["default"]))
         return self.instance
 
     def open_running_instance(self) -> Instance:

@@ -26,7 +26,8 @@ class ScsiControllerModel(Value):
     max_lun: int
 
 
-# Limits measured on QEMU 7.2 (reference §2.4).
+# Limits of each model as QEMU 7.2 and 10.0 accept them (the max_target and max_lun of each
+# controller's SCSIBusInfo: hw/scsi/lsi53c895a.c, megasas.c, virtio-scsi.c).
 SCSI_CONTROLLERS = {
     "lsi": ScsiControllerModel("lsi53c895a", max_scsi_id=7, max_lun=0),
     "megasas": ScsiControllerModel("megasas", max_scsi_id=64, max_lun=255),
@@ -79,7 +80,7 @@ ROOT_PORT_DRIVER = "pcie-root-port"
 def root_ports(count: int, first_slot: int) -> list:
     """``count`` pcie-root-port props on pcie.0, eight functions per slot from ``first_slot``.
 
-    q35's pcie.0 cannot hot-plug (reference §2.8), so every PCI device sits in a root port of
+    q35's pcie.0 cannot hot-plug (QEMU docs/pcie.txt), so every PCI device sits in a root port of
     its own and can later be unplugged; packing ports as functions keeps pcie.0 slots free.
     """
     ports = []

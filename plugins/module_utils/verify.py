@@ -4,7 +4,7 @@
 """Does QEMU have every recorded device where the runtime file says? (pure)
 
 Input is the answer of three queries, whatever the number of devices: ``query-block`` keyed
-by ``qdev`` (BlockBackends are anonymous with -blockdev, reference §2.9), ``query-pci`` and
+by ``qdev`` (a -blockdev device's BlockBackend has no name, so ``device`` is empty: qapi/block.json BlockInfo), ``query-pci`` and
 ``qom-list /machine/peripheral`` (every device with an id and its QOM type). query-pci shows
 devices behind a root port only once firmware has numbered the buses, so for those the QOM
 entry is the proof.
@@ -25,6 +25,18 @@ QUERIES = (("query-block", {}), ("query-pci", {}), ("qom-list", {"path": "/machi
 _PERIPHERAL = "/machine/peripheral/"
 
 
+def network_clients(network: str) -> dict:
+    """``info network`` -> name -> its fields (``type``, ``model``, ...): net/net.c
+    print_net_client writes one ``<name>: index=...,type=...`` line each, a netdev under its NIC
+    prefixed with ``\\``."""
+    found = {}
+    for line in network.splitlines():
+        name, sep, rest = line.strip().lstrip("\\").strip().partition(": ")
+        if sep and rest.startswith("index="):
+            found[name] = dict(f.partition("=")[::2] for f in rest.split(","))
+    return found
+
+
 @dataclass(init=False, repr=False, eq=False)
 class Live(Value):
     """What QEMU has now, from the answers to QUERIES."""
@@ -41,14 +53,8 @@ class Live(Value):
 
     @property
     def netdevs(self) -> set:
-        """Every NIC and netdev name of ``info network`` (net/net.c:print_net_client: one
-        ``<name>: index=...`` line each, a netdev under its NIC prefixed with ``\\``)."""
-        found = set()
-        for line in self.network.splitlines():
-            name, sep, rest = line.strip().lstrip("\\").strip().partition(": ")
-            if sep and rest.startswith("index="):
-                found.add(name)
-        return found
+        """Every NIC and netdev name of ``info network``."""
+        return set(network_clients(self.network))
 
     @property
     def types(self) -> dict:

@@ -356,7 +356,7 @@ ARGUMENT_SPEC = dict(
     cancel=dict(type="bool", default=False),
     delete_unused=dict(type="bool", default=False),
     wait=dict(type="bool", default=True),
-    job_timeout=dict(type="float", default=600.0),
+    job_timeout=args.JOB_TIMEOUT,
 )
 
 

@@ -869,8 +869,8 @@ ARGUMENT_SPEC = dict(
     adopt=dict(type="dict", options=dict(qmp_socket=dict(type="path"),
                                          ganeti_runtime=dict(type="path"), names=dict(type="dict"))),
     **args.LIVE_OPTIONS,
-    start_timeout=dict(type="float", default=30.0),
-    shutdown_timeout=dict(type="float", default=60.0),
+    start_timeout=args.START_TIMEOUT,
+    shutdown_timeout=args.SHUTDOWN_TIMEOUT,
 )
 
 

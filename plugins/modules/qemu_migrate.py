@@ -261,7 +261,7 @@ ARGUMENT_SPEC = dict(
     accel=dict(type="str", choices=["auto", "kvm", "tcg"]),
     uri=dict(type="str"),
     timeout=dict(type="float", default=300.0),
-    start_timeout=dict(type="float", default=30.0),
+    start_timeout=args.START_TIMEOUT,
 )
 
 
