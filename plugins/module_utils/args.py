@@ -67,7 +67,7 @@ NIC_OPTIONS = dict(
 )
 DEVICE_OPTIONS = {"disk": DISK_OPTIONS, "cdrom": CDROM_OPTIONS, "floppy": FLOPPY_OPTIONS, "nic": NIC_OPTIONS}
 # Where each kind lives in qemu_instance's parameters.
-DEVICE_GROUPS = {"disk": "disks", "cdrom": "cdroms", "floppy": "floppy", "nic": "nics"}
+DEVICE_GROUPS = {kind: spec.OPTION_GROUPS[kind] for kind in DEVICE_OPTIONS}
 
 LIVE_OPTIONS = dict(
     unplug_timeout=UNPLUG_TIMEOUT,

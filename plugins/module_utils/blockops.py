@@ -75,7 +75,7 @@ def converge(task) -> dict:
     if params.get("node"):
         return converge_node(task)
     instance = task.open_running_instance()
-    instance._require_trusted()
+    instance.require_trusted()
     record = _disk_record(instance.rt, params["disk"])
     before = chain_report(record)
     if task.module.check_mode:
@@ -174,7 +174,7 @@ def converge_node(task) -> dict:
     params = task.module.params
     name = standalone.check_name(params["node"])
     instance = task.open_running_instance()
-    instance._require_trusted()
+    instance.require_trusted()
     before = _node_report(instance.rt.layout.named_node(name))
 
     def plan(rt):

@@ -148,7 +148,7 @@ class Instance:
                 % (self.paths.runtime_file, self.rt.layout.uuid, pid, given))
             self.rt = None
 
-    def _require_trusted(self) -> None:
+    def require_trusted(self) -> None:
         if self.damaged:
             raise ConfigError("%s; a QEMU of instance %s runs as pid %d: run state: stopped to stop it, then "
                               "start afresh" % (self.damaged, self.name, self.pid))
@@ -166,7 +166,7 @@ class Instance:
         """The QMP socket recorded for an adopted QEMU, or None for one the collection started."""
         return self.rt.host.qmp_socket if self.rt else None
 
-    def _qmp_socket(self) -> str:
+    def qmp_socket(self) -> str:
         return self._adopted_socket() or self.paths.qmp_socket
 
     def _find_adopted(self):
@@ -220,7 +220,7 @@ class Instance:
                                  % (pid, ", ".join(found.ignored)))
         if not self.check_mode:
             self.state.mark(spec.name, spec.uuid)
-            self._save(rt)
+            self.save(rt)
             self.changed = True
         self.rt = self.before = rt
         self.uuid = spec.uuid
@@ -250,7 +250,7 @@ class Instance:
             "diff": {"before": info.summary(self.before.layout if self.before else None), "after": info.summary(lay)},
             "state": "running" if rt else "stopped",
             "pid": self.pid if rt else None,
-            "qmp_socket": self._qmp_socket() if rt else None,
+            "qmp_socket": self.qmp_socket() if rt else None,
             "runtime_file": self.paths.runtime_file if rt else None,
             "devices": {d["id"]: d["hvinfo"] for d in records},
             "argv": rt.host.argv if rt else [],
@@ -260,10 +260,10 @@ class Instance:
             "warnings": self.warnings,
         }
 
-    def _session(self) -> QmpSession:
-        return QmpSession(self._qmp_socket(), self.timeouts.qmp_connect, self.timeouts.qmp_command)
+    def session(self) -> QmpSession:
+        return QmpSession(self.qmp_socket(), self.timeouts.qmp_connect, self.timeouts.qmp_command)
 
-    def _save(self, rt) -> None:
+    def save(self, rt) -> None:
         self.state.write_atomic(runtime.RUNTIME_FILE, runtime.dumps(rt))
 
     # -- running ------------------------------------------------------------------------------
@@ -274,15 +274,15 @@ class Instance:
         self.live_options = {"persistent": persistent, "allow_boot_unplug": allow_boot_unplug}
         self.refuse_migration_states()
         if self.pid:
-            self._require_trusted()
+            self.require_trusted()
             recorded, self.rt.host.pid = self.rt.host.pid, self.pid  # format 1 kept it only in the pidfile
             if recorded not in (None, self.pid):
-                # The pidfile names the QEMU serving the socket (_require_trusted): that one is the instance's.
+                # The pidfile names the QEMU serving the socket (require_trusted): that one is the instance's.
                 self.warnings.append("runtime file %s said host.pid %d, but the QEMU serving its QMP socket (and "
                                      "named by its pidfile) is pid %d; recorded %d"
                                      % (self.paths.runtime_file, recorded, self.pid, self.pid))
                 if not self.check_mode:
-                    self._save(self.rt)
+                    self.save(self.rt)
         elif self.damaged:
             raise self.damaged  # never replaced: it may be the only record of what that instance had
         elif self.rt:
@@ -325,7 +325,7 @@ class Instance:
             self.qmp_commands = [c for a in actions for c in a.commands]
             return replace(rt, layout=plan.expected_after(rt.layout, actions, declaration)) if actions else rt
         restart = redo = False
-        with self._session() as qmp:
+        with self.session() as qmp:
             try:
                 redo = rt.status == runtime.STATUS_STARTING and not self._finish_start(qmp, rt, fresh=False)
                 if not redo:
@@ -351,7 +351,7 @@ class Instance:
             self.actions.append({"action": "redo-start", "reason": "a killed run left QEMU paused at start "
                                  "without the recorded devices"})
             start = self._prepare_start(spec, firmware_dirs, module_dir)
-            self._kill()
+            self.kill()
             self._forget()
             return self._start(start)
         if restart:
@@ -366,7 +366,7 @@ class Instance:
         from ansible_collections.blocklayer.qemu.plugins.module_utils import hotplug  # only when changing
         unchanged, changed = runtime.dumps(rt), self.changed
         rt.journal = [hotplug.journal_entry(a) for a in actions]
-        self._save(rt)
+        self.save(rt)
         self._report(actions)
         self.changed = True
         applier = hotplug.Applier(qmp, rt.layout, self.unplug_timeout)
@@ -376,7 +376,7 @@ class Instance:
         finally:
             rt.journal = self._graph_entries(rt) + applier.unfinished
             self.warnings += applier.warnings
-            self._save(rt)
+            self.save(rt)
             if runtime.dumps(rt) == unchanged:
                 self.changed = changed  # the failed action undid its steps: all is as it was
 
@@ -391,7 +391,7 @@ class Instance:
         from ansible_collections.blocklayer.qemu.plugins.module_utils import graphops  # block jobs only
         if self._recover(qmp, rt, live) and self._graph_entries(rt):
             live = self._live(qmp)
-        runner = graphops.GraphRunner(qmp, rt, self._save, job_timeout, delete_unused)
+        runner = graphops.GraphRunner(qmp, rt, self.save, job_timeout, delete_unused)
         if self._graph_entries(rt):
             before = len(rt.journal), [r.get("nodes") for r in rt.layout.devices], list(rt.layout.named_nodes)
             try:
@@ -418,7 +418,7 @@ class Instance:
             applier.apply(actions)
         finally:
             rt.journal = self._graph_entries(rt) + applier.unfinished
-            self._save(rt)
+            self.save(rt)
         return True
 
     @staticmethod
@@ -432,7 +432,7 @@ class Instance:
         ``work`` returns. The graph runner's warnings join the task's, also when it fails."""
         rt = self.rt
         runner = None
-        with self._session() as qmp:
+        with self.session() as qmp:
             try:
                 runner = self.settle_journal(qmp, rt, self._live(qmp), **settle)
                 return work(qmp, rt, runner)
@@ -491,7 +491,7 @@ class Instance:
                 "runtime file %s does not match QEMU: layout.devices[%d] (%s[%s], %s) names node%s %s, which QEMU "
                 "does not have (the device uses %s); nothing was changed. Put back the node names QEMU has "
                 "(query-named-block-nodes), or run state: stopped and start the instance again"
-                % (self.paths.runtime_file, index, plan._GROUPS.get(record["kind"], record["kind"]),
+                % (self.paths.runtime_file, index, spec_mod.OPTION_GROUPS.get(record["kind"], record["kind"]),
                    record.get("name"), record["id"], "s" if len(missing) > 1 else "", ", ".join(missing),
                    live.roots.get(record["id"]) or "no node"))
 
@@ -558,7 +558,7 @@ class Instance:
         changed = self.changed or not (self.state.created or self.state.marked())
         self.state.prepare_for_qemu(runtime.QEMU_FILES)
         self.state.mark(rt.layout.name, rt.uuid)
-        self._save(rt)  # status starting: a run killed from here on finds and finishes it
+        self.save(rt)  # status starting: a run killed from here on finds and finishes it
         self.changed = True
         try:
             try:
@@ -568,7 +568,7 @@ class Instance:
             self.pid = process.parse_pid(self.state.read(runtime.PIDFILE))
             self.trusted = True
             rt.host.pid = self.pid
-            with self._session() as qmp:
+            with self.session() as qmp:
                 try:
                     if not self._finish_start(qmp, rt, fresh=True):
                         raise QemuError("QEMU started without the declared devices: %s"
@@ -576,7 +576,7 @@ class Instance:
                 finally:
                     self.qmp_commands += qmp.sent
         except BaseException:
-            self._kill()
+            self.kill()
             # A start given up on (start_timeout) may leave the QEMU it forked, pidfile or not.
             left = process.kill_serving(self.paths.qmp_socket)
             if left:
@@ -611,7 +611,7 @@ class Instance:
         rt.host.version = qmp.version
         rt.host.pid = self.pid
         rt.status = runtime.STATUS_RUNNING
-        self._save(rt)
+        self.save(rt)
         self.changed = True
         return True
 
@@ -655,7 +655,7 @@ class Instance:
         if not self.check_mode:
             self.changed = True
             try:
-                with self._session() as qmp:
+                with self.session() as qmp:
                     try:
                         how = self._shutdown(qmp)
                     finally:
@@ -668,7 +668,7 @@ class Instance:
             if how == "quit" and self.timeouts.shutdown > 0:
                 self.warnings.append("the guest of %s did not power down within %s s (shutdown_timeout); QEMU "
                                      "was ended with quit" % (self.name, self.timeouts.shutdown))
-            self._kill()
+            self.kill()
             self._forget()
         self.actions.append({"action": "stop", "how": how, "reason": reason})
         self.pid = None
@@ -689,7 +689,7 @@ class Instance:
         return "quit"
 
     # -- files --------------------------------------------------------------------------------
-    def _kill(self) -> None:
+    def kill(self) -> None:
         """End the QEMU of this instance (never another process: it must serve our socket)."""
         if self.pid and self._is_our_qemu(self.pid):
             process.kill(self.pid)
@@ -708,7 +708,7 @@ class Instance:
             self.before = replace(last, status=runtime.STATUS_STOPPED, journal=[],
                                   layout=graph.settle_stopped(last.layout, last.journal),
                                   host=replace(last.host, pid=None))
-            self._save(self.before)
+            self.save(self.before)
         elif not self.unreadable:
             self.state.remove(runtime.RUNTIME_FILE)
         self.rt = None
@@ -744,7 +744,7 @@ def _name_the_device(exc: QemuError, placed) -> QemuError:
         if device.netdev:
             args.append(cmdline.as_json(device.netdev))
         if match.group(1) in args:
-            label = "%s[%s]" % (plan._GROUPS[device.kind], device.name) if device.kind != "controller" else device.id
+            label = "%s[%s]" % (spec_mod.OPTION_GROUPS[device.kind], device.name) if device.kind != "controller" else device.id
             # From the refusal on: a lock conflict's next line names the image.
             text = exc.desc[match.start(2):]
             return QemuError("%s (%s): QEMU refused to start it: %s" % (label, device.id, explain(text)),

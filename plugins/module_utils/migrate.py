@@ -21,7 +21,6 @@ from typing import Optional
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, graph, process, queries, runtime, verify
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
-from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession
 
 STEPS = ("export", "prepare", "migrate", "finish", "abort")
 # Both sides: MIGRATION events (off by default), and the return path, over which the target
@@ -417,14 +416,8 @@ class Migration:
         self.state = self.instance.state
 
     # -- helpers ------------------------------------------------------------------------------
-    def _session(self) -> QmpSession:
-        t = self.instance.timeouts
-        # An adopted QEMU serves its own socket (docs/migration.md "Adoption").
-        sock = (self.instance.rt.host.qmp_socket if self.instance.rt else None) or self.paths.qmp_socket
-        return QmpSession(sock, t.qmp_connect, t.qmp_command)
-
     def _save(self, rt) -> None:
-        self.state.write_atomic(runtime.RUNTIME_FILE, runtime.dumps(rt))
+        self.instance.save(rt)
         self.instance.changed = True
 
     def _act(self, action: str, **info) -> None:
@@ -462,7 +455,7 @@ class Migration:
         if not (drives or ring_records(rt.layout)):
             return self._result(**export_data(rt))
         # Read-only queries over one connection; the source and its runtime file stay as they are.
-        with self._session() as qmp:
+        with self.instance.session() as qmp:
             try:
                 rings = self._rings(qmp, rt.layout)
                 layout = self._converted(qmp, rt.layout) if drives else None
@@ -597,7 +590,7 @@ class Migration:
         self._save(rt)  # incoming: a run killed from here on finds the QEMU it started
         process.start(rt.host.argv, env, self.instance.timeouts.start)
         self.instance.pid = rt.host.pid = process.parse_pid(self.state.read(runtime.PIDFILE))
-        with self._session() as qmp:
+        with self.instance.session() as qmp:
             try:
                 live = queries.live(qmp)
                 problems = verify.problems(rt.layout.records(), live.block, live.pci, live.qom)
@@ -611,7 +604,7 @@ class Migration:
 
     def _undo_prepare(self, previous: Optional[bytes]) -> None:
         """Leave the target as it was: no QEMU, and no runtime file (or the one it had)."""
-        self.instance._kill()  # pylint: disable=protected-access
+        self.instance.kill()
         self._drop_qemu_files()
         if previous is None:
             self.state.remove(runtime.RUNTIME_FILE)
@@ -627,7 +620,7 @@ class Migration:
         self._act("migrate", uri=uri)
         if self.task.module.check_mode:
             return self._result(status=None, total_time=None, downtime=None, ram=None)
-        with self._session() as qmp:
+        with self.instance.session() as qmp:
             try:
                 status, info = self._send(qmp, uri)
             finally:
@@ -704,7 +697,7 @@ class Migration:
         """The guest runs on the target: quit the source (it can never run again: the target holds
         the image locks) and record that the instance left this host."""
         inst = self.instance
-        with self._session() as qmp:
+        with self.instance.session() as qmp:
             try:
                 qmp.execute("quit")
             except QemuError:
@@ -712,7 +705,7 @@ class Migration:
             finally:
                 inst.qmp_commands += qmp.sent
         if not process.wait_exit(inst.pid, inst.timeouts.qmp_command):
-            inst._kill()  # pylint: disable=protected-access
+            inst.kill()
         inst.pid = None
         self._drop_qemu_files()
         self._save(replace(rt, status=runtime.STATUS_MIGRATED, journal=[], host=replace(rt.host, pid=None)))
@@ -741,7 +734,7 @@ class Migration:
         self._act("finish")
         if self.task.module.check_mode:
             return self._result(status="running")
-        with self._session() as qmp:
+        with self.instance.session() as qmp:
             try:
                 self._wait_running(qmp)
                 rt.host.version = qmp.version
@@ -789,7 +782,7 @@ class Migration:
                               "left alone" % (inst.name, inst.pid, self.paths.runtime_file))
         self._act("abort", pid=inst.pid)
         if not self.task.module.check_mode:
-            inst._kill()  # pylint: disable=protected-access
+            inst.kill()
             self._drop_qemu_files()
             self.state.remove(runtime.RUNTIME_FILE)
             inst.changed = True

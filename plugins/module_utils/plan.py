@@ -23,7 +23,7 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils.layout import (
     Device, Placer, medium_chain, own_group_id, shared_groups, throttled)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 from ansible_collections.blocklayer.qemu.plugins.module_utils.spec import (
-    SCSI_DISK_TYPES, format_size, grow_to, throttle_group_id)
+    OPTION_GROUPS, SCSI_DISK_TYPES, format_size, grow_to, throttle_group_id)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.topology import (
     SCSI_BUS, SCSI_CONTROLLER_ID, SCSI_CONTROLLERS)
 
@@ -89,8 +89,6 @@ GROUP_ACTIONS = (GROUP_ADD, GROUP_SET, GROUP_DEL)
 # Buses QEMU cannot hot-plug on (qdev_device_add refuses a bus without a hotplug handler: "Bus ... does
 # not support hotplugging"; docs/design.md "Hot-plug and guests").
 COLD_ONLY_DRIVERS = ("ide-hd", "ide-cd", "floppy", "isa-fdc")
-_GROUPS = {"disk": "disks", "cdrom": "cdroms", "floppy": "floppy", "nic": "nics", "controller": "controllers",
-           GROUP_KIND: "throttle_groups"}
 
 
 @dataclass(init=False, repr=False, eq=False)
@@ -114,7 +112,7 @@ class Action(Value):
 
     @property
     def label(self) -> str:
-        group = _GROUPS[self.kind]
+        group = OPTION_GROUPS[self.kind]
         return group if self.kind == "floppy" else "%s[%s]" % (group, self.name)
 
     def report(self) -> dict:

@@ -18,6 +18,10 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils.cache import IoSet
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 
+# Where each kind of device lives in qemu_instance's parameters (``disks[<name>]``, ``floppy``).
+OPTION_GROUPS = {"disk": "disks", "cdrom": "cdroms", "floppy": "floppy", "nic": "nics", "controller": "controllers",
+                 "throttle_group": "throttle_groups"}
+
 DISK_TYPES = ("paravirtual", "scsi-hd", "scsi-block", "scsi-generic", "ide")
 SCSI_DISK_TYPES = ("scsi-hd", "scsi-block", "scsi-generic")
 SCSI_CONTROLLER_TYPES = ("lsi", "megasas", "virtio-scsi-pci")

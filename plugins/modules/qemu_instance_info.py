@@ -358,7 +358,7 @@ def gather(task: Task) -> dict:
         return result
     timeout = task.module.params["qmp_timeout"]
     try:
-        with QmpSession(instance._qmp_socket(), min(timeout, BUSY_WAIT), timeout) as qmp:
+        with QmpSession(instance.qmp_socket(), min(timeout, BUSY_WAIT), timeout) as qmp:
             # One round-trip for every query (QmpSession.execute_all); limits per group after,
             # as a group QEMU lacks must not hide the others.
             *answers, jobs, status = qmp.execute_all(verify.QUERIES + (("query-jobs", {}), ("query-status", {})))
