@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
+from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import top_node
 from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import DISK_DRIVERS, NIC_DRIVERS
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Record
@@ -155,7 +156,7 @@ def _disk(dev_id: str, info: dict, props: dict, backend: Optional[dict], named: 
     nodes = chain(dev_id, inserted["node-name"], named)
     top = next(n for n in reversed(nodes) if n["driver"] in FORMAT_DRIVERS)
     seen.update(path=named[top["file"]]["file"], format=top["driver"])
-    return _record("disk", dev_id, dict(info, drive=nodes[-1]["node-name"]), device_props, nodes=nodes, seen=seen,
+    return _record("disk", dev_id, dict(info, drive=top_node(nodes)), device_props, nodes=nodes, seen=seen,
                    state="attached", origin="blockdev")
 
 

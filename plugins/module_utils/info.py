@@ -218,7 +218,7 @@ def block_graph(rt, blocks: dict, busy: dict) -> list:
         root = {"device": record["id"], "kind": record["kind"], "name": record["name"],
                 "driver": record["hvinfo"]["driver"], "children": []}
         if nodes:
-            top = _tree(nodes[-1]["node-name"], by_name, "drive")
+            top = _tree(blockdev.top_node(nodes), by_name, "drive")
             used = ((blocks.get(record["id"]) or {}).get("inserted") or {})
             if record["id"] in busy and used.get("node-name") and used["node-name"] not in by_name:
                 top["edge"] = "backing"
@@ -229,7 +229,7 @@ def block_graph(rt, blocks: dict, busy: dict) -> list:
     for named in rt.layout.named_nodes:
         nodes = blockdev.flat(named["nodes"])
         root = {"device": None, "kind": "node", "name": named["name"], "driver": None,
-                "children": [_tree(nodes[-1]["node-name"], {n["node-name"]: n for n in nodes}, "node")]}
+                "children": [_tree(standalone.format_node(named), {n["node-name"]: n for n in nodes}, "node")]}
         roots.append(root)
     return roots
 

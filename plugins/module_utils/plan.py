@@ -616,7 +616,7 @@ def field_changes(before: dict, after: dict) -> dict:
 def _with_drive(props: dict, nodes: list) -> dict:
     props = {k: v for k, v in props.items() if k != "drive"}
     if nodes:
-        props["drive"] = nodes[-1]["node-name"]
+        props["drive"] = blockdev.top_node(nodes)
     return props
 
 

@@ -38,7 +38,7 @@ def check_name(name: str) -> str:
 
 def format_node(record: dict) -> str:
     """The node a job or an export uses: the format node, the top of the two."""
-    return record["nodes"][-1]["node-name"]
+    return blockdev.top_node(record["nodes"])
 
 
 def node_record(name: str, path: str, fmt: str, read_only: bool, path_kind: str) -> dict:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import names
+from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import names, top_node
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 from ansible_collections.blocklayer.qemu.plugins.module_utils.topology import pci_slot
 
@@ -153,7 +153,7 @@ def problems(devices: list, query_block: list, query_pci: list, qom_list: list, 
         inserted = block.get("inserted")
         if nodes and dev["id"] in busy:
             if not inserted:
-                found.append("%s has no medium; expected a block job's node over %s" % (dev["id"], nodes[-1]["node-name"]))
+                found.append("%s has no medium; expected a block job's node over %s" % (dev["id"], top_node(nodes)))
         elif nodes:
             top = nodes[-1]
             if not inserted:
