@@ -19,6 +19,7 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import to
 from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import DISK_DRIVERS, NIC_DRIVERS
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Record
+from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import ORIGIN_BLOCKDEV, ORIGIN_DRIVE, STATE_ATTACHED
 from ansible_collections.blocklayer.qemu.plugins.module_utils.topology import ROOT_PORT_DRIVER, SCSI_CONTROLLERS
 from ansible_collections.blocklayer.qemu.plugins.module_utils.verify import block_by_id, network_clients
 
@@ -136,7 +137,7 @@ def _nic(dev_id: str, info: dict, props: dict, netdev_types: dict) -> dict:
     netdev = {"id": netdev_id, "type": netdev_types.get(netdev_id, "unknown")}
     seen = {"mac": props.get("mac"), "nic_type": _NIC_TYPES[info["driver"]], "netdev": netdev["type"]}
     return _record("nic", dev_id, info, dict(info, mac=props.get("mac")), netdev=netdev, seen=seen,
-                   state="attached", origin="blockdev")
+                   state=STATE_ATTACHED, origin=ORIGIN_BLOCKDEV)
 
 
 def _disk(dev_id: str, info: dict, props: dict, backend: Optional[dict], named: dict) -> dict:
@@ -149,7 +150,7 @@ def _disk(dev_id: str, info: dict, props: dict, backend: Optional[dict], named: 
         # -drive: the BlockBackend has a name; its nodes are QEMU's own (auto-named).
         image = inserted.get("image") or {}
         seen.update(path=image.get("filename") or inserted.get("file"), format=inserted.get("drv"))
-        return _record("disk", dev_id, dict(info), device_props, seen=seen, state="attached", origin="drive")
+        return _record("disk", dev_id, dict(info), device_props, seen=seen, state=STATE_ATTACHED, origin=ORIGIN_DRIVE)
     if not inserted.get("node-name"):
         raise ConfigError("adopt: disk %s (%s) has no medium; adoption takes disks with an image only: "
                           "hot-unplug it first" % (dev_id, info["driver"]))
@@ -157,7 +158,7 @@ def _disk(dev_id: str, info: dict, props: dict, backend: Optional[dict], named: 
     top = next(n for n in reversed(nodes) if n["driver"] in FORMAT_DRIVERS)
     seen.update(path=named[top["file"]]["file"], format=top["driver"])
     return _record("disk", dev_id, dict(info, drive=top_node(nodes)), device_props, nodes=nodes, seen=seen,
-                   state="attached", origin="blockdev")
+                   state=STATE_ATTACHED, origin=ORIGIN_BLOCKDEV)
 
 
 def chain(dev_id: str, top: str, named: dict) -> list:

@@ -26,6 +26,7 @@ from typing import List
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Record
+from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import ORIGIN_DRIVE, STATE_ATTACHED
 
 SHAPES = ("[kvm_cmd, nics, hvparams] (Ganeti up to 2.9)",
           "[kvm_cmd, nics, hvparams, disks] with pci slots (2.10 to 2.15)",
@@ -184,7 +185,7 @@ def _vnc_args(value: str) -> list:
 def _base(kind: str, dev: dict, info: dict, props: dict, spec: dict) -> dict:
     return {"kind": kind, "name": dev.get("name") or info["id"], "uuid": str(dev.get("uuid") or ""),
             "id": info["id"], "hvinfo": info, "props": props, "nodes": [], "netdev": None,
-            "objects": [], "spec": spec, "state": "attached", "origin": "drive"}
+            "objects": [], "spec": spec, "state": STATE_ATTACHED, "origin": ORIGIN_DRIVE}
 
 
 def disk_record(entry: list, index: int):

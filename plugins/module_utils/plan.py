@@ -22,6 +22,8 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import Conf
 from ansible_collections.blocklayer.qemu.plugins.module_utils.layout import (
     Device, Placer, medium_chain, own_group_id, shared_groups, throttled)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
+from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import (
+    ORIGIN_BLOCKDEV, ORIGIN_DRIVE, STATE_ATTACHED, STATE_UNPLUG_PENDING)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.spec import (
     OPTION_GROUPS, SCSI_DISK_TYPES, format_size, grow_to, throttle_group_id)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.topology import (
@@ -135,7 +137,7 @@ def attach_steps(record: dict) -> list:
 def release_steps(record: dict) -> list:
     """What a removed device leaves behind, top-down: nodes, netdev, then its objects (an
     iothread goes once nothing runs in it). -drive nodes belong to QEMU."""
-    if record.get("origin") == "drive":
+    if record.get("origin") == ORIGIN_DRIVE:
         return []
     steps = [engine.del_node(n["node-name"]) for n in reversed(record.get("nodes") or [])]
     if record.get("netdev"):
@@ -170,8 +172,8 @@ def medium_steps(old: dict, new: dict) -> list:
 OWNER_INSTANCE, OWNER_DEVICE = "qemu_instance", "qemu_device"
 
 
-def _record(device, owner: str, state="attached", persistent: bool = True) -> dict:
-    return dict(device.to_dict(), state=state, origin="blockdev", **ownership({"owner": owner,
+def _record(device, owner: str, state=STATE_ATTACHED, persistent: bool = True) -> dict:
+    return dict(device.to_dict(), state=state, origin=ORIGIN_BLOCKDEV, **ownership({"owner": owner,
                                                                               "persistent": persistent}))
 
 
@@ -195,7 +197,7 @@ def kept_devices(layout, declared: dict, running: bool = True) -> dict:
         group = {"disk": "disks", "nic": "nics"}.get(record["kind"])
         names = {item.get("name") for item in declared.get(group) or []} if group else set()
         if group and record.get("owner") == OWNER_DEVICE and record["name"] not in names \
-                and record.get("state") != "unplug-pending" and (running or record.get("persistent") is not False):
+                and record.get("state") != STATE_UNPLUG_PENDING and (running or record.get("persistent") is not False):
             kept[group].append(dict(record["spec"]))
     return kept
 
@@ -221,7 +223,7 @@ def purge_orphans(layout, present_ids, live_nodes, live_netdevs=(), keep_nodes=(
     for dev_id in sorted(i for i in present_ids if ids.is_own_device_id(i) and i not in known_ids):
         names = by_device.pop(dev_id, [])
         nodes = [{"node-name": n} for n in reversed(ids.top_down(names))]
-        old = {"kind": dev_id.split("-")[0], "name": dev_id, "id": dev_id, "nodes": nodes, "origin": "blockdev",
+        old = {"kind": dev_id.split("-")[0], "name": dev_id, "id": dev_id, "nodes": nodes, "origin": ORIGIN_BLOCKDEV,
                "objects": _orphan_groups(dev_id, names, known_objects)}
         if dev_id + ".net" in orphan_netdevs:
             orphan_netdevs.discard(dev_id + ".net")
@@ -229,13 +231,13 @@ def purge_orphans(layout, present_ids, live_nodes, live_netdevs=(), keep_nodes=(
         actions.append(Action(PURGE, old["kind"], dev_id, dev_id, reason="in QEMU but not in the runtime file",
                               old=old, steps=tuple(removal_steps(old))))
     for dev_id, names in sorted(by_device.items()):
-        old = {"kind": dev_id.split("-")[0], "name": dev_id, "id": dev_id, "origin": "blockdev",
+        old = {"kind": dev_id.split("-")[0], "name": dev_id, "id": dev_id, "origin": ORIGIN_BLOCKDEV,
                "nodes": [{"node-name": n} for n in reversed(ids.top_down(names))],
                "objects": _orphan_groups(dev_id, names, known_objects)}
         actions.append(Action(PURGE, old["kind"], dev_id, "", reason="nodes in QEMU that no record explains",
                               old=old, steps=tuple(release_steps(old))))
     for netdev in sorted(orphan_netdevs):
-        old = {"kind": "nic", "name": netdev, "id": netdev[:-len(".net")], "nodes": [], "origin": "blockdev",
+        old = {"kind": "nic", "name": netdev, "id": netdev[:-len(".net")], "nodes": [], "origin": ORIGIN_BLOCKDEV,
                "netdev": {"id": netdev}}
         actions.append(Action(PURGE, "nic", netdev, "", reason="a netdev in QEMU that no record explains",
                               old=old, steps=tuple(release_steps(old))))
@@ -274,7 +276,7 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
 
     finish, detach = [], []
     for key, record in records.items():
-        if record.get("state") == "unplug-pending":
+        if record.get("state") == STATE_UNPLUG_PENDING:
             if present_ids is not None and record["id"] not in present_ids:
                 finish.append(Action(FINISH_UNPLUG, record["kind"], record["name"], record["id"],
                                      reason="the guest released it", old=record,
@@ -298,7 +300,7 @@ def reconcile(layout, spec, facts: dict, live_pci_slots=(), present_ids=None, li
     media, live, attach = [], [], []
     for kind, item in wanted:
         record = records.get((kind, item.name))
-        if record and record.get("state") == "unplug-pending":
+        if record and record.get("state") == STATE_UNPLUG_PENDING:
             continue
         if record:
             declared = _as_recorded_image(record, normalise(asdict(item)))
@@ -479,7 +481,7 @@ def _group_actions(layout, spec) -> tuple:
     current = {g["id"]: g for g in layout.throttle_groups}
     needed = {throttle_group_id(d.throttle_group) for d in spec.disks if d.throttle_group}
     needed |= {throttle_of(r.get("nodes"))["throttle-group"] for r in layout.devices
-               if r.get("state") == "unplug-pending" and throttle_of(r.get("nodes"))}
+               if r.get("state") == STATE_UNPLUG_PENDING and throttle_of(r.get("nodes"))}
     up = []
     for group in shared_groups(spec, [g.name for g in spec.throttle_groups if throttle_group_id(g.name) in needed]):
         old = current.get(group["id"])

@@ -19,8 +19,8 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import th
 from ansible_collections.blocklayer.qemu.plugins.module_utils.devices import throttle_group_object
 from ansible_collections.blocklayer.qemu.plugins.module_utils.plan import (
     ATTACH, CHANGE_MEDIUM, DETACH, FINISH_UNPLUG, GROUP_ACTIONS, GROUP_DEL, GROUP_KIND, PURGE, RESIZE, THROTTLE,
-    Action, own_group,
-    release_steps, set_limits, throttle_steps)
+    Action, own_group, release_steps, set_limits, throttle_steps)
+from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import ORIGIN_DRIVE
 
 RECOVER = "recover"
 
@@ -102,7 +102,7 @@ def _recover_removal(entry, present_ids, live_nodes) -> Action:
     old = entry.old
     if entry.id and entry.id in present_ids:
         return _action(entry, "a killed run had begun removing it; it is still in QEMU", (), old)
-    commands = [] if old.get("origin") == "drive" else _cleanup(old, live_nodes)
+    commands = [] if old.get("origin") == ORIGIN_DRIVE else _cleanup(old, live_nodes)
     return _action(entry, "a killed run had removed it: what it left is deleted", commands, None)
 
 

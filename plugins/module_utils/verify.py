@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import names, top_node
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
+from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import STATE_UNPLUG_PENDING
 from ansible_collections.blocklayer.qemu.plugins.module_utils.topology import pci_slot
 
 # query-named-block-nodes shows every node and HMP "info network" every netdev (QMP has no query
@@ -176,7 +177,7 @@ def unknown_nodes(devices: list, live: Live) -> list:
     found = []
     present = live.types
     for index, record in enumerate(devices):
-        if record["id"] in present and record.get("state") != "unplug-pending":
+        if record["id"] in present and record.get("state") != STATE_UNPLUG_PENDING:
             missing = [n for n in names(record.get("nodes")) if n not in live.nodes]
             if missing:
                 found.append((index, record, missing))
