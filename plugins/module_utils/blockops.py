@@ -86,7 +86,8 @@ def converge(task) -> dict:
         if op:
             instance.actions.append(op.report())
             instance.qmp_commands = op.commands()
-        return _result(instance, record, before, op is not None, None)
+        # The diff shows the chain the operation would leave.
+        return _result(instance, op.record if op else record, before, op is not None, None)
     runners = []
 
     def work(_qmp, rt, runner):

@@ -262,8 +262,8 @@ def dot(roots: list, name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-_SPEC_KEYS = ("path", "format", "mode", "cache", "aio", "discard", "detect_zeroes", "serial", "mac", "netdev",
-              "ifname", "bridge", "throttle_group")
+_SPEC_KEYS = ("path", "format", "size", "mode", "cache", "aio", "discard", "detect_zeroes", "serial", "mac",
+              "netdev", "ifname", "bridge", "throttle_group")
 
 
 def readable_limits(limits) -> str:
@@ -294,6 +294,10 @@ def summary(layout) -> dict:
                       if key in _SPEC_KEYS and value is not None})
         if (record.get("spec") or {}).get("limits"):
             entry["limits"] = readable_limits(record["spec"]["limits"])
+        chain = blockdev.layers(record.get("nodes") or []) if record["kind"] == "disk" else []
+        if [layer.path for layer in chain] not in ([], [entry.get("path")]):
+            # Overlays, or the image a mirror moved it to (docs/block-graph.md), bottom-up.
+            entry["chain"] = ["%s (%s)" % (layer.path, layer.fmt) for layer in chain]
         if record.get("state", runtime.STATE_ATTACHED) != runtime.STATE_ATTACHED:
             entry["state"] = record["state"]
         devices[label] = entry

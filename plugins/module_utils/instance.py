@@ -96,6 +96,8 @@ class Instance:
                 self.damaged = exc
         self.uuid = self.rt.uuid if self.rt else uuid
         self.before = self.rt
+        # The diff's before, read now: the task changes the layout in place.
+        self.before_view = info.summary(self.before.layout) if self.before else {}
         if self.rt and self.rt.status in runtime.GONE_STATUSES:
             self.rt = None  # no QEMU to manage; the next start reads the chains from ``before``
         self.pid, self.trusted = self._find_qemu()
@@ -247,7 +249,7 @@ class Instance:
             "changed": bool(self.actions),
             "actions": self.actions,
             "qmp_commands": self.qmp_commands,
-            "diff": {"before": info.summary(self.before.layout if self.before else None), "after": info.summary(lay)},
+            "diff": {"before": self.before_view, "after": info.summary(lay)},
             "state": "running" if rt else "stopped",
             "pid": self.pid if rt else None,
             "qmp_socket": self.qmp_socket() if rt else None,
