@@ -10,14 +10,15 @@ def ok(result):
 
 
 def test_a_real_hot_add_and_unplug_show_the_device_come_and_go(vm):
+    # SCSI disks on virtio-scsi: QEMU completes their unplug without a guest.
     a = dict(name="a", path=vm.image("a.raw"))
-    b = dict(name="b", path=vm.image("b.raw"), size="32M")
-    ok(vm.run(disks=[a]))
-    added = ok(vm.run(diff=True, disks=[a, b]))
+    b = dict(name="b", path=vm.image("b.raw"), size="32M", disk_type="scsi-hd")
+    ok(vm.run(disks=[a], scsi_controller_type="virtio-scsi-pci"))
+    added = ok(vm.run(diff=True, disks=[a, b], scsi_controller_type="virtio-scsi-pci"))
     assert "disks[b]" not in added["diff"]["before"]["devices"]
     assert added["diff"]["after"]["devices"]["disks[b]"]["size"] == 32 * 1024 * 1024
     assert added["diff"]["before"]["devices"]["disks[a]"] == added["diff"]["after"]["devices"]["disks[a]"]
-    removed = ok(vm.run(diff=True, disks=[a]))
+    removed = ok(vm.run(diff=True, disks=[a], scsi_controller_type="virtio-scsi-pci"))
     assert "disks[b]" in removed["diff"]["before"]["devices"] and "disks[b]" not in removed["diff"]["after"]["devices"]
 
 
