@@ -55,8 +55,8 @@ def _run(task, plan, report) -> dict:
         for op in ops:
             instance.actions.append(op.report())
         if ops and not task.module.check_mode:
+            state["outcomes"] = runner.run_history(ops)  # a failure leaves everything as it was
             instance.changed = True
-            state["outcomes"] = runner.run_history(ops)
             named = qmp.execute(*_NAMED)
         state["listing"] = _listing(rt, named)
 
