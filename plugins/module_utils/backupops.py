@@ -123,8 +123,8 @@ def _target(params: dict, rt, record: dict) -> str:
     if record["name"] in targets:
         path = targets[record["name"]]
     elif params.get("target_dir"):
-        path = os.path.join(params["target_dir"], "%s-%s-%s.qcow2" % (rt.layout.name, record["name"],
-                                                                       params["checkpoint"]))
+        name = "%s-%s-%s.qcow2" % (rt.layout.name, record["name"], params["checkpoint"])
+        path = os.path.join(params["target_dir"], name)
     else:
         raise ConfigError("targets: no backup file for disks[%s]; give targets: {%s: /path/new.qcow2} or "
                           "target_dir" % (record["name"], record["name"]))

@@ -362,8 +362,8 @@ class GraphRunner:
             return None
         self._undo_history([entry])
         return QemuError("disks[%s]: backup job %s %s; the disk, its checkpoints and the target path are as they "
-                        "were: %s" % ((entry.old or {}).get("name"), outcome.id, outcome.result,
-                                      outcome.error or outcome.result), desc=outcome.error or "")
+                         "were: %s" % ((entry.old or {}).get("name"), outcome.id, outcome.result,
+                                       outcome.error or outcome.result), desc=outcome.error or "")
 
     def _history_done(self, entry) -> None:
         self._send_tolerant(backup.finish_steps(entry))

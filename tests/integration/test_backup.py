@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from .conftest import hmp, run_module
+from .conftest import hmp, run_module, tmpfs
 
 K64 = 65536
 
@@ -189,3 +189,26 @@ def test_full_then_incremental_backup_of_two_disks_restores(two_disks, tmp_path)
                     targets={"data": files["data"]}, disks=["data"])
     assert exists.get("failed") and "exists" in exists["msg"] and exists["changed"] is False
     assert (data, "b3") not in bitmaps(vm)
+
+
+def test_a_backup_that_fails_in_qemu_takes_back_every_disk(vm, tmp_path):
+    """The data disk's target fills its filesystem (ENOSPC inside the job): the task fails naming
+    the disk, and neither disk keeps a checkpoint, a file, a node or a job of it."""
+    paths = {}
+    for name in ("data", "logs"):
+        paths[name] = vm.image("%s.qcow2" % name, fmt="qcow2")
+    subprocess.run(["qemu-io", "-c", "write -P 0x44 0 4M", paths["data"]], check=True, capture_output=True)
+    vm.run(disks=[dict(name=n, path=p, format="qcow2") for n, p in paths.items()])
+    with tmpfs(tmp_path / "tiny", "1m") as tiny:
+        targets = {"data": str(tiny / "data.qcow2"), "logs": str(tmp_path / "logs.qcow2")}
+        failed = backup(vm, checkpoint="b1", targets=targets)
+        assert failed.get("failed") and failed["changed"] is False, failed
+        assert "disks[data]: backup job" in failed["msg"] and "as they were" in failed["msg"], failed["msg"]
+        assert not os.path.exists(targets["data"]) and not os.path.exists(targets["logs"])
+    assert not bitmaps(vm) and not jobs(vm)
+    with vm.qmp() as qmp:
+        assert not [n["node-name"] for n in qmp("query-named-block-nodes", flat=True) if "bak" in n["node-name"]]
+    assert runtime_of(vm)["journal"] == []
+    assert not any(d.get("checkpoints") for d in runtime_of(vm)["layout"]["devices"])
+    targets["data"] = str(tmp_path / "data.qcow2")
+    assert backup(vm, checkpoint="b1", targets=targets)["changed"]

@@ -53,8 +53,8 @@ def test_a_checkpoint_is_a_persistent_bitmap_and_the_newest_records():
         engine.cmd("block-dirty-bitmap-enable", node=node, name="c1"),
         engine.cmd("block-dirty-bitmap-remove", node=node, name="c2")]
     assert txn.command["execute"] == "transaction" and "properties" not in txn.command["arguments"]
-    assert [a["type"] for a in txn.command["arguments"]["actions"]] == ["block-dirty-bitmap-disable",
-                                                                         "block-dirty-bitmap-add"]
+    types = [a["type"] for a in txn.command["arguments"]["actions"]]
+    assert types == ["block-dirty-bitmap-disable", "block-dirty-bitmap-add"]
 
 
 def test_a_raw_disk_refuses_a_persistent_checkpoint_naming_the_fix():
