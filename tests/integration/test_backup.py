@@ -114,6 +114,7 @@ def test_checkpoints_are_bitmaps_that_survive_a_stop_and_delete_merges(two_disks
     have = bitmaps(vm)
     assert have[(data, "c2")]["recording"] and not have[(data, "c1")]["recording"]
     assert have[(data, "c1")]["count"] == K64 and have[(data, "c2")]["count"] == K64
+    assert vm.run(disks=vm.disks)["changed"] is False  # qemu_instance sees the same disks
     listed = checkpoint(vm)["checkpoints"]
     assert [(c["disk"], c["name"], c["present"], c["recording"]) for c in listed] == [
         ("data", "c1", True, False), ("data", "c2", True, True)]
@@ -162,6 +163,7 @@ def test_full_then_incremental_backup_of_two_disks_restores(two_disks, tmp_path)
     leftover = {n for n, _b in bitmaps(vm)}
     assert not any(n.endswith(".bak") for n in leftover)
     assert backup(vm, checkpoint="b1", target_dir=str(target_dir))["changed"] is False
+    assert vm.run(disks=vm.disks)["changed"] is False
 
     write(vm, "data", 0x55, 2 << 20)
     write(vm, "data", 0x66, 0)
