@@ -58,7 +58,8 @@ def _run(task, plan, report) -> dict:
             state["outcomes"] = runner.run_history(ops)  # a failure leaves everything as it was
             instance.changed = True
             named = qmp.execute(*_NAMED)
-        state["listing"] = _listing(rt, named)
+        # In check mode the listing is the one the plan would leave.
+        state["listing"] = _listing(rt, named, {op.dev_id: op.record for op in ops if task.module.check_mode})
 
     if task.module.check_mode:
         with instance._session() as qmp:
@@ -79,9 +80,10 @@ def _commands(ops) -> list:
     return commands + [s.command for op in ops for s in op.cleanup]
 
 
-def _listing(rt, named) -> list:
+def _listing(rt, named, planned=None) -> list:
     live = backup.live_bitmaps(named)
-    return [cp for r in rt.layout.devices if r["kind"] == "disk" for cp in backup.listing(r, live)]
+    records = [(planned or {}).get(r["id"], r) for r in rt.layout.devices if r["kind"] == "disk"]
+    return [cp for r in records for cp in backup.listing(r, live)]
 
 
 def _diff(before: list, after: list) -> dict:

@@ -49,8 +49,8 @@ def jobs(vm):
         return qmp("query-jobs")
 
 
-def checkpoint(vm, check=False, **args):
-    return run_module("qemu_checkpoint", dict(args, name="t", state_dir=vm.state_dir), check=check)
+def checkpoint(vm, check=False, diff=False, **args):
+    return run_module("qemu_checkpoint", dict(args, name="t", state_dir=vm.state_dir), check=check, diff=diff)
 
 
 def backup(vm, check=False, **args):
@@ -91,8 +91,10 @@ def two_disks(vm):
 def test_checkpoints_are_bitmaps_that_survive_a_stop_and_delete_merges(two_disks):
     vm = two_disks
     data = disk_id(vm, "data") + ".fmt"
-    planned = checkpoint(vm, check=True, checkpoint="c1", disks=["data"])
+    planned = checkpoint(vm, check=True, diff=True, checkpoint="c1", disks=["data"])
     assert planned["changed"] and not bitmaps(vm)
+    assert [(c["name"], c["present"]) for c in planned["checkpoints"]] == [("c1", False)]
+    assert planned["diff"] == {"before": {}, "after": {"disks[data]": ["c1"]}}
     assert [c["execute"] for c in planned["qmp_commands"]] == ["transaction"]
 
     assert checkpoint(vm, checkpoint="c1", disks=["data"])["changed"]
