@@ -144,8 +144,13 @@ def converge_backup(task) -> dict:
         live = backup.live_bitmaps(named)
         sizes = _sizes(named)
         before[:] = _listing(rt, named)
+        records = _records(rt, params["disks"])
+        unknown = sorted(set(params.get("targets") or {}) - {r["name"] for r in records})
+        if unknown:
+            raise ConfigError("targets: %s %s not among the disks this task backs up (%s)" % (
+                ", ".join(unknown), "is" if len(unknown) == 1 else "are", ", ".join(r["name"] for r in records)))
         ops = []
-        for record in _records(rt, params["disks"]):
+        for record in records:
             target = _target(params, rt, record)
             node = blockdev.top_format_node(record.get("nodes"))
             ops.append(backup.plan_backup(record, params["mode"], target, host.inspect_path(target).kind, name,

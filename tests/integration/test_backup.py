@@ -195,6 +195,9 @@ def test_full_then_incremental_backup_of_two_disks_restores(two_disks, tmp_path)
                     targets={"data": files["data"]}, disks=["data"])
     assert exists.get("failed") and "exists" in exists["msg"] and exists["changed"] is False
     assert (data, "b3") not in bitmaps(vm)
+    stray = backup(vm, checkpoint="b3", disks=["data"], targets={"data": str(tmp_path / "x.qcow2"),
+                                                                 "root": str(tmp_path / "y.qcow2")})
+    assert stray.get("failed") and "targets: root is not among the disks this task backs up (data)" in stray["msg"]
 
 
 def test_a_backup_that_fails_in_qemu_takes_back_every_disk(vm, tmp_path):
