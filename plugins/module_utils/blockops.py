@@ -12,7 +12,7 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils import (
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 
 
-def _disk_record(rt, name: str) -> dict:
+def disk_record(rt, name: str) -> dict:
     record = next((d for d in rt.layout.devices if d["kind"] == "disk" and d["name"] == name), None)
     if record is None:
         names = sorted(d["name"] for d in rt.layout.devices if d["kind"] == "disk")
@@ -76,7 +76,7 @@ def converge(task) -> dict:
         return converge_node(task)
     instance = task.open_running_instance()
     instance.require_trusted()
-    record = _disk_record(instance.rt, params["disk"])
+    record = disk_record(instance.rt, params["disk"])
     before = chain_report(record)
     if task.module.check_mode:
         if params["cancel"]:
@@ -101,7 +101,7 @@ def converge(task) -> dict:
             return
         if entry:  # still running after job_timeout without progress
             return
-        current = _disk_record(rt, params["disk"])
+        current = disk_record(rt, params["disk"])
         op = plan_operation(params, current, rt)
         if op:
             instance.actions.append(op.report())
@@ -115,7 +115,7 @@ def converge(task) -> dict:
     # This disk's job from an earlier run is waited for first (or cancelled).
     instance.operate(work, job_timeout=params["job_timeout"], delete_unused=params["delete_unused"],
                      wait_for=() if params["cancel"] else {record["id"]})
-    return _result(instance, _disk_record(instance.rt, params["disk"]), before, instance.changed, runners[0].job)
+    return _result(instance, disk_record(instance.rt, params["disk"]), before, instance.changed, runners[0].job)
 
 
 def chain_report(record: dict) -> list:

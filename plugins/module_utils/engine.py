@@ -30,6 +30,8 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Val
 DEVICES, NODES, NETDEVS, OBJECTS, JOBS, FILES = "devices", "nodes", "netdevs", "objects", "jobs", "files"
 # A standalone node a job writes into: not created, but in use until the job ends (standalone.job_using).
 TARGETS = "targets"
+# Dirty bitmaps, named "<node>/<bitmap>" (a node name has no "/", QEMU's id_wellformed()).
+BITMAPS = "bitmaps"
 
 # How QEMU deletes what a step created (its rollback).
 _DELETE = {DEVICES: ("device_del", "id"), NODES: ("blockdev-del", "node-name"), NETDEVS: ("netdev_del", "id"),
@@ -58,6 +60,9 @@ class Step(Value):
 def delete_command(kind: str, name: str) -> Optional[dict]:
     """The command that deletes what a step created; None for what QEMU cannot delete (a file:
     graphops removes only a file it created, by identity)."""
+    if kind == BITMAPS:
+        node, _slash, bitmap = name.partition("/")
+        return cmd("block-dirty-bitmap-remove", node=node, name=bitmap)
     how = _DELETE.get(kind)
     return cmd(how[0], **{how[1]: name}) if how else None
 
@@ -167,3 +172,56 @@ def set_property(path: str, prop: str, value, before=None) -> Step:
 def send(command: dict, cleanup: bool = False) -> Step:
     """A command that creates and removes nothing by name (a resize, a reopen, a limits change)."""
     return Step(command, cleanup=cleanup)
+
+
+# -- dirty bitmaps and transactions (docs/backup.md) ---------------------------------------------
+def bitmap(node: str, name: str) -> str:
+    """A bitmap's name in a journal entry."""
+    return "%s/%s" % (node, name)
+
+
+def add_bitmap(node: str, name: str, persistent: bool, disabled: bool = False) -> Step:
+    args = {"node": node, "name": name, "persistent": persistent}
+    if disabled:
+        args["disabled"] = True
+    return Step(cmd("block-dirty-bitmap-add", **args), creates=((BITMAPS, bitmap(node, name)),))
+
+
+def remove_bitmap(node: str, name: str, cleanup: bool = False) -> Step:
+    return Step(cmd("block-dirty-bitmap-remove", node=node, name=name), removes=((BITMAPS, bitmap(node, name)),),
+                cleanup=cleanup)
+
+
+def merge_bitmaps(node: str, target: str, sources) -> Step:
+    """Merge ``sources`` ((node, name), ...) into ``target``; not taken back on its own: it runs
+    in a transaction (all or nothing) or into a bitmap the same action created."""
+    return Step(cmd("block-dirty-bitmap-merge", node=node, target=target,
+                    bitmaps=[{"node": n, "name": b} for n, b in sources]))
+
+
+def disable_bitmap(node: str, name: str) -> Step:
+    return Step(cmd("block-dirty-bitmap-disable", node=node, name=name),
+                undo=cmd("block-dirty-bitmap-enable", node=node, name=name))
+
+
+def enable_bitmap(node: str, name: str) -> Step:
+    return Step(cmd("block-dirty-bitmap-enable", node=node, name=name),
+                undo=cmd("block-dirty-bitmap-disable", node=node, name=name))
+
+
+def transaction(steps) -> Step:
+    """``steps`` (each a command QEMU's ``transaction`` takes as an action) as one command: QEMU
+    does all of them or none, at one point in time (qapi/transaction.json). It creates and
+    removes what its actions do and is undone as they are, last first. (No ``completion-mode:
+    grouped``: QEMU refuses it beside bitmap actions, blockdev.c; the runner fails the jobs
+    together itself.)"""
+    steps = list(steps)
+    args = {"actions": [{"type": s.command["execute"], "data": s.command["arguments"]} for s in steps]}
+    inverses = [s.undo for s in reversed(steps) if s.undo]  # what it created, rollback deletes
+    undo = None
+    if len(inverses) == 1:
+        undo = inverses[0]
+    elif inverses:
+        undo = cmd("transaction", actions=[{"type": c["execute"], "data": c["arguments"]} for c in inverses])
+    return Step(cmd("transaction", **args), creates=tuple(c for s in steps for c in s.creates),
+                removes=tuple(r for s in steps for r in s.removes), undo=undo)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, engine, ids, runtime, standalone
+from ansible_collections.blocklayer.qemu.plugins.module_utils import backup, blockdev, engine, ids, runtime, standalone
 from ansible_collections.blocklayer.qemu.plugins.module_utils.blockdev import Layer
 from ansible_collections.blocklayer.qemu.plugins.module_utils.cache import io_settings
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
@@ -31,7 +31,7 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Val
 
 SNAPSHOT, COMMIT, STREAM, MIRROR = "snapshot", "commit", "stream", "mirror"
 # Journal entries the graph runner settles (graphops: a job may outlive its task), not recovery.py.
-RUNNER_ACTIONS = (SNAPSHOT, COMMIT, STREAM, MIRROR) + standalone.NODE_ACTIONS
+RUNNER_ACTIONS = (SNAPSHOT, COMMIT, STREAM, MIRROR) + standalone.NODE_ACTIONS + backup.ACTIONS
 
 
 def settled_by_runner(entry) -> bool:

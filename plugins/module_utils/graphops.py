@@ -15,7 +15,8 @@ import json
 import os
 import subprocess
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, engine, graph, jobs, runtime, standalone
+from ansible_collections.blocklayer.qemu.plugins.module_utils import (
+    backup, blockdev, engine, graph, jobs, runtime, standalone)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError, is_gone
 
 # QEMU's texts for "this overlay is in place already" (bdrv_append / qmp_blockdev_snapshot).
@@ -176,6 +177,9 @@ class GraphRunner:
             if entry.action in standalone.NODE_ACTIONS:
                 self._settle_node(entry, live_nodes)
                 continue
+            if entry.action in backup.ACTIONS:
+                self._settle_history(entry)
+                continue
             job_id = (entry.creates.get("jobs") or [None])[0]
             state = next((s for s in self.jobs.query() if s.id == job_id), None)
             if state is None:
@@ -299,6 +303,121 @@ class GraphRunner:
         if entry in self.rt.journal:
             self.rt.journal.remove(entry)
         self.save(self.rt)
+
+    # -- a disk's history: checkpoints and backups (backup.py) ----------------------------------
+    def run_history(self, ops) -> dict:
+        """``ops`` (backup.DiskOp, one per disk) at one point in time: their target files and
+        nodes, then one transaction of all their actions, then the jobs driven to their end.
+        The disks succeed or fail together: when one job fails the others are cancelled, and
+        every one is taken back, a completed copy too. Returns each job's outcome by device id."""
+        entries = [op.pending() for op in ops]
+        self.rt.journal += entries
+        self.save(self.rt)
+        try:
+            for op, entry in zip(ops, entries):
+                self._prepare(entry, op.prepare)
+        except (ConfigError, QemuError):
+            self._undo_history(entries)
+            raise
+        actions = [step for op in ops for step in op.actions]
+        try:
+            if actions:
+                self._send(engine.transaction(actions).command)
+        except QemuError as exc:
+            if exc.error_class:  # QEMU refused it: none of its actions happened
+                self._undo_history(entries)
+            raise  # else no answer: the next run finds out (settle)
+        outcomes = {}
+        try:
+            for op, entry in zip(ops, entries):
+                if not op.job_id:
+                    continue
+                if any(o.result != "completed" for o in outcomes.values()):
+                    outcomes[op.dev_id] = self.jobs.cancel(op.job_id, keep_copy=False)
+                else:
+                    outcomes[op.dev_id] = self.jobs.resume(
+                        op.job_id, before_finalize=lambda _state, e=entry: self._commit_point(e))
+        except jobs.JobTimeout as exc:
+            self.job = _state_report(exc.state)
+            self.warnings.append("backup job %s made no progress for job_timeout; it is left running and a later run "
+                                 "finishes it" % exc.state.id)
+            return outcomes
+        failed = [(entry.id, outcomes[entry.id]) for entry in entries if entry.id in outcomes
+                  and outcomes[entry.id].result != "completed"]
+        if not failed:
+            for entry in entries:
+                self._history_done(entry)
+            return outcomes
+        self._undo_history(entries)
+        dev_id, outcome = next(((d, o) for d, o in failed if o.result == "failed"), failed[0])
+        name = next(e.old.get("name") for e in entries if e.id == dev_id)
+        raise QemuError("disks[%s]: backup job %s %s: %s; every disk of the backup, its checkpoints and the target "
+                        "paths are as they were" % (name, outcome.id, outcome.result, outcome.error or outcome.result),
+                        desc=outcome.error or "")
+
+    def _history_outcome(self, entry, outcome):
+        """The entry settled by its job's outcome; the error to raise when it did not complete."""
+        if outcome is None or outcome.result == "completed":
+            self._history_done(entry)
+            return None
+        self._undo_history([entry])
+        return QemuError("disks[%s]: backup job %s %s; the disk, its checkpoints and the target path are as they "
+                         "were: %s" % ((entry.old or {}).get("name"), outcome.id, outcome.result,
+                                       outcome.error or outcome.result), desc=outcome.error or "")
+
+    def _history_done(self, entry) -> None:
+        self._send_tolerant(backup.finish_steps(entry))
+        self.rt.layout.put(entry.record)
+        self.rt.journal.remove(entry)
+        self.save(self.rt)
+
+    def _undo_history(self, entries) -> None:
+        live = self._bitmaps()
+        for entry in entries:
+            if entry not in self.rt.journal:
+                continue  # _prepare undid it already
+            self._send_tolerant(backup.undo_steps(entry, live))
+            self._undo(entry, _dropped(entry))  # the target node, and the file by its identity
+
+    def _settle_history(self, entry) -> None:
+        """A checkpoint or backup a killed run left: its transaction happened or not (all or
+        nothing); a backup's job is driven to its end, or was dismissed past the commit point."""
+        job_id = (entry.creates.get(engine.JOBS) or [None])[0]
+        if job_id is None:
+            if backup.settled_without_job(entry, self._bitmaps()):
+                self._history_done(entry)
+            else:
+                self._undo_history([entry])
+            return
+        state = next((s for s in self.jobs.query() if s.id == job_id), None)
+        if state is None:
+            if entry.phase == runtime.PHASE_FINALIZING:
+                self._history_done(entry)  # finalized, then dismissed
+            else:
+                self._undo_history([entry])  # never started
+            return
+        try:
+            outcome = self.jobs.resume(job_id, before_finalize=lambda _state: self._commit_point(entry))
+        except jobs.JobTimeout as exc:
+            self.job = _state_report(exc.state)
+            return
+        self.job = {"id": outcome.id, "type": outcome.type, "result": outcome.result, "error": outcome.error,
+                    "current": outcome.current, "total": outcome.total}
+        failed = self._history_outcome(entry, outcome)
+        if failed:
+            self.warnings.append(str(failed))
+
+    def _bitmaps(self) -> dict:
+        return backup.live_bitmaps(self.qmp.execute("query-named-block-nodes", {"flat": True}))
+
+    def _send_tolerant(self, steps) -> None:
+        """Clean-up commands: what is gone already is fine, anything else is a warning."""
+        for step in steps:
+            try:
+                self._send(step.command)
+            except QemuError as exc:
+                if not is_gone(exc) and "not found" not in (exc.desc or str(exc)).lower():
+                    self.warnings.append("%s: %s" % (step.command["execute"], exc))
 
     # -- standalone nodes (standalone.py) -------------------------------------------------------
     def add_node(self, record: dict, create=None) -> None:

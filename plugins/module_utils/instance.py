@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 # cmdline, probe, hotplug and recovery are imported where they are used: a no-op run (the
 # common case) starts nothing and changes nothing, and need not load them (docs/design.md "Speed").
 from ansible_collections.blocklayer.qemu.plugins.module_utils import (
-    args, graph, host, info, layout, plan, process, queries, runtime, spec as spec_mod, verify)
+    args, backup, graph, host, info, layout, plan, process, queries, runtime, spec as spec_mod, verify)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession, explain
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
@@ -548,6 +548,8 @@ class Instance:
             host=runtime.HostBinding(binary=binary, firmware_dirs=firmware_dirs, module_dir=module_dir,
                                      accel=accel, argv=argv),
             status=runtime.STATUS_STARTING)
+        if self.before:
+            backup.keep_checkpoints(rt.layout.devices, self.before.layout.devices)
         return StartPlan(placed, env, rt)
 
     def _start(self, start: StartPlan, action: str = "start"):

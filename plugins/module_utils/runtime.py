@@ -333,6 +333,9 @@ _ENTRY_NEEDS = {
     "commit": {"record": _DEVICE_NEEDS, "old": _DEVICE_NEEDS},
     "stream": {"record": _DEVICE_NEEDS, "old": _DEVICE_NEEDS},
     "mirror": {"record": _DEVICE_NEEDS, "old": _DEVICE_NEEDS},
+    "checkpoint": {"record": _DEVICE_NEEDS, "old": _DEVICE_NEEDS},
+    "checkpoint-delete": {"record": _DEVICE_NEEDS, "old": _DEVICE_NEEDS},
+    "backup": {"record": _DEVICE_NEEDS, "old": _DEVICE_NEEDS},
     "node-add": {"record": _NODE_NEEDS},
     "node-del": {"old": _NODE_NEEDS},
     # A settlement of a killed run's action that failed (hotplug.Applier.recover); it is
