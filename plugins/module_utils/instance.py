@@ -532,7 +532,8 @@ class Instance:
         if module_dir:
             env["QEMU_MODULE_DIR"] = module_dir
         accel = resolve_accel(spec.machine.accel, binary, env)
-        argv = cmdline.build_argv(spec, placed, accel, self.paths, firmware_dirs)
+        machine = self._pinned_machine(spec)
+        argv = cmdline.build_argv(spec, placed, accel, self.paths, firmware_dirs, machine=machine)
         argv[0] = binary
         # A start keeps who attached each device and whether live only (plan.kept_devices relies on it).
         recorded = {r["id"]: r for r in self.before.layout.devices} if self.before else {}
@@ -544,7 +545,7 @@ class Instance:
                               **plan.ownership(recorded.get(d.id))) for d in placed.devices],
                 throttle_groups=[plan.normalise(g) for g in placed.throttle_groups],
                 named_nodes=[plan.normalise(n) for n in placed.named_nodes],
-                cpu=spec.machine.cpu_model or cmdline.default_cpu(accel)),
+                machine=machine, cpu=spec.machine.cpu_model or cmdline.default_cpu(accel)),
             host=runtime.HostBinding(binary=binary, firmware_dirs=firmware_dirs, module_dir=module_dir,
                                      accel=accel, argv=argv),
             status=runtime.STATUS_STARTING)
@@ -618,6 +619,16 @@ class Instance:
         self.save(rt)
         self.changed = True
         return True
+
+    def _pinned_machine(self, spec):
+        """The versioned machine type the guest ran on before (e.g. pc-i440fx-7.2), as long as the
+        declaration keeps its machine_type: a restart, also by a newer QEMU, gives the guest the
+        same chipset revision and defaults, as libvirt and Proxmox pin it (docs/design.md
+        "Start"). None at a first start or when machine_type changed: the alias resolves anew."""
+        last = self.before.layout if self.before else None
+        if last and last.machine and last.machine_type == spec.machine.machine_type:
+            return last.machine
+        return None
 
     @staticmethod
     def _record_machine(qmp, rt) -> None:

@@ -58,6 +58,9 @@ _TRANSLATIONS = (
     ("is in use", "a device or another node still uses it"),
     ("with active references", "a node still uses it"),
     ("Unknown driver 'http", "this QEMU has no curl block driver; install qemu-block-extra"),
+    ("unsupported machine type", "this QEMU does not emulate that machine: an instance keeps the versioned "
+                                 "machine type of its first start (docs/design.md \"Start\"); start it with a QEMU "
+                                 "that has it, or declare another machine_type"),
 )
 
 
