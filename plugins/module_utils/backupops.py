@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import backup, blockdev, engine, host
+from ansible_collections.blocklayer.qemu.plugins.module_utils import args, backup, blockdev, engine, host
 from ansible_collections.blocklayer.qemu.plugins.module_utils.blockops import disk_record
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 
@@ -45,7 +45,7 @@ def _run(task, plan, report) -> dict:
     """Plan against what QEMU has (check mode: only read it), then apply at one point in time."""
     params = task.module.params
     instance = task.open_running_instance()
-    instance._require_trusted()
+    instance.require_trusted()
     state = {"ops": [], "outcomes": {}, "listing": []}
 
     def work(qmp, rt, runner):
@@ -62,12 +62,12 @@ def _run(task, plan, report) -> dict:
         state["listing"] = _listing(rt, named, {op.dev_id: op.record for op in ops if task.module.check_mode})
 
     if task.module.check_mode:
-        with instance._session() as qmp:
+        with instance.session() as qmp:
             rt = instance.rt
             work(qmp, rt, None)
         instance.qmp_commands = _commands(state["ops"])
     else:
-        instance.operate(work, job_timeout=params.get("job_timeout", 600.0))
+        instance.operate(work, job_timeout=params.get("job_timeout", args.JOB_TIMEOUT["default"]))
     return report(instance, state)
 
 

@@ -160,7 +160,7 @@ ARGUMENT_SPEC = dict(
     target_dir=dict(type="path"),
     targets=dict(type="dict"),
     persistent=dict(type="bool", default=True),
-    job_timeout=dict(type="float", default=600.0),
+    job_timeout=args.JOB_TIMEOUT,
 )
 
 
