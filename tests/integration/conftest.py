@@ -17,6 +17,7 @@ import time
 
 import pytest
 from qemu.qmp.legacy import QEMUMonitorProtocol
+from qmp_wire import split_messages
 
 from . import qemus
 
@@ -287,7 +288,7 @@ class QmpRecorder:
             self._relay(client, upstream)
 
     def _relay(self, client, upstream):
-        decoder, pending = json.JSONDecoder(), ""
+        pending = ""
         with client, upstream:
             while True:
                 ready = select.select([client, upstream], [], [], 0.2)[0]
@@ -299,13 +300,8 @@ class QmpRecorder:
                         return
                     (upstream if sock is client else client).sendall(data)
                     if sock is client:
-                        pending += data.decode()
-                        while pending.strip():
-                            try:
-                                msg, end = decoder.raw_decode(pending.lstrip())
-                            except ValueError:
-                                break  # an incomplete message: wait for the rest
-                            pending = pending.lstrip()[end:]
+                        messages, pending = split_messages(pending + data.decode())
+                        for msg in messages:
                             self.sent.append(msg.get("execute") or msg.get("exec-oob"))
                             self.messages.append(msg)
 

@@ -305,7 +305,8 @@ def test_failed_migrations_leave_the_source_running_and_no_target(pair):
 
 _MIGRATE_IN_CHILD = """
 import json, sys
-from tests.integration.conftest import run_module
+sys.path.insert(0, "tests")  # as pytest imports it: integration.conftest imports qmp_wire
+from integration.conftest import run_module
 print(json.dumps(run_module("qemu_migrate", dict(name="m", state_dir=sys.argv[1], step="migrate", uri=sys.argv[2],
                                                  timeout=240))))
 """
