@@ -17,11 +17,26 @@ import time
 
 import pytest
 from qemu.qmp.legacy import QEMUMonitorProtocol
+from qmp_wire import split_messages
 
 from . import qemus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLECTIONS = os.path.join(ROOT, "build", "collections")
+
+# The tiny Linux guest (make guest) and its agent's client (tools/guest/agent.py).
+GUEST = os.path.join(ROOT, "build", "guest")
+sys.path.insert(0, os.path.join(ROOT, "tools", "guest"))
+from agent import GuestAgent  # noqa: E402  pylint: disable=wrong-import-position
+
+# qemu_instance options that boot it with the agent channel.
+BOOT = dict(kernel_path=os.path.join(GUEST, "vmlinux"), initrd_path=os.path.join(GUEST, "initramfs.gz"),
+            kernel_args="console=ttyS0 panic=-1 quiet", agent_channel=True)
+# A module whose tests all boot it: ``pytestmark = GUEST_MARKS``.
+GUEST_MARKS = [
+    pytest.mark.guest,
+    pytest.mark.skipif(not os.path.exists(os.path.join(GUEST, "vmlinux")), reason="the tiny guest is not built (make guest)"),
+]
 
 
 @pytest.fixture(params=qemus.binaries())
@@ -287,7 +302,7 @@ class QmpRecorder:
             self._relay(client, upstream)
 
     def _relay(self, client, upstream):
-        decoder, pending = json.JSONDecoder(), ""
+        pending = ""
         with client, upstream:
             while True:
                 ready = select.select([client, upstream], [], [], 0.2)[0]
@@ -299,13 +314,8 @@ class QmpRecorder:
                         return
                     (upstream if sock is client else client).sendall(data)
                     if sock is client:
-                        pending += data.decode()
-                        while pending.strip():
-                            try:
-                                msg, end = decoder.raw_decode(pending.lstrip())
-                            except ValueError:
-                                break  # an incomplete message: wait for the rest
-                            pending = pending.lstrip()[end:]
+                        messages, pending = split_messages(pending + data.decode())
+                        for msg in messages:
                             self.sent.append(msg.get("execute") or msg.get("exec-oob"))
                             self.messages.append(msg)
 
@@ -366,3 +376,33 @@ def vm(tmp_path, qemu_binary):
     yield VM()
     for pid in qemu_pids(str(tmp_path)):  # every QEMU the test started, second instances included
         os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def guest(vm):
+    """The vm fixture, booting the tiny guest with the agent channel."""
+    def run(**over):
+        # A guest under TCG on a loaded 2-core machine can take more than the default 5 s to
+        # release a device; these tests are about the release, not the timeout.
+        args = dict(BOOT, unplug_timeout=60)
+        args.update(over)
+        return vm.run(**args)
+
+    def agent():
+        ga = GuestAgent(os.path.join(vm.state_dir, "agent.sock"), timeout=90)
+        ga.wait_ready()
+        return ga
+
+    vm.guest_run, vm.agent = run, agent
+    return vm
+
+
+@pytest.fixture
+def data_vm(vm):
+    """A running instance with one qcow2 disk ``data`` holding 0x11 at 0."""
+    base = vm.image("base.qcow2", fmt="qcow2")
+    subprocess.run(["qemu-io", "-c", "write -P 0x11 0 64k", base], check=True, capture_output=True)
+    vm.disks = [dict(name="data", path=base, format="qcow2")]
+    vm.base = base
+    vm.run(disks=vm.disks)
+    return vm

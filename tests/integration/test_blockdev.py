@@ -12,43 +12,13 @@ import subprocess
 import pytest
 
 from .conftest import hmp, run_module, tmpfs
-
-
-def runtime_of(vm):
-    with open(os.path.join(vm.state_dir, "runtime.json")) as handle:
-        return json.load(handle)
-
-
-def disk_id(vm, name="data"):
-    return next(d["id"] for d in runtime_of(vm)["layout"]["devices"] if d["name"] == name)
-
-
-def backend(vm, name="data"):
-    return disk_id(vm, name) + "/virtio-backend"
-
-
-def write(vm, pattern, offset):
-    """64 KiB of ``pattern`` at ``offset`` written by QEMU through the guest's device, flushed."""
-    with vm.qmp() as qmp:
-        hmp(qmp, 'qemu-io -d %s "write -P 0x%02x %d 64k"' % (backend(vm), pattern, offset))
-        hmp(qmp, 'qemu-io -d %s "flush"' % backend(vm))
+from .helpers import backend, disk_id, holds, nodes_in_qemu, runtime_of, write
 
 
 def flush(vm):
     """QEMU's caches (qcow2 metadata of a job's copy) written out, so the files can be read."""
     with vm.qmp() as qmp:
         hmp(qmp, 'qemu-io -d %s "flush"' % backend(vm))
-
-
-def holds(path, pattern, offset):
-    """Whether the image (read with -U, as another process may hold it) has 64 KiB of ``pattern``
-    at ``offset``, through its own backing chain."""
-    done = subprocess.run(["qemu-io", "-r", "-U", "-c", "read -P 0x%02x %d 64k" % (pattern, offset), path],
-                          capture_output=True, text=True, check=False)
-    if "Pattern verification failed" in done.stdout:
-        return False
-    assert done.returncode == 0 and "read 65536/65536" in done.stdout, done.stdout + done.stderr
-    return True
 
 
 def backing_of(path):
@@ -67,22 +37,6 @@ def device_node(vm, name="data"):
         files.append(image["filename"])
         image = image.get("backing-image")
     return inserted["node-name"], files
-
-
-def nodes_in_qemu(vm):
-    with vm.qmp() as qmp:
-        return {n["node-name"] for n in qmp("query-named-block-nodes", flat=True)}
-
-
-@pytest.fixture
-def data_vm(vm):
-    """A running instance with one qcow2 disk ``data`` holding 0x11 at 0."""
-    base = vm.image("base.qcow2", fmt="qcow2")
-    subprocess.run(["qemu-io", "-c", "write -P 0x11 0 64k", base], check=True, capture_output=True)
-    vm.disks = [dict(name="data", path=base, format="qcow2")]
-    vm.base = base
-    vm.run(disks=vm.disks)
-    return vm
 
 
 def blockdev(vm, check=False, **args):

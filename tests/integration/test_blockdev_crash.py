@@ -3,23 +3,18 @@ module really dies, SIGKILL), or QEMU killed at the commit point: the next run c
 guest's data is where the chain says, and nothing is left over.
 """
 
-import json
 import os
 import re
 import subprocess
 
 import pytest
 
-from .conftest import hmp, opened_nodes
+from .conftest import opened_nodes
 from .faults import AFTER_QMP, result_of, run_hooked
+from .helpers import holds, runtime_of, write
 
 MODULE = "ansible_collections.blocklayer.qemu.plugins.modules.qemu_blockdev"
 OWN_NODE = re.compile(r"disk-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}\.")
-
-
-def runtime_of(vm):
-    with open(os.path.join(vm.state_dir, "runtime.json")) as handle:
-        return json.load(handle)
 
 
 def blockdev_args(vm, **args):
@@ -55,19 +50,6 @@ def chain_in_qemu(vm):
         files.append(image["filename"])
         image = image.get("backing-image")
     return block["inserted"]["node-name"], files, nodes, record
-
-
-def write(vm, pattern, offset):
-    with vm.qmp() as qmp:
-        record = next(d for d in runtime_of(vm)["layout"]["devices"] if d["name"] == "data")
-        for command in ("write -P 0x%02x %d 64k" % (pattern, offset), "flush"):
-            hmp(qmp, 'qemu-io -d %s/virtio-backend "%s"' % (record["id"], command))
-
-
-def holds(path, pattern, offset):
-    done = subprocess.run(["qemu-io", "-r", "-U", "-c", "read -P 0x%02x %d 64k" % (pattern, offset), path],
-                          capture_output=True, text=True, check=False)
-    return "Pattern verification failed" not in done.stdout and "read 65536/65536" in done.stdout
 
 
 def assert_converged(vm, files):

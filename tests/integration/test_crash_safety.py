@@ -8,52 +8,12 @@ name space.
 
 import json
 import os
-import re
 
 import pytest
 
-from .conftest import info_network, opened_nodes
-from .faults import AFTER_QMP, AT_SAVE, result_of, run_hooked
-
-OWN_ID = re.compile(r"(disk|cdrom|floppy|nic)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}\Z")
-OWN_NODE = re.compile(r"(disk|cdrom|floppy)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}\.")
-
-
-def run_killed(vm, args, after, which="mutating"):
-    """Run qemu_instance with ``args``, SIGKILLed right after its ``after``-th QMP command of kind
-    ``which`` was answered; returns True when it was killed (it had that many commands)."""
-    proc = run_hooked(args, vm.state_dir + ".kill.json", AFTER_QMP, after, which, "self", "SIGKILL")
-    if proc.returncode == -9:
-        return True
-    result = result_of(proc)
-    assert not result.get("failed"), result["msg"]
-    return False
-
-
-def runtime_of(vm):
-    with open(os.path.join(vm.state_dir, "runtime.json")) as handle:
-        return json.load(handle)
-
-
-def assert_converged(vm, declared_disks, cd_path):
-    """QEMU, the runtime file and the declaration agree, and nothing of ours is left over."""
-    data = runtime_of(vm)
-    assert data["journal"] == [] and data["status"] == "running"
-    records = data["layout"]["devices"]
-    assert sorted(r["name"] for r in records if r["kind"] == "disk") == sorted(declared_disks)
-    with vm.qmp() as qmp:
-        ids = {p["name"] for p in qmp("qom-list", path="/machine/peripheral")}
-        nodes = {n["node-name"] for n in qmp("query-named-block-nodes", flat=True)}
-        roots = {b["qdev"].split("/")[3] if b["qdev"].startswith("/machine") else b["qdev"]: b.get("inserted")
-                 for b in qmp("query-block")}
-    assert {i for i in ids if OWN_ID.match(i)} == {r["id"] for r in records}
-    assert {n for n in nodes if OWN_NODE.match(n)} == {n for r in records for n in opened_nodes(r["nodes"])}
-    for record in records:
-        if record["nodes"]:
-            assert roots[record["id"]]["node-name"] == record["nodes"][-1]["node-name"], record["name"]
-    cd = next(r for r in records if r["kind"] == "cdrom")
-    assert cd["spec"]["path"] == cd_path
-    assert roots[cd["id"]]["file"] == cd_path
+from .conftest import info_network
+from .faults import AT_SAVE, result_of, run_hooked
+from .helpers import assert_converged, run_killed, runtime_of
 
 
 def test_killed_after_each_command_of_a_multi_disk_plan_the_rerun_converges(vm):

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from .conftest import COLLECTIONS, run_module
+from .helpers import runtime_of
 
 READ_ONLY = ("qmp_capabilities", "qom-list", "qom-get", "query-block", "query-pci", "query-named-block-nodes",
              "query-status", "query-version", "query-commands", "query-jobs", "query-block-jobs")
@@ -23,11 +24,6 @@ READ_ONLY = ("qmp_capabilities", "qom-list", "qom-get", "query-block", "query-pc
 
 def runtime_path(vm):
     return os.path.join(vm.state_dir, "runtime.json")
-
-
-def runtime_of(vm):
-    with open(runtime_path(vm)) as handle:
-        return json.load(handle)
 
 
 def write_runtime(vm, data):

@@ -1,16 +1,9 @@
 """qemu_device: one device on a running instance, through the same planner as qemu_instance."""
 
-import json
-import os
-
 import pytest
 
 from .conftest import run_module
-
-
-def runtime_of(vm):
-    with open(os.path.join(vm.state_dir, "runtime.json")) as handle:
-        return json.load(handle)
+from .helpers import runtime_of
 
 
 def device(vm, kind, state="present", check=False, **dev):

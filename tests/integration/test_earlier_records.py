@@ -7,7 +7,7 @@ import json
 import os
 
 from .conftest import opened_nodes, run_module
-from .test_hotplug import mutating, node_names, record, runtime_of
+from .helpers import mutating, node_names, record, runtime_of
 
 
 def attach_as_an_earlier_version(vm, disk_record):

@@ -1,51 +1,13 @@
 """With the tiny Linux guest: what the guest sees of what qemu_instance declares and changes."""
 
 import os
-import sys
 
 import pytest
 
-from .conftest import ROOT, qemu_img
+from .conftest import GUEST, GUEST_MARKS, qemu_img
+from .helpers import MiB, by_serial, image_has
 
-GUEST = os.path.join(ROOT, "build", "guest")
-sys.path.insert(0, os.path.join(ROOT, "tools", "guest"))
-from agent import GuestAgent  # noqa: E402  pylint: disable=wrong-import-position
-
-pytestmark = [
-    pytest.mark.guest,
-    pytest.mark.skipif(not os.path.exists(os.path.join(GUEST, "vmlinux")), reason="the tiny guest is not built (make guest)"),
-]
-MiB = 1 << 20
-
-
-@pytest.fixture
-def guest(vm):
-    """The vm fixture, booting the tiny guest with the agent channel."""
-    def run(**over):
-        # A guest under TCG on a loaded 2-core machine can take more than the default 5 s to
-        # release a device; these tests are about the release, not the timeout.
-        args = dict(kernel_path=os.path.join(GUEST, "vmlinux"), initrd_path=os.path.join(GUEST, "initramfs.gz"),
-                    kernel_args="console=ttyS0 panic=-1 quiet", agent_channel=True, unplug_timeout=60)
-        args.update(over)
-        return vm.run(**args)
-
-    def agent():
-        ga = GuestAgent(os.path.join(vm.state_dir, "agent.sock"), timeout=90)
-        ga.wait_ready()
-        return ga
-
-    vm.guest_run, vm.agent = run, agent
-    return vm
-
-
-def by_serial(agent):
-    return {d["serial"]: d for d in agent.disks() if d["serial"]}
-
-
-def image_has(path, offset, length, byte):
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        return handle.read(length) == bytes([byte]) * length
+pytestmark = GUEST_MARKS
 
 
 def test_guest_sees_every_declared_device_and_its_writes_survive_stop(guest):

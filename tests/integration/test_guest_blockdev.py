@@ -7,21 +7,14 @@ import os
 import subprocess
 import threading
 
-from .conftest import hmp, run_module
-from .test_guest import GUEST, MiB, by_serial, guest, pytestmark  # noqa: F401  pylint: disable=unused-import
+from .conftest import BOOT, GUEST_MARKS, hmp, run_module
+from .helpers import MiB, by_serial, image_holds
 
-BOOT = dict(kernel_path=os.path.join(GUEST, "vmlinux"), initrd_path=os.path.join(GUEST, "initramfs.gz"),
-            kernel_args="console=ttyS0 panic=-1 quiet", agent_channel=True)
+pytestmark = GUEST_MARKS
 
 
 def blockdev(vm, **args):
     return run_module("qemu_blockdev", dict(args, name="t", state_dir=vm.state_dir))
-
-
-def image_holds(path, fmt, pattern, offset, length):
-    out = subprocess.run(["qemu-io", "-r", "-f", fmt, "-c", "read -P 0x%02x %d %d" % (pattern, offset, length), path],
-                         capture_output=True, text=True, check=False).stdout
-    return "Pattern verification failed" not in out and "read %d/%d bytes" % (length, length) in out
 
 
 def region_md5(path, fmt, offset, length):

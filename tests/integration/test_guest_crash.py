@@ -1,18 +1,17 @@
 """With the tiny guest: a hot-add killed after device_add is adopted, and the guest's data is intact."""
 
-import os
 import subprocess
 
-from .test_crash_safety import run_killed, runtime_of
-from .test_guest import GUEST, MiB, by_serial, guest, image_has, pytestmark  # noqa: F401  pylint: disable=unused-import
+from .conftest import BOOT, GUEST_MARKS
+from .helpers import MiB, by_serial, image_has, run_killed, runtime_of
+
+pytestmark = GUEST_MARKS
 
 
 def test_a_hot_add_killed_after_device_add_is_adopted_and_the_guest_keeps_its_data(guest):
     s = dict(name="s", path=guest.image("s.raw", "16M"), disk_type="scsi-hd", serial="S1")
     c = dict(name="c", path=guest.image("c.qcow2", "24M", "qcow2"), format="qcow2", disk_type="scsi-hd", serial="C1")
-    boot = dict(kernel_path=os.path.join(GUEST, "vmlinux"), initrd_path=os.path.join(GUEST, "initramfs.gz"),
-                kernel_args="console=ttyS0 panic=-1 quiet", agent_channel=True, unplug_timeout=60,
-                scsi_controller_type="virtio-scsi-pci")
+    boot = dict(BOOT, unplug_timeout=60, scsi_controller_type="virtio-scsi-pci")
     assert guest.guest_run(disks=[s], **boot)["changed"]
     with guest.agent() as ga:
         ga.write(by_serial(ga)["S1"]["name"], 4 * MiB, MiB, 0x5A)

@@ -10,6 +10,7 @@ import pytest
 from ansible_collections.blocklayer.qemu.plugins.module_utils import hotplug, plan, runtime
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession
+from qmp_wire import split_messages
 
 GREETING = {"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}
 
@@ -34,18 +35,13 @@ class FakeQemu:
         def send(obj):
             writer.write(json.dumps(obj).encode() + b"\r\n")
         send(GREETING)
-        decoder, buf = json.JSONDecoder(), ""
+        buf = ""
         while True:
             chunk = await reader.read(65536)
             if not chunk:
                 break
-            buf += chunk.decode()
-            while buf.strip():  # qemu.qmp sends no newline after a command: parse the stream
-                try:
-                    msg, end = decoder.raw_decode(buf.lstrip())
-                except ValueError:
-                    break
-                buf = buf.lstrip()[end:]
+            messages, buf = split_messages(buf + chunk.decode())
+            for msg in messages:
                 self.received.append(msg)
                 send({"return": {}, "id": msg.get("id")})
                 if msg["execute"] == "device_del":

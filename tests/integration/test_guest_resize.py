@@ -3,8 +3,10 @@
 import os
 import time
 
-from .test_guest import GUEST, MiB, pytestmark  # noqa: F401  pylint: disable=unused-import
-from .test_guest import GuestAgent
+from .conftest import BOOT, GUEST_MARKS, GuestAgent
+from .helpers import MiB
+
+pytestmark = GUEST_MARKS
 
 
 def guest_bytes(ga, dev):
@@ -23,14 +25,12 @@ def wait_guest_bytes(ga, dev, want, timeout=60):
 
 
 def test_guest_sees_a_virtio_disk_grown_live(vm):
-    boot = dict(kernel_path=os.path.join(GUEST, "vmlinux"), initrd_path=os.path.join(GUEST, "initramfs.gz"),
-                kernel_args="console=ttyS0 panic=-1 quiet", agent_channel=True)
     data = dict(name="data", path=vm.image("data.qcow2", "16M", "qcow2"), format="qcow2", serial="GROW1")
-    vm.run(disks=[data], **boot)
+    vm.run(disks=[data], **BOOT)
     with GuestAgent(os.path.join(vm.state_dir, "agent.sock"), timeout=90) as ga:
         ga.wait_ready()
         dev = next(d["name"] for d in ga.disks() if d["serial"] == "GROW1")
         assert guest_bytes(ga, dev) == 16 * MiB
-        grown = vm.run(disks=[dict(data, size="40M")], **boot)
+        grown = vm.run(disks=[dict(data, size="40M")], **BOOT)
         assert [(a["action"], a["name"]) for a in grown["actions"]] == [("resize", "data")]
         assert wait_guest_bytes(ga, dev, 40 * MiB) == 40 * MiB

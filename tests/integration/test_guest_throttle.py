@@ -3,7 +3,10 @@ gives the speed back, on the same disk the guest kept all along."""
 
 import time
 
-from .test_guest import GUEST, by_serial, guest, pytestmark  # noqa: F401  pylint: disable=unused-import
+from .conftest import GUEST_MARKS
+from .helpers import by_serial
+
+pytestmark = GUEST_MARKS
 
 READS = 40  # 4 KiB direct reads: at 20 IOPS they take about 2 s, unthrottled well under 0.1 s
 
@@ -15,7 +18,7 @@ def timed_reads(ga, dev):
     return time.monotonic() - start
 
 
-def test_an_iops_limit_set_live_slows_the_guests_reads_and_removing_it_restores_them(guest):  # noqa: F811
+def test_an_iops_limit_set_live_slows_the_guests_reads_and_removing_it_restores_them(guest):
     disk = dict(name="v", path=guest.image("v.raw", "16M"), serial="THR1")
     assert guest.guest_run(disks=[disk])["changed"]
     with guest.agent() as ga:

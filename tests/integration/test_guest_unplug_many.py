@@ -2,17 +2,12 @@
 ``unplug_timeout`` after the last event, not one deadline for the whole batch."""
 
 import os
-import sys
 import time
 
 import pytest
 
 from . import qemus
-from .conftest import ROOT
-
-GUEST = os.path.join(ROOT, "build", "guest")
-sys.path.insert(0, os.path.join(ROOT, "tools", "guest"))
-from agent import GuestAgent  # noqa: E402  pylint: disable=wrong-import-position
+from .conftest import BOOT, GUEST, GuestAgent
 
 DEFAULT_UNPLUG_TIMEOUT = 5.0  # qemu_instance's documented default
 
@@ -25,8 +20,7 @@ def test_sixteen_virtio_disks_unplugged_in_one_task_leave_none_pending(vm):
         pytest.skip("about QEMU 7.2 (Debian 12's system QEMU; Debian 13 has none), whose ACPI unplug is "
                     "slow (~0.5 s a disk under TCG): there 16 take longer in total than the default "
                     "unplug_timeout; QEMU %d.%d unplugs them at once" % version)
-    boot = dict(kernel_path=os.path.join(GUEST, "vmlinux"), initrd_path=os.path.join(GUEST, "initramfs.gz"),
-                kernel_args="console=ttyS0 panic=-1 quiet", agent_channel=True, kvm_pci_reservations=4)
+    boot = dict(BOOT, kvm_pci_reservations=4)
     disks = [dict(name="d%02d" % i, path=vm.image("d%02d.raw" % i, "4M"), serial="U%02d" % i) for i in range(16)]
     vm.run(**boot)
     with GuestAgent(os.path.join(vm.state_dir, "agent.sock"), timeout=120) as ga:

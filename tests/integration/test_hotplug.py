@@ -5,31 +5,7 @@ import os
 import pytest
 
 from .conftest import info_network, opened_nodes, wait_device_event
-
-
-def runtime_of(vm):
-    with open(os.path.join(vm.state_dir, "runtime.json")) as handle:
-        return json.load(handle)
-
-
-def record(vm, name):
-    return next(d for d in runtime_of(vm)["layout"]["devices"] if d["name"] == name)
-
-
-def node_names(qmp):
-    return {n["node-name"] for n in qmp("query-named-block-nodes", flat=True)}
-
-
-def executed(result):
-    return [c["execute"] for c in result["qmp_commands"]]
-
-
-def mutating(result):
-    """The commands that change QEMU, in order (the read-only queries around them left out)."""
-    def reads(c):
-        return c["execute"].startswith("query-") or c["execute"] in ("qom-list", "qom-get") or (
-            c["execute"] == "human-monitor-command" and c["arguments"] == {"command-line": "info network"})
-    return [c["execute"] for c in result["qmp_commands"] if not reads(c)]
+from .helpers import executed, mutating, node_names, record, runtime_of
 
 
 @pytest.mark.parametrize("controller", ["lsi", "megasas", "virtio-scsi-pci"])

@@ -8,7 +8,7 @@ import sys
 import time
 
 from .conftest import COLLECTIONS, run_module
-from .test_jobs import write
+from .helpers import write_image
 
 MiB = 1024 * 1024
 
@@ -91,8 +91,8 @@ def test_a_damaged_runtime_file_is_a_problem_not_a_traceback(vm):
 def throttled_disk_with_an_overlay(vm):
     """A qcow2 disk with 2 MiB of data, limited to 64 KiB/s, with an overlay from qemu_blockdev."""
     base = vm.image("base.qcow2", "16M", "qcow2")
-    write(base, "0x11", 0)
-    write(base, "0x22", "1M")
+    write_image(base, "0x11", 0)
+    write_image(base, "0x22", "1M")
     vm.run(disks=[dict(name="d", path=base, format="qcow2", limits=dict(bps_total=65536))])
     overlay = str(vm.images / "ov.qcow2")
     snap = run_module("qemu_blockdev", dict(name="t", state_dir=vm.state_dir, disk="d", snapshot=dict(path=overlay)))

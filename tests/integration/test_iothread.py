@@ -3,17 +3,12 @@ link, qom-list /objects), on every QEMU generation the project provides."""
 
 import json
 import os
-import sys
 import uuid
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import BOOT, GUEST, GuestAgent
 from .faults import AFTER_QMP, run_hooked
-
-GUEST = os.path.join(ROOT, "build", "guest")
-sys.path.insert(0, os.path.join(ROOT, "tools", "guest"))
-from agent import GuestAgent  # noqa: E402  pylint: disable=wrong-import-position
 
 UUID_A = "0b1c2d3e-4f50-4612-8734-95a6b7c8d9e0"
 # The collection's naming rule (docs/design.md "Names"), written out here: <kind>-<three UUID groups>.io
@@ -96,8 +91,7 @@ def test_an_iothread_a_killed_attach_left_is_deleted_by_the_next_run(vm):
 @pytest.mark.guest
 @pytest.mark.skipif(not os.path.exists(os.path.join(GUEST, "vmlinux")), reason="the tiny guest is not built (make guest)")
 def test_unplugged_disk_takes_its_iothread_with_it(vm):
-    boot = dict(kernel_path=os.path.join(GUEST, "vmlinux"), initrd_path=os.path.join(GUEST, "initramfs.gz"),
-                kernel_args="console=ttyS0 panic=-1 quiet", agent_channel=True, unplug_timeout=60)
+    boot = dict(BOOT, unplug_timeout=60)
     other = dict(name="b", uuid=str(uuid.uuid4()), path=vm.image("b.raw"), iothread=True)
     hot = dict(name="a", uuid=UUID_A, path=vm.image("a.raw"), iothread=True, serial="IOA")
     vm.run(disks=[other], **boot)

@@ -17,24 +17,9 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils import jobs, qmp
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError
 
 from .conftest import qemu_img
+from .helpers import alone, qemu_io, write_image
 
 SIZE = "16M"
-
-
-def alone(path):
-    """The image without its backing chain, as qemu-io reads it."""
-    return "json:" + json.dumps({"driver": "qcow2", "backing": None, "file": {"driver": "file", "filename": path}})
-
-
-def qemu_io(target, command, *flags):
-    proc = subprocess.run(["qemu-io"] + list(flags) + ["-c", command, target], capture_output=True, text=True,
-                          check=False, timeout=60)
-    return proc.returncode == 0 and "failed" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-
-
-def write(path, pattern, offset):
-    ok, out = qemu_io(alone(path), "write -P %s %s 1M" % (pattern, offset))
-    assert ok, out
 
 
 def holds(path, pattern, offset, *flags):
@@ -74,7 +59,7 @@ class Disk:
     def snapshot(self, name, backing_path, pattern, offset):
         """A new overlay on the device's top (with ``pattern`` at ``offset``), via blockdev-snapshot."""
         path = self.image(name, backing=backing_path)
-        write(path, pattern, offset)
+        write_image(path, pattern, offset)
         top = self.block()["inserted"]["node-name"]
         overlay = self.add(name, path, backing=True)
         self.qmp.execute("blockdev-snapshot", {"node": top, "overlay": overlay})
@@ -104,8 +89,8 @@ class Disk:
 @pytest.fixture
 def disk(vm):
     base = vm.image("base.qcow2", SIZE, "qcow2")
-    write(base, "0x11", 0)
-    write(base, "0x44", "3M")
+    write_image(base, "0x11", 0)
+    write_image(base, "0x44", "3M")
     vm.run(disks=[dict(name="d", path=base, format="qcow2")])
     with open(os.path.join(vm.state_dir, "runtime.json")) as handle:
         [dev_id] = [d["id"] for d in json.load(handle)["layout"]["devices"] if d["name"] == "d"]

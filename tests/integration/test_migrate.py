@@ -12,84 +12,10 @@ import sys
 
 import pytest
 
-from . import qemus
-from .conftest import ROOT, Qmp, alive, cmdline_of, qemu_img, qemu_pids, run_module
-from .test_guest import GUEST, MiB, by_serial, pytestmark  # noqa: F401  pylint: disable=unused-import
-from .test_guest_blockdev import image_holds
-from .test_shared_instance import task_status
+from .conftest import BOOT, GUEST_MARKS, ROOT, Qmp, alive, cmdline_of, qemu_pids, run_module
+from .helpers import PAIRS, MiB, Pair, by_serial, image_holds, task_status
 
-sys.path.insert(0, os.path.join(ROOT, "tools", "guest"))
-from agent import GuestAgent  # noqa: E402  pylint: disable=wrong-import-position
-
-BOOT = dict(kernel_path=os.path.join(GUEST, "vmlinux"), initrd_path=os.path.join(GUEST, "initramfs.gz"),
-            kernel_args="console=ttyS0 panic=-1 quiet", agent_channel=True)
-
-
-def _pairs():
-    """(source, target) binaries: the older generation to itself, to the newer, and back."""
-    found = [("%d.%d" % v[:2], b) for v, b in qemus.found()]
-    if not found:
-        return []
-    old, new = found[0], found[-1]
-    pairs = [(old, old)] + ([(old, new), (new, old)] if new != old else [])
-    return [pytest.param((a[1], b[1]), id="%s-to-%s" % (a[0], b[0])) for a, b in pairs]
-
-
-PAIRS = _pairs()
-
-
-class Pair:
-    """A source and a target state dir, the images both see, and the guest booted on the source."""
-
-    def __init__(self, tmp_path, source_binary, target_binary):
-        self.tmp = tmp_path
-        self.src, self.dst = str(tmp_path / "src"), str(tmp_path / "dst")
-        self.source_binary, self.target_binary = source_binary, target_binary
-        self.images = tmp_path / "images"
-        self.images.mkdir()
-
-    def image(self, name, size, fmt):
-        path = str(self.images / name)
-        qemu_img("create", "-q", "-f", fmt, path, size)
-        return path
-
-    def boot(self, **declared):
-        """The guest running in the source state dir on the source QEMU. A newer source for an
-        older target must emulate the older machine (qemu_instance starts -machine pc, the newest
-        one): it is booted on the target's QEMU and migrated to the source first, as an upgrade."""
-        first = self.target_binary if qemus.version(self.source_binary) > qemus.version(self.target_binary) \
-            else self.source_binary
-        where = self.src if first == self.source_binary else str(self.tmp / "origin")
-        args = dict(BOOT, name="m", state_dir=where, accel="tcg", qemu_binary=first,
-                    shutdown_timeout=0, unplug_timeout=60, **declared)
-        result = run_module("qemu_instance", args)
-        assert not result.get("failed"), result
-        if where != self.src:
-            self.move(where, self.src, self.source_binary)
-        return result
-
-    def move(self, source, target, binary):
-        exported = self.step(source, "export")
-        prepared = self.step(target, "prepare", layout=exported["layout"], source=exported["source"],
-                             qemu_binary=binary)
-        assert self.step(source, "migrate", uri=prepared["uri"], timeout=120).get("status") == "completed"
-        assert self.step(target, "finish", timeout=60).get("status") == "running"
-
-    def step(self, state_dir, step, **args):
-        return run_module("qemu_migrate", dict(args, name="m", state_dir=state_dir, step=step))
-
-    def agent(self, state_dir):
-        ga = GuestAgent(os.path.join(state_dir, "agent.sock"), timeout=90)
-        ga.wait_ready()
-        return ga
-
-    def runtime_bytes(self, state_dir):
-        with open(os.path.join(state_dir, "runtime.json"), "rb") as handle:
-            return handle.read()
-
-    def status(self, state_dir):
-        with Qmp(os.path.join(state_dir, "qmp.sock")) as qmp:
-            return qmp("query-status")["status"]
+pytestmark = GUEST_MARKS
 
 
 @pytest.fixture
@@ -305,7 +231,8 @@ def test_failed_migrations_leave_the_source_running_and_no_target(pair):
 
 _MIGRATE_IN_CHILD = """
 import json, sys
-from tests.integration.conftest import run_module
+sys.path.insert(0, "tests")  # as pytest imports it: integration.conftest imports qmp_wire
+from integration.conftest import run_module
 print(json.dumps(run_module("qemu_migrate", dict(name="m", state_dir=sys.argv[1], step="migrate", uri=sys.argv[2],
                                                  timeout=240))))
 """

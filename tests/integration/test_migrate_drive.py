@@ -16,11 +16,10 @@ import subprocess
 import pytest
 
 from . import qemus
-from .conftest import Qmp, alive, cmdline_of, qemu_img, qemu_pids, qemu_private_args, run_module
-from .test_guest import GUEST, MiB, by_serial, pytestmark  # noqa: F401  pylint: disable=unused-import
-from .test_migrate import BOOT, PAIRS, Pair
-# tools/guest is on sys.path through test_migrate.
-from agent import GuestAgent  # noqa: E402  pylint: disable=wrong-import-order
+from .conftest import BOOT, GUEST_MARKS, GuestAgent, Qmp, alive, cmdline_of, qemu_img, qemu_pids, qemu_private_args, run_module
+from .helpers import PAIRS, MiB, Pair, by_serial, node_names
+
+pytestmark = GUEST_MARKS
 
 
 def start_drive_qemu(pair, root, data):
@@ -66,11 +65,6 @@ def agent_at(path):
     ga = GuestAgent(path, timeout=90)
     ga.wait_ready()
     return ga
-
-
-def node_names(sock):
-    with Qmp(sock) as qmp:
-        return {n["node-name"] for n in qmp("query-named-block-nodes", flat=True)}
 
 
 @pytest.fixture(params=PAIRS)

@@ -11,21 +11,13 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 import tempfile
 
 import pytest
 
-from .conftest import ROOT, info_network
+from .conftest import BOOT, GUEST_MARKS, GuestAgent, info_network
 
-GUEST = os.path.join(ROOT, "build", "guest")
-sys.path.insert(0, os.path.join(ROOT, "tools", "guest"))
-from agent import GuestAgent  # noqa: E402  pylint: disable=wrong-import-position
-
-pytestmark = [
-    pytest.mark.guest,
-    pytest.mark.skipif(not os.path.exists(os.path.join(GUEST, "vmlinux")), reason="the tiny guest is not built (make guest)"),
-]
+pytestmark = GUEST_MARKS
 BRIDGE_CONF = "/etc/qemu/bridge.conf"  # read by qemu-bridge-helper, QEMU 7.2's and 10.0's alike
 BRIDGE_HELPER = "/usr/lib/qemu/qemu-bridge-helper"  # the default helper of both binaries
 # Every checkout and xdist worker on this machine takes this lock to touch BRIDGE_CONF.
@@ -36,8 +28,7 @@ BRIDGE_LOCK = os.path.join(tempfile.gettempdir(), "blocklayer-qemu-bridge-conf.l
 def guest(vm):
     """The vm fixture, booting the tiny guest with its agent; ``vm.agent()`` waits for READY."""
     def run(**over):
-        args = dict(kernel_path=os.path.join(GUEST, "vmlinux"), initrd_path=os.path.join(GUEST, "initramfs.gz"),
-                    kernel_args="console=ttyS0 panic=-1 quiet", agent_channel=True, unplug_timeout=60)
+        args = dict(BOOT, unplug_timeout=60)
         args.update(over)
         result = vm.run(**args)
         assert not result.get("failed"), result.get("msg")

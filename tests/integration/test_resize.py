@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from .conftest import qemu_private_args, run_module
-from .test_hotplug import mutating, record, runtime_of
+from .helpers import mutating, record, runtime_of
 
 MiB = 1 << 20
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from .conftest import ROOT, run_module
+from .helpers import task_status
 
 PLAY = """
 - hosts: localhost
@@ -58,18 +59,6 @@ def play(vm, tmp_path, text):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     recap = next(line for line in proc.stdout.splitlines() if line.startswith("localhost"))
     return recap, task_status(proc.stdout)
-
-
-def task_status(out: str) -> dict:
-    """Task name -> "ok" or "changed", from the default callback's output."""
-    found, task = {}, None
-    for line in out.splitlines():
-        if line.startswith("TASK ["):
-            task = line[len("TASK ["):line.index("]")]
-        elif task and line.split(":")[0] in ("ok", "changed"):
-            found[task] = line.split(":")[0]
-            task = None
-    return found
 
 
 def test_instance_and_device_modules_in_one_play_converge_then_report_no_change(vm, tmp_path):

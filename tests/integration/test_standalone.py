@@ -12,8 +12,7 @@ import os
 
 from .conftest import hmp, run_module
 from .faults import AFTER_QMP, result_of, run_hooked
-from .test_blockdev import backend, disk_id, holds, nodes_in_qemu, runtime_of, write
-from .test_blockdev import data_vm  # noqa: F401  pylint: disable=unused-import
+from .helpers import backend, disk_id, holds, nodes_in_qemu, runtime_of, write
 
 MODULE = "ansible_collections.blocklayer.qemu.plugins.modules.qemu_blockdev"
 

@@ -14,8 +14,7 @@ import pytest
 
 from .conftest import COLLECTIONS, qemu_pids, tmpfs
 from .faults import AFTER_QMP, AT_SAVE, MODULE, result_of, run_hooked
-from .test_crash_safety import assert_converged
-from .test_hotplug import mutating
+from .helpers import assert_converged, mutating
 
 
 def runtime_text(vm):

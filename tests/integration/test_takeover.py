@@ -7,7 +7,7 @@ import subprocess
 from ansible_collections.blocklayer.qemu.plugins.module_utils import host
 
 from .conftest import qemu_img, Qmp
-from .test_hotplug import mutating
+from .helpers import mutating
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 

@@ -6,6 +6,7 @@ import os
 
 from .conftest import run_module
 from .faults import AFTER_QMP, run_hooked
+from .helpers import node_names, record
 
 # What qom-get of a group's limits reads with nothing limited (QEMU's defaults, constants).
 UNLIMITED = {
@@ -31,15 +32,6 @@ def root_of(qmp, dev_id):
     block = next(b for b in qmp("query-block") if b.get("qdev", "").split("/")[-2:-1] == [dev_id]
                  or b.get("qdev") == dev_id)
     return block["inserted"]["node-name"], block["inserted"]["drv"]
-
-
-def node_names(qmp):
-    return {n["node-name"] for n in qmp("query-named-block-nodes", flat=True)}
-
-
-def record(vm, name):
-    with open(os.path.join(vm.state_dir, "runtime.json")) as handle:
-        return next(d for d in json.load(handle)["layout"]["devices"] if d["name"] == name)
 
 
 def ok(result):

@@ -7,34 +7,14 @@ virtio-blk disk, a scsi-hd on a virtio-scsi HBA with id ``scsi`` and a virtio-ne
 lacks) are dropped here: adopt.read only asks a device for properties its type has.
 """
 
-import json
-import os
-
 import pytest
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import adopt, spec
+from ansible_collections.blocklayer.qemu.plugins.module_utils import adopt
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 
-from .helpers import params
+from .helpers import answers, declared
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
 VERSIONS = ("7.2", "10.0")
-
-
-def answers(style, version):
-    with open(os.path.join(DATA, "qmp-adopt-%s-%s.json" % (style, version))) as handle:
-        data = json.load(handle)
-    data["qom-get"] = {dev: {k: v for k, v in props.items() if not (isinstance(v, dict) and "error" in v)}
-                       for dev, props in data["qom-get"].items()}
-    return data
-
-
-def declared(**over):
-    base = dict(disks=[dict(name="root", path="/srv/images/hand/vda.qcow2", format="qcow2"),
-                       dict(name="data", path="/srv/images/hand/sda.raw", disk_type="scsi-hd")],
-                nics=[dict(name="lan", mac="52:54:00:12:34:56")], scsi_controller_type="virtio-scsi-pci")
-    base.update(over)
-    return spec.instance_from(params(**base))
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -6,8 +6,7 @@ import pytest
 from ansible_collections.blocklayer.qemu.plugins.module_utils import hotplug
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError
 
-from .helpers import ScriptedQmp, disk
-from .test_plan import reconcile, running
+from .helpers import ScriptedQmp, disk, reconcile, running
 
 
 def attach():

@@ -17,7 +17,7 @@ import pytest
 from ansible_collections.blocklayer.qemu.plugins.module_utils import ganeti
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+from .helpers import DATA
 
 
 def load(name):

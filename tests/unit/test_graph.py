@@ -5,15 +5,9 @@ import pytest
 from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, graph, layout, plan, runtime, spec
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 
-from .helpers import QCOW2, by_name, disk, params, place
+from .helpers import QCOW2, base_record, by_name, disk, params, place
 
 MISSING = layout.PathFacts("missing")
-
-
-def base_record(**over):
-    lay = place(facts={"/img/data.qcow2": QCOW2}, disks=[disk("data", path="/img/data.qcow2", format="qcow2", **over)])
-    device = by_name(lay, "data")
-    return dict(plan.normalise(device.to_dict()), state="attached", origin="blockdev", owner="qemu_instance")
 
 
 def after(op):

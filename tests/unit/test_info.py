@@ -2,10 +2,7 @@ import os
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import info, runtime, verify
 
-from .helpers import QCOW2, disk
-from .test_throttle import running
-
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+from .helpers import DATA, QCOW2, disk, running
 
 
 def test_the_diff_summary_names_devices_as_declared_with_placement_and_options_only():

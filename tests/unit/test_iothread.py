@@ -9,8 +9,7 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils import spec as spe
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
 
-from .helpers import by_name, disk, params, place, place_with_spec
-from .test_plan import reconcile, running
+from .helpers import by_name, disk, params, place, place_with_spec, reconcile, running
 
 VIRTIO_SCSI = dict(scsi_controller_type="virtio-scsi-pci")
 

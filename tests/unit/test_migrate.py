@@ -11,8 +11,8 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils import adopt, bloc
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
 
-from . import test_adopt
-from .helpers import QCOW2, disk, place_with_spec
+from . import helpers
+from .helpers import QCOW2, disk
 
 TARGET = RuntimePaths("/var/lib/t/vm1")
 
@@ -23,13 +23,9 @@ def guest_layout(machine="pc-i440fx-7.2", cpu="qemu64", **over):
                 disks=[disk("root", path="/srv/img/root.qcow2", format="qcow2"),
                        disk("data", path="/srv/img/data.raw", disk_type="scsi-hd")])
     decl.update(over)
-    s, lay = place_with_spec({"/srv/img/root.qcow2": QCOW2}, **decl)
-    return runtime.GuestLayout(
-        name=s.name, uuid=s.uuid, machine_type="pc", declaration=plan.normalise(s.to_dict()),
-        controllers=[plan.normalise(d.to_dict()) for d in lay.controllers],
-        devices=[dict(plan.normalise(d.to_dict()), state=runtime.STATE_ATTACHED, origin=runtime.ORIGIN_BLOCKDEV)
-                 for d in lay.devices],
-        machine=machine, cpu=cpu)
+    lay = helpers.running({"/srv/img/root.qcow2": QCOW2}, **decl)
+    lay.machine, lay.cpu = machine, cpu
+    return lay
 
 
 def running(lay, journal=()):
@@ -216,9 +212,9 @@ def test_listen_refuses_what_is_no_address():
 def adopted_drive_layout():
     """The layout adoption records for tests/data/qmp-adopt-drive-7.2.json (a virtio-blk disk and
     a scsi-hd, both -drive), and that QEMU's query-block entries by qdev id."""
-    answers = test_adopt.answers("drive", "7.2")
+    answers = helpers.answers("drive", "7.2")
     found = adopt.found_layout(answers)
-    inst = test_adopt.declared()
+    inst = helpers.declared()
     lay = runtime.GuestLayout(name=inst.name, uuid=inst.uuid, machine_type="pc",
                               declaration=plan.normalise(inst.to_dict()), controllers=found.controllers,
                               devices=adopt.bind(found, inst, {}))
@@ -345,7 +341,7 @@ def test_an_image_that_is_not_a_file_here_is_refused():
 
 def format0_layout():
     """tests/data/runtime-v0.json as read (format 0 -> 2): a disk and a NIC with only their PCI slot."""
-    with open(os.path.join(test_adopt.DATA, "runtime-v0.json"), "rb") as handle:
+    with open(os.path.join(helpers.DATA, "runtime-v0.json"), "rb") as handle:
         return runtime.loads(handle.read(), "runtime-v0.json").layout
 
 

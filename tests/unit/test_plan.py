@@ -1,7 +1,7 @@
-from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, plan, runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, plan
 from ansible_collections.blocklayer.qemu.plugins.module_utils import spec as spec_mod
 
-from .helpers import disk, facts_for, params, place_with_spec
+from .helpers import disk, facts_for, params, reconcile, running
 
 
 def test_same_declaration_has_no_changes():
@@ -26,21 +26,6 @@ def test_normalise_turns_tuples_into_lists():
 
 
 # -- reconcile ---------------------------------------------------------------------------------
-
-
-def running(**over):
-    """The guest layout of an instance started with this declaration."""
-    s, lay = place_with_spec(**over)
-    return runtime.GuestLayout(
-        name=s.name, uuid=s.uuid, machine_type=s.machine.machine_type,
-        declaration=plan.normalise(s.to_dict()),
-        controllers=[plan.normalise(c.to_dict()) for c in lay.controllers],
-        devices=[dict(plan.normalise(d.to_dict()), state="attached", origin="blockdev") for d in lay.devices])
-
-
-def reconcile(data, present_ids=None, live_pci_slots=(), **over):
-    s = spec_mod.instance_from(params(**over))
-    return plan.reconcile(data, s, facts_for(s), live_pci_slots, present_ids)
 
 
 def summary(actions):

@@ -6,6 +6,7 @@ import pytest
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession, explain
+from qmp_wire import split_messages
 
 
 @pytest.mark.parametrize("desc,meaning", [
@@ -47,18 +48,13 @@ class Peer:
         conn, _addr = self.server.accept()
         with conn:
             conn.sendall(json.dumps(GREETING).encode() + b"\r\n")
-            decoder, buf = json.JSONDecoder(), ""
+            buf = ""
             while True:
                 chunk = conn.recv(65536)
                 if not chunk:
                     return
-                buf += chunk.decode()
-                while buf.strip():  # qemu.qmp ends a command without newline: parse the stream
-                    try:
-                        message, end = decoder.raw_decode(buf.lstrip())
-                    except ValueError:
-                        break
-                    buf = buf.lstrip()[end:]
+                messages, buf = split_messages(buf + chunk.decode())
+                for message in messages:
                     self.received.append(message)
                     replies = self.answer(message)
                     if replies is None:

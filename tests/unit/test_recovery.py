@@ -4,8 +4,7 @@ from dataclasses import replace
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, engine, hotplug, plan, recovery, verify
 
-from .test_plan import reconcile, running
-from .helpers import disk
+from .helpers import disk, reconcile, running
 
 
 def entry_of(action):

@@ -6,11 +6,10 @@ import pytest
 
 from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, hotplug, layout, plan, recovery
 from ansible_collections.blocklayer.qemu.plugins.module_utils import spec as spec_mod
-from ansible_collections.blocklayer.qemu.plugins.module_utils import runtime, verify
+from ansible_collections.blocklayer.qemu.plugins.module_utils import verify
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 
-from .helpers import by_name, disk, facts_for, params, place, place_with_spec
-from .test_applier import ScriptedQmp
+from .helpers import ScriptedQmp, by_name, disk, facts_for, params, place, place_with_spec, running
 
 G = 1 << 30
 M = 1 << 20
@@ -18,15 +17,6 @@ M = 1 << 20
 
 def raw_of(size):
     return layout.PathFacts("file", b"\0\0\0\0", (), size)
-
-
-def running(facts=None, **over):
-    """The guest layout of an instance started with this declaration, on images ``facts`` describes."""
-    s, lay = place_with_spec(facts, **over)
-    return runtime.GuestLayout(
-        name=s.name, uuid=s.uuid, machine_type=s.machine.machine_type, declaration=plan.normalise(s.to_dict()),
-        controllers=[plan.normalise(c.to_dict()) for c in lay.controllers],
-        devices=[dict(plan.normalise(d.to_dict()), state="attached", origin="blockdev") for d in lay.devices])
 
 
 def disk_spec(**over):

@@ -6,7 +6,7 @@ import pytest
 from ansible_collections.blocklayer.qemu.plugins.module_utils import runtime
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+from .helpers import DATA
 
 
 def real_file(version):

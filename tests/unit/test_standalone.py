@@ -10,8 +10,7 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils import (
     blockdev, cmdline, graph, ids, runtime, spec, standalone)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 
-from .helpers import params, place
-from .test_graph import base_record
+from .helpers import base_record, params, place
 
 
 def layout_with(*named, devices=()):

@@ -9,7 +9,7 @@ from ansible_collections.blocklayer.qemu.plugins.module_utils import spec as spe
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.runtime import RuntimePaths
 
-from .helpers import ScriptedQmp, by_name, disk, facts_for, params, place_with_spec
+from .helpers import ScriptedQmp, by_name, disk, facts_for, params, place_with_spec, reconcile, running
 
 # QEMU's ThrottleLimits with nothing limited, as qom-get reads it back (constants, not computed).
 UNLIMITED = {
@@ -26,22 +26,6 @@ GROUPS = [{"name": "web", "limits": {"iops_total": 20}}, {"name": "db", "limits"
 
 def full(**limits):
     return dict(UNLIMITED, **{k.replace("_", "-"): v for k, v in limits.items()})
-
-
-def running(**over):
-    """The guest layout of an instance started with this declaration (shared groups included)."""
-    s, lay = place_with_spec(**over)
-    return runtime.GuestLayout(
-        name=s.name, uuid=s.uuid, machine_type=s.machine.machine_type,
-        declaration=plan.normalise(s.to_dict()),
-        controllers=[plan.normalise(c.to_dict()) for c in lay.controllers],
-        devices=[dict(plan.normalise(d.to_dict()), state="attached", origin="blockdev") for d in lay.devices],
-        throttle_groups=[plan.normalise(g) for g in lay.throttle_groups])
-
-
-def reconcile(data, **over):
-    s = spec_mod.instance_from(params(**over))
-    return plan.reconcile(data, s, facts_for(s))
 
 
 def error_of(**over):
