@@ -199,6 +199,7 @@ def converge_node(task) -> dict:
             instance.qmp_commands = engine.commands(steps)
         after = None if step and step[0] == "delete" else (step[1] if step else instance.rt.layout.named_node(name))
         return _node_result(instance, name, before, _node_report(after), step is not None)
+
     def work(_qmp, rt, runner):
         step = plan(rt)
         if step:

@@ -39,7 +39,7 @@ def instance(tmp_path):
 @pytest.mark.skipif(len(GENERATIONS) < 2, reason="needs two QEMU generations (make qemu-other)")
 def test_a_newer_qemu_starts_the_guest_on_the_machine_of_its_first_start(instance):
     run, machine_type = instance
-    (old_version, old), (_new_version, new) = GENERATIONS[0], GENERATIONS[-1]
+    (old_version, old), new = GENERATIONS[0], GENERATIONS[-1][1]
     first = run(old)
     pinned = machine_type()
     # QEMU names the machine's QOM type after the versioned machine (TYPE_MACHINE_SUFFIX).
