@@ -414,9 +414,12 @@ class Migration:
         self.instance = task.open_instance("")
         self.paths = self.instance.paths
         self.state = self.instance.state
+        # The diff: where the instance stands on this host before the step and after it.
+        self.status_before = self.status_after = self.instance.before.status if self.instance.before else "absent"
 
     # -- helpers ------------------------------------------------------------------------------
     def _save(self, rt) -> None:
+        self.status_after = rt.status
         self.instance.save(rt)
         self.instance.changed = True
 
@@ -426,7 +429,8 @@ class Migration:
     def _result(self, **extra) -> dict:
         inst = self.instance
         return dict(changed=bool(inst.actions), actions=inst.actions, qmp_commands=inst.qmp_commands,
-                    warnings=inst.warnings, diff={}, **extra)
+                    warnings=inst.warnings, diff={"before": {"status": self.status_before},
+                                                  "after": {"status": self.status_after}}, **extra)
 
     def _running_source(self, step: str) -> runtime.Runtime:
         inst = self.instance
@@ -610,6 +614,7 @@ class Migration:
             self.state.remove(runtime.RUNTIME_FILE)
         else:
             self.state.write_atomic(runtime.RUNTIME_FILE, previous)
+        self.status_after = self.status_before
 
     # -- migrate ------------------------------------------------------------------------------
     def migrate(self) -> dict:
@@ -785,6 +790,7 @@ class Migration:
             inst.kill()
             self._drop_qemu_files()
             self.state.remove(runtime.RUNTIME_FILE)
+            self.status_after = "absent"
             inst.changed = True
         return self._result()
 

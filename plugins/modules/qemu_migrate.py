@@ -103,7 +103,8 @@ attributes:
     support: partial
     details: O(step=export) runs as usual; the other steps report the action and change nothing.
   diff_mode:
-    support: none
+    support: full
+    details: The diff is the instance's status on this host (its runtime file) before and after the step.
 notes:
   - Both hosts must see the same images (shared storage); the source holds the image locks until
     the switch-over, the target from then on, so a guest never runs twice.

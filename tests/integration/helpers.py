@@ -228,8 +228,8 @@ class Pair:
         assert self.step(source, "migrate", uri=prepared["uri"], timeout=120).get("status") == "completed"
         assert self.step(target, "finish", timeout=60).get("status") == "running"
 
-    def step(self, state_dir, step, **args):
-        return run_module("qemu_migrate", dict(args, name="m", state_dir=state_dir, step=step))
+    def step(self, state_dir, step, diff=False, **args):
+        return run_module("qemu_migrate", dict(args, name="m", state_dir=state_dir, step=step), diff=diff)
 
     def agent(self, state_dir):
         ga = GuestAgent(os.path.join(state_dir, "agent.sock"), timeout=90)

@@ -43,3 +43,13 @@ def test_a_snapshot_shows_its_chain_in_check_mode_and_in_the_real_run(vm):
     after = ok(vm.run(diff=True, disks=[dict(name="a", path=base, format="qcow2")]))
     assert after["changed"] is False
     assert after["diff"]["after"]["devices"]["disks[a]"]["chain"] == want["disks[a]"]
+
+
+def test_a_real_medium_change_shows_the_old_and_the_new_medium(vm):
+    a = dict(name="a", path=vm.image("a.raw"))
+    one, two = vm.image("one.iso", size="1M"), vm.image("two.iso", size="1M")
+    ok(vm.run(disks=[a], cdroms=[dict(name="cd", path=one)]))
+    changed = ok(vm.run(diff=True, disks=[a], cdroms=[dict(name="cd", path=two)]))
+    assert [x["action"] for x in changed["actions"]] == ["change-medium"]
+    assert changed["diff"]["before"]["devices"]["cdroms[cd]"]["path"] == one
+    assert changed["diff"]["after"]["devices"]["cdroms[cd]"]["path"] == two

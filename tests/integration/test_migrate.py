@@ -68,12 +68,14 @@ def test_the_guest_moves_with_its_hot_plugged_disk_and_overlay(pair):
     argv = cmdline_of(target_pid)
     assert argv[argv.index("-machine") + 1] == machine and argv[argv.index("-cpu") + 1] == "qemu64"
     assert pair.status(pair.dst) == "inmigrate"
-    sent = pair.step(pair.src, "migrate", uri=prepared["uri"], timeout=120)
+    sent = pair.step(pair.src, "migrate", diff=True, uri=prepared["uri"], timeout=120)
     assert sent.get("status") == "completed", sent
     assert sent["total_time"] > 0 and sent["downtime"] > 0
     assert sent["ram"]["total"] > 0 and sent["ram"]["transferred"] > 0 and sent["ram"]["remaining"] == 0
-    finished = pair.step(pair.dst, "finish", timeout=60)
+    assert sent["diff"] == {"before": {"status": "running"}, "after": {"status": "migrated"}}
+    finished = pair.step(pair.dst, "finish", diff=True, timeout=60)
     assert finished.get("status") == "running", finished
+    assert finished["diff"] == {"before": {"status": "incoming"}, "after": {"status": "running"}}
 
     assert not alive(source_pid) and qemu_pids(pair.src) == []
     assert json.loads(pair.runtime_bytes(pair.src))["status"] == "migrated"
