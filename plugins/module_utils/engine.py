@@ -23,7 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils import ids, runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 
 # What a step creates or removes, by the journal's keys.
@@ -225,3 +226,54 @@ def transaction(steps) -> Step:
         undo = cmd("transaction", actions=[{"type": c["execute"], "data": c["arguments"]} for c in inverses])
     return Step(cmd("transaction", **args), creates=tuple(c for s in steps for c in s.creates),
                 removes=tuple(r for s in steps for r in s.removes), undo=undo)
+
+
+# -- block jobs (jobs.JobRunner drives them) ------------------------------------------------------
+JOB_COMMANDS = {"commit": "block-commit", "stream": "block-stream", "mirror": "blockdev-mirror",
+                "create": "blockdev-create"}
+# Set by job_command on every job: its id, its filter node's name, and manual finalize and dismiss,
+# so a job's end is the collection's to see (docs/block-graph.md).
+_JOB_MANAGED = ("job-id", "filter-node-name", "auto-dismiss", "auto-finalize")
+_FILTER_SUFFIX = ".flt"
+
+
+def filter_node_for(job_id: str) -> Optional[str]:
+    """``<job id>.flt`` when that is a valid node name (31 characters, id_wellformed), else None."""
+    name = job_id + _FILTER_SUFFIX
+    if len(name) <= ids.NODE_NAME_MAX and ids.is_identifier(name):
+        return name
+    return None
+
+
+def job_command(kind: str, job_id: str, filter_node: Optional[str] = None, **args) -> dict:
+    """The QMP command starting a job of ``kind`` (commit, stream, mirror, create).
+
+    Keyword arguments are the command's own, with ``_`` for ``-`` (``top_node`` is ``top-node``).
+    The filter node is ``<job id>.flt`` unless ``filter_node`` names another one.
+    """
+    if kind not in JOB_COMMANDS:
+        raise ValueError("unknown job kind %r; use one of %s" % (kind, ", ".join(JOB_COMMANDS)))
+    arguments = {key.replace("_", "-"): value for key, value in args.items()}
+    managed = sorted(set(arguments) & set(_JOB_MANAGED))
+    if managed:
+        raise ValueError("job_command sets %s itself" % ", ".join(managed))
+    arguments["job-id"] = job_id
+    if kind != "create":  # qmp_blockdev_create takes only job-id and options
+        arguments.update({"filter-node-name": _filter_name(job_id, filter_node),
+                          "auto-dismiss": False, "auto-finalize": False})
+    elif filter_node is not None:
+        raise ValueError("a create job has no filter node")
+    return {"execute": JOB_COMMANDS[kind], "arguments": arguments}
+
+
+def _filter_name(job_id: str, filter_node: Optional[str]) -> str:
+    if filter_node is not None:
+        ids.check_node_name(filter_node)
+        return filter_node
+    name = filter_node_for(job_id)
+    if name is None:
+        raise ConfigError(
+            "block job %r: its filter node name %r is not a valid node name (at most %d characters, a "
+            "letter first, then letters, digits, '-', '.' or '_'); pass filter_node with a shorter name"
+            % (job_id, job_id + _FILTER_SUFFIX, ids.NODE_NAME_MAX))
+    return name

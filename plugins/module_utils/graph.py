@@ -233,18 +233,16 @@ def plan_commit(record: dict, top: Optional[str], base: Optional[str]) -> Option
     new = with_chain(record, chain[:base_index + 1] + chain[top_index + 1:])
     new["former_images"] = _former(record) + [layer.path for layer in gone]
     job_id = _job_id(record, COMMIT)
-    args = {"job-id": job_id, "device": _fmt_name(record["id"], chain[-1]),
-            "base-node": _fmt_name(record["id"], chain[base_index]),
-            "filter-node-name": _filter_node(record), "auto-finalize": False, "auto-dismiss": False}
+    args = {"device": _fmt_name(record["id"], chain[-1]), "base_node": _fmt_name(record["id"], chain[base_index])}
     if not active:
-        args["top-node"] = _fmt_name(record["id"], chain[top_index])
+        args["top_node"] = _fmt_name(record["id"], chain[top_index])
     unused = _layer_names(record, reversed(gone))
     what = "%s into %s" % (", ".join(layer.path for layer in gone), chain[base_index].path)
     # The job writes the base and, for an intermediate commit, the backing name in the image
     # above top (block/commit.c, commit_start): both must be writable first.
     written = [chain[base_index]] + ([] if active else [chain[top_index + 1]])
     return GraphOp(COMMIT, label, record["id"], record, new, ("active commit of " if active else "commit of ") + what,
-                   change=engine.cmd("block-commit", **args), job_id=job_id, unused=unused,
+                   change=engine.job_command(COMMIT, job_id, _filter_node(record), **args), job_id=job_id, unused=unused,
                    former=tuple(layer.path for layer in gone), reopen=_reopen_writable(record, written))
 
 
@@ -260,13 +258,12 @@ def plan_stream(record: dict, base: Optional[str]) -> Optional[GraphOp]:
     new = with_chain(record, chain[:base_index + 1] + chain[-1:])
     new["former_images"] = _former(record) + [layer.path for layer in gone]
     job_id = _job_id(record, STREAM)
-    args = {"job-id": job_id, "device": _fmt_name(record["id"], chain[-1]),
-            "filter-node-name": _filter_node(record), "auto-finalize": False, "auto-dismiss": False}
+    args = {"device": _fmt_name(record["id"], chain[-1])}
     if base_index >= 0:
-        args["base-node"] = _fmt_name(record["id"], chain[base_index])
+        args["base_node"] = _fmt_name(record["id"], chain[base_index])
     return GraphOp(STREAM, label, record["id"], record, new,
                    "stream of %s into %s" % (", ".join(layer.path for layer in gone), chain[-1].path),
-                   change=engine.cmd("block-stream", **args), job_id=job_id,
+                   change=engine.job_command(STREAM, job_id, _filter_node(record), **args), job_id=job_id,
                    unused=_layer_names(record, reversed(gone)), former=tuple(layer.path for layer in gone))
 
 
@@ -294,8 +291,7 @@ def plan_mirror(record: dict, path: str, fmt: str, create: bool, pivot: bool, fa
     job_id = _job_id(record, MIRROR)
     # The source is the device's root; with a throttle filter on top, the target replaces the
     # image below it, so the disk keeps its limits (qapi/block-core.json, blockdev-mirror "replaces").
-    args = {"job-id": job_id, "device": nodes[-1]["node-name"], "target": added[-1]["node-name"], "sync": "full",
-            "filter-node-name": _filter_node(record), "auto-finalize": False, "auto-dismiss": False}
+    args = {"device": blockdev.top_node(nodes), "target": blockdev.top_node(added), "sync": "full"}
     if _filters(record):
         args["replaces"] = _fmt_name(record["id"], chain[-1])
     target_names = tuple(n["node-name"] for n in reversed(added))
@@ -307,8 +303,8 @@ def plan_mirror(record: dict, path: str, fmt: str, create: bool, pivot: bool, fa
     else:
         new, unused, reason = record, target_names, "copy to %s (the disk stays on %s)" % (path, chain[-1].path)
     return GraphOp(MIRROR, label, record["id"], record, new, reason,
-                   prepare=tuple(engine.cmd("blockdev-add", **n) for n in added), change=engine.cmd("blockdev-mirror", **args),
-                   job_id=job_id, at_ready="complete" if pivot else "keep", unused=unused,
+                   prepare=tuple(engine.cmd("blockdev-add", **n) for n in added),
+                   change=engine.job_command(MIRROR, job_id, _filter_node(record), **args), job_id=job_id, at_ready="complete" if pivot else "keep", unused=unused,
                    create={"path": path, "format": fmt, "size": size} if create else None,
                    former=tuple(c.path for c in chain) if pivot else ())
 
@@ -328,13 +324,12 @@ def plan_copy_to_node(record: dict, target: dict, disk_size: int, target_size: i
         raise ConfigError("mirror.node: node %s (%s) has %d bytes and %s %d; QEMU would fail the job: give an "
                           "image of the disk's size" % (target["name"], target["path"], target_size, label, disk_size))
     job_id = _job_id(record, MIRROR)
-    args = {"job-id": job_id, "device": record["nodes"][-1]["node-name"], "target": standalone.format_node(target),
-            "sync": "full", "filter-node-name": _filter_node(record), "auto-finalize": False, "auto-dismiss": False}
+    args = {"device": blockdev.top_node(record["nodes"]), "target": standalone.format_node(target), "sync": "full"}
     return GraphOp(MIRROR, label, record["id"], record, record,
                    "copy to node %s (%s); the disk stays on %s" % (target["name"], target["path"],
                                                                    chain_of(record)[-1].path),
-                   change=engine.cmd("blockdev-mirror", **args), job_id=job_id, at_ready="keep",
-                   target_node=target["name"])
+                   change=engine.job_command(MIRROR, job_id, _filter_node(record), **args), job_id=job_id,
+                   at_ready="keep", target_node=target["name"])
 
 
 def _reopen_writable(record: dict, layers: list) -> dict:

@@ -45,18 +45,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import ids
-from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
+from ansible_collections.blocklayer.qemu.plugins.module_utils import engine
+from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 
-COMMANDS = {"commit": "block-commit", "stream": "block-stream", "mirror": "blockdev-mirror",
-            "create": "blockdev-create"}
-_KIND_OF = {v: k for k, v in COMMANDS.items()}
+_KIND_OF = {v: k for k, v in engine.JOB_COMMANDS.items()}
 AT_READY = ("complete", "keep", "wait")
-_MANAGED = ("job-id", "filter-node-name", "auto-dismiss", "auto-finalize")
 # job.c job_update_rc(): a cancelled job's error is strerror(ECANCELED).
 CANCELED_TEXT = "Operation canceled"
-FILTER_SUFFIX = ".flt"
 
 
 @dataclass(init=False, repr=False, eq=False)
@@ -96,48 +92,6 @@ class JobTimeout(QemuError):
     def __init__(self, message: str, state: JobState):
         super().__init__(message)
         self.state = state
-
-
-def filter_node_for(job_id: str) -> Optional[str]:
-    """``<job id>.flt`` when that is a valid node name (31 characters, id_wellformed), else None."""
-    name = job_id + FILTER_SUFFIX
-    if len(name) <= ids.NODE_NAME_MAX and ids.is_identifier(name):
-        return name
-    return None
-
-
-def job_command(kind: str, job_id: str, filter_node: Optional[str] = None, **args) -> dict:
-    """The QMP command starting a job of ``kind`` (commit, stream, mirror, create).
-
-    Keyword arguments are the command's own, with ``_`` for ``-`` (``top_node`` is ``top-node``).
-    The filter node is ``<job id>.flt`` unless ``filter_node`` names another one.
-    """
-    if kind not in COMMANDS:
-        raise ValueError("unknown job kind %r; use one of %s" % (kind, ", ".join(COMMANDS)))
-    arguments = {key.replace("_", "-"): value for key, value in args.items()}
-    managed = sorted(set(arguments) & set(_MANAGED))
-    if managed:
-        raise ValueError("job_command sets %s itself" % ", ".join(managed))
-    arguments["job-id"] = job_id
-    if kind != "create":  # qmp_blockdev_create takes only job-id and options
-        arguments.update({"filter-node-name": _filter_name(job_id, filter_node),
-                          "auto-dismiss": False, "auto-finalize": False})
-    elif filter_node is not None:
-        raise ValueError("a create job has no filter node")
-    return {"execute": COMMANDS[kind], "arguments": arguments}
-
-
-def _filter_name(job_id: str, filter_node: Optional[str]) -> str:
-    if filter_node is not None:
-        ids.check_node_name(filter_node)
-        return filter_node
-    name = filter_node_for(job_id)
-    if name is None:
-        raise ConfigError(
-            "block job %r: its filter node name %r is not a valid node name (at most %d characters, a "
-            "letter first, then letters, digits, '-', '.' or '_'); pass filter_node with a shorter name"
-            % (job_id, job_id + FILTER_SUFFIX, ids.NODE_NAME_MAX))
-    return name
 
 
 class _Drive:
@@ -186,7 +140,7 @@ class JobRunner:
 
     # -- entry points -------------------------------------------------------------------------
     def run(self, command: dict, at_ready: str = "complete", before_finalize=None) -> JobOutcome:
-        """Start the job of ``command`` (see job_command) and drive it to its end (or to ready
+        """Start the job of ``command`` (see engine.job_command) and drive it to its end (or to ready
         with ``at_ready="wait"``). A command QEMU refuses raises QemuError with its text."""
         arguments = command.get("arguments", {})
         job_id = arguments["job-id"]
@@ -330,5 +284,5 @@ def _outcome(state: JobState, drive: _Drive) -> JobOutcome:
 
 
 def kind_of(command: dict) -> str:
-    """The job kind (commit, stream, mirror, create) of a command made by job_command."""
+    """The job kind (commit, stream, mirror, create) of a command made by engine.job_command."""
     return _KIND_OF[command["execute"]]

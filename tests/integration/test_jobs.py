@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import jobs, qmp
+from ansible_collections.blocklayer.qemu.plugins.module_utils import engine, jobs, qmp
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import QemuError
 
 from .conftest import qemu_img
@@ -108,7 +108,7 @@ def test_intermediate_then_active_commit(disk):
     def commit_point(state):
         seen.append((state.status, disk.qmp.execute("query-jobs")[0]["status"]))
 
-    mid = runner.run(jobs.job_command("commit", "c1", device="ov2-fmt", top_node="ov1-fmt", base_node=disk.node),
+    mid = runner.run(engine.job_command("commit", "c1", device="ov2-fmt", top_node="ov1-fmt", base_node=disk.node),
                      before_finalize=commit_point)
     assert (mid.id, mid.type, mid.result, mid.error) == ("c1", "commit", "completed", None)
     assert seen == [("pending", "pending")]
@@ -117,7 +117,7 @@ def test_intermediate_then_active_commit(disk):
     assert inserted["backing_file"] == disk.base
     assert disk.qmp.execute("query-jobs") == []
 
-    active = runner.run(jobs.job_command("commit", "c0", device="ov2-fmt"))
+    active = runner.run(engine.job_command("commit", "c0", device="ov2-fmt"))
     assert (active.result, active.error) == ("completed", None)
     assert disk.root() == disk.node and disk.block()["inserted"]["backing_file_depth"] == 0
     assert disk.qmp.execute("query-jobs") == []
@@ -132,7 +132,7 @@ def test_stream_pulls_the_middle_layer_into_the_top(disk):
     ov3 = disk.snapshot("ov3", disk.base, "0x22", "1M")
     ov4 = disk.snapshot("ov4", ov3, "0x33", "2M")
     outcome = jobs.JobRunner(disk.qmp, timeout=30).run(
-        jobs.job_command("stream", "s1", device="ov4-fmt", base_node=disk.node))
+        engine.job_command("stream", "s1", device="ov4-fmt", base_node=disk.node))
     assert (outcome.type, outcome.result, outcome.error) == ("stream", "completed", None)
     inserted = disk.block()["inserted"]
     assert (inserted["node-name"], inserted["backing_file_depth"], inserted["backing_file"]) == \
@@ -150,7 +150,7 @@ def test_mirror_pivots_the_device_onto_the_target(disk):
     target = disk.add("tA", disk.image("tA"))
     states = []
     runner = jobs.JobRunner(disk.qmp, timeout=30, on_progress=states.append)
-    outcome = runner.run(jobs.job_command("mirror", "m1", device=disk.node, target=target, sync="full"))
+    outcome = runner.run(engine.job_command("mirror", "m1", device=disk.node, target=target, sync="full"))
     assert (outcome.type, outcome.result, outcome.error) == ("mirror", "completed", None)
     assert outcome.current == outcome.total > 0
     assert "ready" in {s.status for s in states}
@@ -165,7 +165,7 @@ def test_ready_mirror_kept_leaves_the_device_on_the_source_with_a_consistent_cop
     path = disk.image("tK")
     target = disk.add("tK", path)
     outcome = jobs.JobRunner(disk.qmp, timeout=30).run(
-        jobs.job_command("mirror", "m2", device=disk.node, target=target, sync="full"), at_ready="keep")
+        engine.job_command("mirror", "m2", device=disk.node, target=target, sync="full"), at_ready="keep")
     assert (outcome.result, outcome.error) == ("kept", None)
     assert disk.root() == disk.node
     assert disk.qmp.execute("query-jobs") == []
@@ -180,13 +180,13 @@ def test_ready_mirror_kept_leaves_the_device_on_the_source_with_a_consistent_cop
 def test_mirror_to_a_target_of_another_size_fails_and_to_a_read_only_one_is_refused(disk):
     runner = jobs.JobRunner(disk.qmp, timeout=30)
     small = disk.add("tS", disk.image("tS", size="8M"))
-    outcome = runner.run(jobs.job_command("mirror", "m3", device=disk.node, target=small, sync="full"))
+    outcome = runner.run(engine.job_command("mirror", "m3", device=disk.node, target=small, sync="full"))
     assert outcome.result == "failed" and "different sizes" in outcome.error
     assert disk.qmp.execute("query-jobs") == [] and disk.root() == disk.node
 
     read_only = disk.add("tR", disk.image("tR"), read_only=True)
     with pytest.raises(QemuError) as refused:
-        runner.run(jobs.job_command("mirror", "m4", device=disk.node, target=read_only, sync="full"))
+        runner.run(engine.job_command("mirror", "m4", device=disk.node, target=read_only, sync="full"))
     assert refused.value.desc == "Block node is read-only"
     assert disk.qmp.execute("query-jobs") == [] and disk.root() == disk.node
 
@@ -198,7 +198,7 @@ def test_a_stalled_job_times_out_left_running_and_resumes(disk):
     # The burst is one 64 KiB buffer (buf-size; mirror_iteration in QEMU's block/mirror.c copies
     # what fits in it before it asks the rate limit); with the default 16 MiB the image's 2 MiB
     # of data could all be copied before the first sleep, and the job would not stall.
-    command = jobs.job_command("mirror", "m5", device=disk.node, target=target, sync="full", speed=1,
+    command = engine.job_command("mirror", "m5", device=disk.node, target=target, sync="full", speed=1,
                                buf_size=65536)
     with pytest.raises(jobs.JobTimeout) as caught:
         runner.run(command)

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import jobs
+from ansible_collections.blocklayer.qemu.plugins.module_utils import engine, jobs
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
 
 
@@ -114,41 +114,41 @@ class Commit:
 # -- job_command ----------------------------------------------------------------------------------
 
 def test_job_command_sets_id_filter_and_manual_finalize_and_dismiss():
-    cmd = jobs.job_command("commit", "d0.commit1", device="ov2-fmt", top_node="ov1-fmt", base_node="base-fmt")
+    cmd = engine.job_command("commit", "d0.commit1", device="ov2-fmt", top_node="ov1-fmt", base_node="base-fmt")
     assert cmd == {"execute": "block-commit", "arguments": {
         "device": "ov2-fmt", "top-node": "ov1-fmt", "base-node": "base-fmt", "job-id": "d0.commit1",
         "filter-node-name": "d0.commit1.flt", "auto-dismiss": False, "auto-finalize": False}}
-    assert jobs.job_command("mirror", "m", device="a", target="b", sync="full")["execute"] == "blockdev-mirror"
-    assert jobs.job_command("stream", "s", device="a")["execute"] == "block-stream"
+    assert engine.job_command("mirror", "m", device="a", target="b", sync="full")["execute"] == "blockdev-mirror"
+    assert engine.job_command("stream", "s", device="a")["execute"] == "block-stream"
 
 
 def test_create_job_command_has_only_job_id_and_options():
     options = {"driver": "file", "filename": "/img/ov1.qcow2", "size": 0}
-    assert jobs.job_command("create", "cr1", options=options) == {
+    assert engine.job_command("create", "cr1", options=options) == {
         "execute": "blockdev-create", "arguments": {"job-id": "cr1", "options": options}}
 
 
 def test_too_long_filter_name_asks_for_one():
     job_id = "disk-9e7c85f6-b6e5-4243.mirror1"  # 31 characters: ".flt" makes 35
     with pytest.raises(ConfigError, match="filter_node"):
-        jobs.job_command("mirror", job_id, device="a", target="b", sync="full")
-    cmd = jobs.job_command("mirror", job_id, filter_node="disk-9e7c85f6-b6e5-4243.mf1", device="a", target="b",
+        engine.job_command("mirror", job_id, device="a", target="b", sync="full")
+    cmd = engine.job_command("mirror", job_id, filter_node="disk-9e7c85f6-b6e5-4243.mf1", device="a", target="b",
                            sync="full")
     assert cmd["arguments"]["filter-node-name"] == "disk-9e7c85f6-b6e5-4243.mf1"
     with pytest.raises(ConfigError, match="not valid"):
-        jobs.job_command("mirror", "m", filter_node="1bad", device="a", target="b", sync="full")
+        engine.job_command("mirror", "m", filter_node="1bad", device="a", target="b", sync="full")
 
 
 def test_job_command_refuses_what_it_manages_and_unknown_kinds():
     with pytest.raises(ValueError, match="auto-dismiss"):
-        jobs.job_command("commit", "c", device="a", auto_dismiss=True)
+        engine.job_command("commit", "c", device="a", auto_dismiss=True)
     with pytest.raises(ValueError, match="unknown job kind"):
-        jobs.job_command("backup", "b", device="a")
+        engine.job_command("backup", "b", device="a")
 
 
 # -- commit and stream (no ready) -----------------------------------------------------------------
 
-INTERMEDIATE = jobs.job_command("commit", "commit1", device="ov2-fmt", top_node="ov1-fmt", base_node="base-fmt")
+INTERMEDIATE = engine.job_command("commit", "commit1", device="ov2-fmt", top_node="ov1-fmt", base_node="base-fmt")
 
 
 def test_intermediate_commit_finalizes_after_the_commit_point_then_dismisses():
@@ -175,7 +175,7 @@ def test_intermediate_commit_finalizes_after_the_commit_point_then_dismisses():
 
 
 def test_active_commit_completes_at_ready_then_finalizes():
-    cmd = jobs.job_command("commit", "commit0", device="ov2-fmt")
+    cmd = engine.job_command("commit", "commit0", device="ov2-fmt")
     fake = FakeQemu([
         step("block-commit", cmd["arguments"], status("commit0", "created", "running", "ready")
              + block_event("BLOCK_JOB_READY", "commit0", "commit", len=3670016, offset=3670016, speed=0)),
@@ -190,7 +190,7 @@ def test_active_commit_completes_at_ready_then_finalizes():
 
 
 def test_stream_finalizes_and_dismisses():
-    cmd = jobs.job_command("stream", "stream1", device="ov4-fmt", base_node="base-fmt")
+    cmd = engine.job_command("stream", "stream1", device="ov4-fmt", base_node="base-fmt")
     assert cmd["arguments"]["filter-node-name"] == "stream1.flt"
     fake = FakeQemu([
         step("block-stream", cmd["arguments"], status("stream1", "created", "running", "waiting", "pending")),
@@ -204,7 +204,7 @@ def test_stream_finalizes_and_dismisses():
 
 
 def test_create_job_finalizes_by_itself_and_is_dismissed():
-    cmd = jobs.job_command("create", "cr-ov1", options={"driver": "qcow2", "file": "ov1-file", "size": 1 << 26})
+    cmd = engine.job_command("create", "cr-ov1", options={"driver": "qcow2", "file": "ov1-file", "size": 1 << 26})
     fake = FakeQemu([
         step("blockdev-create", cmd["arguments"],
              status("cr-ov1", "created", "running", "waiting", "pending", "concluded"),
@@ -219,7 +219,7 @@ def test_create_job_finalizes_by_itself_and_is_dismissed():
 
 # -- mirror -----------------------------------------------------------------------------------------
 
-MIRROR = jobs.job_command("mirror", "mA", device="src-fmt", target="tA-fmt", sync="full")
+MIRROR = engine.job_command("mirror", "mA", device="src-fmt", target="tA-fmt", sync="full")
 READY = status("mA", "created", "running", "ready") + block_event("BLOCK_JOB_READY", "mA", "mirror", len=67108864)
 
 
@@ -316,7 +316,7 @@ def test_cancel_of_a_pending_job_does_not_finalize_it():
 
 def test_enospc_with_duplicated_events_fails_with_qemus_text_and_one_dismiss():
     error = block_event("BLOCK_JOB_ERROR", "mF", "mirror", operation="write", action="report")
-    cmd = jobs.job_command("mirror", "mF", device="src-fmt", target="tF-fmt", sync="full")
+    cmd = engine.job_command("mirror", "mF", device="src-fmt", target="tF-fmt", sync="full")
     fake = FakeQemu([
         step("blockdev-mirror", cmd["arguments"],
              status("mF", "created", "created", "running") + error + error + status("mF", "running") + error
@@ -335,7 +335,7 @@ def test_enospc_with_duplicated_events_fails_with_qemus_text_and_one_dismiss():
 
 def test_size_mismatch_concludes_at_once_as_failed():
     text = "Source and target image have different sizes"
-    cmd = jobs.job_command("mirror", "mS", device="src-fmt", target="small-fmt", sync="full")
+    cmd = engine.job_command("mirror", "mS", device="src-fmt", target="small-fmt", sync="full")
     fake = FakeQemu([
         step("blockdev-mirror", cmd["arguments"], status("mS", "created", "running", "aborting", "concluded"),
              update={"mS": {"error": text}}),
@@ -346,7 +346,7 @@ def test_size_mismatch_concludes_at_once_as_failed():
 
 
 def test_a_refused_command_raises_qemus_text_and_sends_nothing_more():
-    cmd = jobs.job_command("mirror", "mR", device="src-fmt", target="ro-fmt", sync="full")
+    cmd = engine.job_command("mirror", "mR", device="src-fmt", target="ro-fmt", sync="full")
     fake = FakeQemu([step("blockdev-mirror", cmd["arguments"], error="Block node is read-only")])
     with pytest.raises(QemuError, match="Block node is read-only") as caught:
         runner(fake).run(cmd)
