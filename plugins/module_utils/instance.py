@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 # cmdline, probe, hotplug and recovery are imported where they are used: a no-op run (the
 # common case) starts nothing and changes nothing, and need not load them (docs/design.md "Speed").
 from ansible_collections.blocklayer.qemu.plugins.module_utils import (
-    graph, host, info, layout, plan, process, runtime, spec as spec_mod, verify)
+    autostart, graph, host, info, layout, plan, process, runtime, spec as spec_mod, verify)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession, explain
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
@@ -247,7 +247,19 @@ class Instance:
             self.rt = None
         if not self.rt:
             return self.result(self._start(self._prepare_start(spec, firmware_dirs, module_dir)))
-        return self.result(self._reconcile(spec, allow_restart, firmware_dirs, module_dir))
+        return self.result(self._record_autostart(self._reconcile(spec, allow_restart, firmware_dirs, module_dir), spec))
+
+    def _record_autostart(self, rt, spec):
+        """autostart changes nothing in QEMU: only the runtime file records it (docs/autostart.md)."""
+        wanted = plan.normalise(spec.to_dict())["autostart"]
+        if rt.layout.declaration.get("autostart") == wanted:
+            return rt
+        self.actions.append({"action": "autostart", "autostart": wanted})
+        if not self.check_mode:
+            rt.layout.declaration = dict(rt.layout.declaration, autostart=wanted)
+            self._save(rt)
+            self.changed = True
+        return rt
 
     def refuse_migration_states(self) -> None:
         """A guest that moved away, or is moving here, is qemu_migrate's (docs/migration.md)."""
@@ -467,6 +479,8 @@ class Instance:
         accel = resolve_accel(spec.machine.accel, binary, env)
         argv = cmdline.build_argv(spec, placed, accel, self.paths, firmware_dirs)
         argv[0] = binary
+        # Why this QEMU ends, for autostart's check (docs/autostart.md "Why a QEMU ended").
+        argv += autostart.qemu_args(os.path.join(self.paths.state_dir, autostart.QEMU_LOG))
         # A restart keeps who attached each device (plan.kept_devices relies on it).
         owners = {r["id"]: r.get("owner") for r in self.before.layout.devices} if self.before else {}
         rt = runtime.Runtime(
@@ -488,7 +502,7 @@ class Instance:
         self.actions.append({"action": action, "devices": [d.id for d in start.placed.all_devices()]})
         if self.check_mode:
             return replace(rt, status=runtime.STATUS_RUNNING)
-        self.state.prepare_for_qemu(runtime.QEMU_FILES)
+        self.state.prepare_for_qemu(runtime.QEMU_FILES + (autostart.QEMU_LOG,))
         self.state.mark(rt.layout.name, rt.uuid)
         self._save(rt)  # status starting: a run killed from here on finds and finishes it
         self.changed = True
@@ -510,6 +524,8 @@ class Instance:
         except BaseException:
             self._kill()
             self._forget()
+            if not self.before:
+                self.state.remove(autostart.QEMU_LOG)  # a failed first start leaves no state dir
             raise
         return rt
 
@@ -564,7 +580,7 @@ class Instance:
         if self.state:
             self.actions.append({"action": "remove", "path": self.paths.state_dir})
             if not self.check_mode:
-                left = self.state.remove_owned(runtime.OWNED_FILES)
+                left = self.state.remove_owned(runtime.OWNED_FILES + (autostart.QEMU_LOG,))
                 if left:
                     self.warnings.append("kept %s: it holds files the collection did not create (%s)"
                                          % (self.paths.state_dir, ", ".join(sorted(left)[:5])))
