@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from .conftest import COLLECTIONS, GuestCode, Qmp, alive, qemu_img, qemu_pids, run_module
+from .conftest import COLLECTIONS, ROOT, GuestCode, Qmp, alive, qemu_img, qemu_pids, run_module
 
 ENTRY = "ansible_collections.blocklayer.qemu.plugins.module_utils.autostart_run"
 # What a reboot removes from a state dir (sockets and pidfiles live in memory on a real host).
@@ -221,3 +221,45 @@ def test_a_damaged_runtime_file_is_reported_and_left_as_it_is(host):
     assert host.pid("bad") is None
     with open(path, "rb") as handle:
         assert handle.read() == damaged
+
+
+GUEST = os.path.join(ROOT, "build", "guest")
+
+
+@pytest.mark.guest
+@pytest.mark.skipif(not os.path.exists(os.path.join(GUEST, "vmlinux")), reason="the tiny guest is not built (make guest)")
+def test_after_a_reboot_the_guest_sees_the_same_disks_including_a_hot_plugged_one(host):
+    sys.path.insert(0, os.path.join(ROOT, "tools", "guest"))
+    from agent import GuestAgent  # pylint: disable=import-outside-toplevel
+
+    def disks(want):
+        """What the guest sees, once it sees ``want`` (a hot-plugged disk appears a little later)."""
+        with GuestAgent(os.path.join(host.dir("g"), "agent.sock"), timeout=90) as ga:
+            ga.wait_ready()
+            deadline = time.monotonic() + 60
+            while True:
+                seen = {d["serial"]: (d["bus"], d["size"]) for d in ga.disks() if d["serial"]}
+                if seen == want or time.monotonic() > deadline:
+                    return seen
+                time.sleep(0.2)  # polling the guest's view; there is no event for it
+
+    host.run("g", autostart=True, kernel_path=os.path.join(GUEST, "vmlinux"),
+             initrd_path=os.path.join(GUEST, "initramfs.gz"), kernel_args="console=ttyS0 panic=-1 quiet",
+             agent_channel=True, disks=[{"name": "root", "path": host.image("g-root.raw"), "serial": "ROOT1"}])
+    plugged = run_module("qemu_device", dict(name="g", state_dir=host.dir("g"), kind="disk", state="present",
+                                             device={"name": "data", "path": host.image("g-data.raw"),
+                                                     "serial": "DATA1"}))
+    assert plugged["changed"] and not plugged.get("failed"), plugged.get("msg")
+    expected = {"ROOT1": ("virtio", 8 << 20), "DATA1": ("virtio", 8 << 20)}
+    assert disks(expected) == expected
+    old = host.pid("g")
+    os.kill(old, signal.SIGKILL)
+    wait_gone(old)
+    for entry in VOLATILE:
+        if os.path.lexists(os.path.join(host.dir("g"), entry)):
+            os.unlink(os.path.join(host.dir("g"), entry))
+    host.boot("boot-B")
+    rc, report = host.entry("start-all")
+    assert rc == 0 and report["g"]["action"] == "started", report
+    assert host.pid("g") not in (None, old)
+    assert disks(expected) == expected
