@@ -64,7 +64,7 @@ class Run:
                             "problem": problem})
         self.problems += problem
         if not self.opts.json:
-            print("%s (%s): %s: %s" % (name, state_dir, action, reason), file=sys.stderr if problem else sys.stdout)
+            (sys.stderr if problem else sys.stdout).write("%s (%s): %s: %s\n" % (name, state_dir, action, reason))
 
     # -- one instance, under its lock ----------------------------------------------------------
     def locked(self, state_dir: str, work):
@@ -192,12 +192,12 @@ def main(argv=None) -> int:
                 memory.boot_id = run.boot_id
                 own.write_atomic(STATE_FILE, autostart.dump_state(memory))
     except (ConfigError, OSError) as exc:
-        print("blocklayer-qemu-guests %s: %s" % (opts.command, exc), file=sys.stderr)
+        sys.stderr.write("blocklayer-qemu-guests %s: %s\n" % (opts.command, exc))
         return 2
     if opts.json:
-        print(json.dumps(run.report, indent=1))
+        sys.stdout.write(json.dumps(run.report, indent=1) + "\n")
     return 1 if run.problems else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

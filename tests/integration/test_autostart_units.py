@@ -99,6 +99,6 @@ def test_the_role_installs_verified_units_enabled_as_systemctl_does_idempotently
     proc = subprocess.run([script, "check", "--root", str(base / "vms"), "--json"], cwd="/", env=env,
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0 and json.loads(proc.stdout) == [], proc.stdout + proc.stderr
+    venv_python = os.path.join(os.path.dirname(os.path.dirname(sys.executable)), "bin", "python")
     with open(script, encoding="utf-8") as handle:
-        assert handle.readline() == "#!%s\n" % os.path.join(os.path.dirname(os.path.dirname(sys.executable)),
-                                                           "bin", "python")
+        assert handle.readline() == "#!%s\n" % venv_python
