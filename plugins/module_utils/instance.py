@@ -510,7 +510,7 @@ class Instance:
             try:
                 process.start(rt.host.argv, start.env, self.timeouts.start)
             except QemuError as exc:
-                raise _name_the_device(exc, start.placed) from None
+                raise _name_the_device(self._refusal_from_log(exc), start.placed) from None
             self.pid = process.parse_pid(self.state.read(runtime.PIDFILE))
             self.trusted = True
             rt.host.pid = self.pid
@@ -528,6 +528,15 @@ class Instance:
                 self.state.remove(autostart.QEMU_LOG)  # a failed first start leaves no state dir
             raise
         return rt
+
+    def _refusal_from_log(self, exc: QemuError) -> QemuError:
+        """With -D, a daemonizing QEMU writes its errors to that log instead of the caller's
+        stderr (qemu_set_log_internal in util/log.c): take QEMU's refusal from there."""
+        if exc.desc or not str(exc).startswith("QEMU refused to start"):
+            return exc
+        text = (self.state.read(autostart.QEMU_LOG) or b"").decode("utf-8", "replace")
+        text = "\n".join(line for line in text.splitlines() if autostart.SHUTDOWN_TRACE not in line).strip()
+        return QemuError("QEMU refused to start: %s" % explain(text), desc=text) if text else exc
 
     def _missing(self, qmp, rt) -> list:
         live = self._live(qmp)
