@@ -524,8 +524,6 @@ class Instance:
         except BaseException:
             self._kill()
             self._forget()
-            if not self.before:
-                self.state.remove(autostart.QEMU_LOG)  # a failed first start leaves no state dir
             raise
         return rt
 
@@ -648,7 +646,8 @@ class Instance:
         """Remove what QEMU left, never anything else, and keep the last layout as stopped: it
         holds each disk's current chain, which the next start must rebuild (docs/block-graph.md)."""
         self.changed = True
-        for name in runtime.QEMU_FILES:
+        # qemu.log too: the runtime file now says stopped, which is all autostart needs.
+        for name in runtime.QEMU_FILES + (autostart.QEMU_LOG,):
             if name != runtime.CONSOLE_LOG:
                 self.state.remove(name)
         last = self.rt or self.before
