@@ -82,6 +82,11 @@ class Run:
         except (ConfigError, QemuError) as exc:
             self.say(state_dir, "failed", str(exc), problem=True)
             return None
+        except Exception as exc:  # pylint: disable=broad-except
+            # One instance's surprise must not keep the others down.
+            self.say(state_dir, "failed", "internal error of the collection (%s: %s)" % (type(exc).__name__, exc),
+                     problem=True)
+            return None
 
     def timeouts(self) -> Timeouts:
         return Timeouts(start=self.opts.start_timeout, shutdown=self.opts.shutdown_timeout,

@@ -263,3 +263,23 @@ def test_after_a_reboot_the_guest_sees_the_same_disks_including_a_hot_plugged_on
     assert rc == 0 and report["g"]["action"] == "started", report
     assert host.pid("g") not in (None, old)
     assert disks(expected) == expected
+
+
+def test_autostart_changes_on_a_running_instance_are_recorded_without_touching_qemu(host):
+    first = host.run("live")
+    pid = first["pid"]
+    changed = host.run("live", autostart=True, autostart_order=4, autostart_delay=2.0)
+    assert changed["changed"] and [a["action"] for a in changed["actions"]] == ["autostart"]
+    assert changed["pid"] == pid and host.pid("live") == pid
+    with open(os.path.join(host.dir("live"), "runtime.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["layout"]["declaration"]["autostart"] == {"order": 4, "delay": 2.0}
+    again = host.run("live", autostart=True, autostart_order=4, autostart_delay=2.0)
+    assert not again["changed"] and again["actions"] == []
+    # qemu_device keeps it: the declaration it saves comes from the recorded one.
+    plugged = run_module("qemu_device", dict(name="live", state_dir=host.dir("live"), kind="disk", state="present",
+                                             device={"name": "d", "path": host.image("live-d.raw")}))
+    assert plugged["changed"] and not plugged.get("failed"), plugged.get("msg")
+    with open(os.path.join(host.dir("live"), "runtime.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["layout"]["declaration"]["autostart"] == {"order": 4, "delay": 2.0}
+    off = host.run("live", autostart=False, disks=[{"name": "d", "path": str(host.images / "live-d.raw")}])
+    assert off["changed"] and [a["action"] for a in off["actions"]] == ["autostart"] and host.pid("live") == pid
