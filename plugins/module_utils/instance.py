@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 # cmdline, probe, hotplug and recovery are imported where they are used: a no-op run (the
 # common case) starts nothing and changes nothing, and need not load them (docs/design.md "Speed").
 from ansible_collections.blocklayer.qemu.plugins.module_utils import (
-    args, backup, graph, host, info, layout, plan, process, queries, runtime, spec as spec_mod, verify)
+    args, autostart, backup, graph, host, info, layout, plan, process, queries, runtime, spec as spec_mod, verify)
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError, QemuError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.qmp import QmpSession, explain
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
@@ -294,7 +294,19 @@ class Instance:
             self.rt = None
         if not self.rt:
             return self.result(self._start(self._prepare_start(spec, firmware_dirs, module_dir)))
-        return self.result(self._reconcile(spec, allow_restart, firmware_dirs, module_dir))
+        return self.result(self._record_autostart(self._reconcile(spec, allow_restart, firmware_dirs, module_dir), spec))
+
+    def _record_autostart(self, rt, spec):
+        """autostart changes nothing in QEMU: only the runtime file records it (docs/autostart.md)."""
+        wanted = plan.normalise(spec.to_dict())["autostart"]
+        if rt.layout.declaration.get("autostart") == wanted:
+            return rt
+        self.actions.append({"action": "autostart", "autostart": wanted})
+        if not self.check_mode:
+            rt.layout.declaration = dict(rt.layout.declaration, autostart=wanted)
+            self._save(rt)
+            self.changed = True
+        return rt
 
     def refuse_migration_states(self) -> None:
         """A guest that moved away, or is moving here, is qemu_migrate's (docs/migration.md)."""
@@ -535,6 +547,8 @@ class Instance:
         machine = self._pinned_machine(spec)
         argv = cmdline.build_argv(spec, placed, accel, self.paths, firmware_dirs, machine=machine)
         argv[0] = binary
+        # Why this QEMU ends, for autostart's check (docs/autostart.md "Why a QEMU ended").
+        argv += autostart.qemu_args(os.path.join(self.paths.state_dir, autostart.QEMU_LOG))
         # A start keeps who attached each device and whether live only (plan.kept_devices relies on it).
         recorded = {r["id"]: r for r in self.before.layout.devices} if self.before else {}
         rt = runtime.Runtime(
@@ -561,7 +575,7 @@ class Instance:
         # A start that fails leaves the state dir as it was (a first run's is removed, task.py),
         # but for the ownership marker of a directory the collection had not used yet.
         changed = self.changed or not (self.state.created or self.state.marked())
-        self.state.prepare_for_qemu(runtime.QEMU_FILES)
+        self.state.prepare_for_qemu(runtime.QEMU_FILES + (autostart.QEMU_LOG,))
         self.state.mark(rt.layout.name, rt.uuid)
         self.save(rt)  # status starting: a run killed from here on finds and finishes it
         self.changed = True
@@ -569,7 +583,7 @@ class Instance:
             try:
                 process.start(rt.host.argv, start.env, self.timeouts.start)
             except QemuError as exc:
-                raise _name_the_device(exc, start.placed) from None
+                raise _name_the_device(self._refusal_from_log(exc), start.placed) from None
             self.pid = process.parse_pid(self.state.read(runtime.PIDFILE))
             self.trusted = True
             rt.host.pid = self.pid
@@ -591,6 +605,15 @@ class Instance:
             self.changed = changed
             raise
         return rt
+
+    def _refusal_from_log(self, exc: QemuError) -> QemuError:
+        """With -D, a daemonizing QEMU writes its errors to that log instead of the caller's
+        stderr (qemu_set_log_internal in util/log.c): take QEMU's refusal from there."""
+        if exc.desc or not str(exc).startswith("QEMU refused to start"):
+            return exc
+        text = (self.state.read(autostart.QEMU_LOG) or b"").decode("utf-8", "replace")
+        text = "\n".join(line for line in text.splitlines() if autostart.SHUTDOWN_TRACE not in line).strip()
+        return QemuError("QEMU refused to start: %s" % explain(text), desc=text) if text else exc
 
     def _missing(self, qmp, rt) -> list:
         live = self._live(qmp)
@@ -655,7 +678,7 @@ class Instance:
         if self.state:
             self.actions.append({"action": "remove", "path": self.paths.state_dir})
             if not self.check_mode:
-                left = self.state.remove_owned(runtime.OWNED_FILES)
+                left = self.state.remove_owned(runtime.OWNED_FILES + (autostart.QEMU_LOG,))
                 if left:
                     self.warnings.append("kept %s: it holds files the collection did not create (%s)"
                                          % (self.paths.state_dir, ", ".join(sorted(left)[:5])))
@@ -714,7 +737,8 @@ class Instance:
         """Remove what QEMU left, never anything else, and keep the last layout as stopped: it
         holds each disk's current chain, which the next start must rebuild (docs/block-graph.md)."""
         self.changed = True
-        for name in runtime.QEMU_FILES:
+        # qemu.log too: the runtime file now says stopped, which is all autostart needs.
+        for name in runtime.QEMU_FILES + (autostart.QEMU_LOG,):
             if name != runtime.CONSOLE_LOG:
                 self.state.remove(name)
         last = self.rt or self.before

@@ -136,6 +136,15 @@ class MachineSpec(Value):
 
 
 @dataclass(init=False, repr=False, eq=False)
+class AutostartSpec(Value):
+    """Brought back at host boot and after a crash (docs/autostart.md): lower order first,
+    then ``delay`` seconds before the next."""
+
+    order: int = 0
+    delay: float = 0.0
+
+
+@dataclass(init=False, repr=False, eq=False)
 class InstanceSpec(Value):
     name: str
     uuid: str
@@ -148,6 +157,8 @@ class InstanceSpec(Value):
     floppy: Optional[MediaSpec] = None
     nics: tuple = field(default_factory=tuple)
     throttle_groups: tuple = field(default_factory=tuple)
+    # None: no autostart (also what a runtime file written before the option means).
+    autostart: Optional[AutostartSpec] = None
 
     def media(self) -> tuple:
         return self.cdroms + ((self.floppy,) if self.floppy else ())
@@ -557,7 +568,18 @@ def instance_from(params: dict, supported_aio=cache.AIO_MODES) -> InstanceSpec:
         floppy=floppy,
         nics=nics,
         throttle_groups=groups,
+        autostart=autostart_from(params),
     )
+
+
+def autostart_from(params: dict) -> Optional[AutostartSpec]:
+    if not params.get("autostart"):
+        return None
+    delay = float(params.get("autostart_delay") or 0)
+    if delay < 0:
+        raise ConfigError("autostart_delay: %r is negative; give the seconds to wait after starting this "
+                          "instance before the next (0: none)" % delay)
+    return AutostartSpec(order=int(params.get("autostart_order") or 0), delay=delay)
 
 
 def absolute(path, what: str) -> None:
@@ -599,4 +621,7 @@ def params_from_declaration(declaration: dict) -> dict:
         params[group] = [dict(item) for item in declaration.get(group) or []]
     params["floppy"] = dict(declaration["floppy"]) if declaration.get("floppy") else None
     params["throttle_groups"] = [dict(g) for g in declaration.get("throttle_groups") or []]
+    autostart = declaration.get("autostart")  # absent in files written before it: off
+    params.update(autostart=bool(autostart), autostart_order=(autostart or {}).get("order", 0),
+                  autostart_delay=(autostart or {}).get("delay", 0.0))
     return params

@@ -658,6 +658,28 @@ options:
         ended with C(quit). C(0) skips the request and quits at once.
     type: float
     default: 60
+  autostart:
+    description:
+      - Bring the instance back after a host reboot and after its QEMU died, from its runtime
+        file (devices hot-plugged with M(blocklayer.qemu.qemu_device), overlays and throttle groups
+        as recorded), like libvirt's C(autostart) and Proxmox's C(onboot). The role
+        C(blocklayer.qemu.hypervisor) installs what does it; see the collection's C(docs/autostart.md).
+      - An instance its guest shut down, or that was stopped with O(state=stopped), stays down.
+      - Kept in the runtime file; changing it on a running instance changes nothing in QEMU.
+    type: bool
+    default: false
+  autostart_order:
+    description:
+      - Instances with autostart start in ascending order (then by name) and stop at host
+        shutdown in the reverse order, like Proxmox's C(startup order=).
+    type: int
+    default: 0
+  autostart_delay:
+    description:
+      - Seconds to wait after starting this instance before the next one is started, like
+        Proxmox's C(startup up=).
+    type: float
+    default: 0
 notes:
   - QEMU is started with C(-daemonize) and keeps running after the task; its pid is in
     C(qemu.pid) in O(state_dir) and in the runtime file.
@@ -871,6 +893,9 @@ ARGUMENT_SPEC = dict(
     **args.LIVE_OPTIONS,
     start_timeout=args.START_TIMEOUT,
     shutdown_timeout=args.SHUTDOWN_TIMEOUT,
+    autostart=dict(type="bool", default=False),
+    autostart_order=dict(type="int", default=0),
+    autostart_delay=dict(type="float", default=0.0),
 )
 
 

@@ -155,6 +155,10 @@ class Node:
             "ansible_become_method": "su",
             # The role's venv goes under the test's directory, not /opt.
             "hypervisor_venv": self.venv,
+            # So do its autostart entry point, the code it runs and its systemd units.
+            "hypervisor_autostart_lib": os.path.join(self.root, "opt", "lib"),
+            "hypervisor_autostart_script": os.path.join(self.root, "usr", "local", "sbin", "blocklayer-qemu-guests"),
+            "hypervisor_autostart_systemd_root": self.root,
         }
         data = {"all": {"hosts": {"node1": host},
                         "children": {g: {"hosts": {"node1": v}} for g, v in groups.items()}}}

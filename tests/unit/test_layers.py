@@ -9,9 +9,9 @@ import pytest
 
 MODULE_UTILS = os.path.join(os.path.dirname(__file__), "..", "..", "plugins", "module_utils")
 
-PURE = {"adopt", "args", "backup", "blockdev", "cache", "cmdline", "devices", "engine", "errors", "ganeti", "graph", "ids",
+PURE = {"adopt", "args", "autostart", "backup", "blockdev", "cache", "cmdline", "devices", "engine", "errors", "ganeti", "graph", "ids",
         "info", "layout", "plan", "records", "recovery", "runtime", "spec", "standalone", "topology", "verify"}
-SHELL = {"backupops", "blockops", "bytecode", "graphops", "host", "hotplug", "instance", "jobs", "locks", "migrate", "probe",
+SHELL = {"autostart_run", "backupops", "blockops", "bytecode", "graphops", "host", "hotplug", "instance", "jobs", "locks", "migrate", "probe",
          "process", "qmp", "queries", "statedir", "task"}
 
 # What a pure file may import from the standard library: data, text and types, nothing that
