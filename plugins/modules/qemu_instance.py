@@ -766,6 +766,8 @@ actions:
     - What the task did (or would do in check mode), in order.
     - Throttling changes are C(throttle) (a disk's limits or group), C(add-throttle-group),
       C(set-throttle-group) and C(delete-throttle-group) (a shared group of O(throttle_groups)).
+    - A change of O(autostart), O(autostart_order) or O(autostart_delay) on a running instance is
+      C(autostart): only the runtime file changes.
   returned: always
   type: list
   elements: dict
