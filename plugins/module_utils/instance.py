@@ -304,7 +304,7 @@ class Instance:
         self.actions.append({"action": "autostart", "autostart": wanted})
         if not self.check_mode:
             rt.layout.declaration = dict(rt.layout.declaration, autostart=wanted)
-            self._save(rt)
+            self.save(rt)
             self.changed = True
         return rt
 
@@ -609,7 +609,9 @@ class Instance:
     def _refusal_from_log(self, exc: QemuError) -> QemuError:
         """With -D, a daemonizing QEMU writes its errors to that log instead of the caller's
         stderr (qemu_set_log_internal in util/log.c): take QEMU's refusal from there."""
-        if exc.desc or not str(exc).startswith("QEMU refused to start"):
+        # Only a start that ended (process._silent_end, or a refusal without text), not a hang.
+        ended = str(exc).startswith("QEMU refused to start") or "before it was ready" in str(exc)
+        if exc.desc or not ended:
             return exc
         text = (self.state.read(autostart.QEMU_LOG) or b"").decode("utf-8", "replace")
         text = "\n".join(line for line in text.splitlines() if autostart.SHUTDOWN_TRACE not in line).strip()
