@@ -66,6 +66,7 @@ options:
         other value fails and says how to change it (remove it, then add it again). Only with
         O(state=present).
     type: bool
+    version_added: 0.3.0
     default: true
   allow_boot_unplug:
     description:
@@ -74,6 +75,7 @@ options:
         this is V(true). Hot-plugged devices have no C(bootindex), and an instance started with
         C(kernel_path) boots its kernel, not a device.
     type: bool
+    version_added: 0.3.0
     default: false
   unplug_timeout:
     description:

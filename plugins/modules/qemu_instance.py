@@ -605,6 +605,7 @@ options:
         devices have no C(bootindex), and an instance started with O(kernel_path) boots its kernel,
         not a device. A restart (O(allow_restart)) unplugs nothing and needs no confirmation.
     type: bool
+    version_added: 0.3.0
     default: false
   adopt:
     description:
@@ -667,18 +668,21 @@ options:
       - An instance its guest shut down, or that was stopped with O(state=stopped), stays down.
       - Kept in the runtime file; changing it on a running instance changes nothing in QEMU.
     type: bool
+    version_added: 0.3.0
     default: false
   autostart_order:
     description:
       - Instances with autostart start in ascending order (then by name) and stop at host
         shutdown in the reverse order, like Proxmox's C(startup order=).
     type: int
+    version_added: 0.3.0
     default: 0
   autostart_delay:
     description:
       - Seconds to wait after starting this instance before the next one is started, like
         Proxmox's C(startup up=).
     type: float
+    version_added: 0.3.0
     default: 0
 notes:
   - QEMU is started with C(-daemonize) and keeps running after the task; its pid is in
@@ -767,7 +771,7 @@ actions:
     - Throttling changes are C(throttle) (a disk's limits or group), C(add-throttle-group),
       C(set-throttle-group) and C(delete-throttle-group) (a shared group of O(throttle_groups)).
     - A change of O(autostart), O(autostart_order) or O(autostart_delay) on a running instance is
-      C(autostart): only the runtime file changes.
+      C(autostart), which changes only the runtime file.
   returned: always
   type: list
   elements: dict

@@ -48,6 +48,7 @@ options:
         never followed; other directories are left out.
       - Not together with O(name) or O(state_dir).
     type: path
+    version_added: 0.3.0
   lock_timeout:
     description:
       - Not used - this module takes no lock (see the notes). Accepted so that the same instance
