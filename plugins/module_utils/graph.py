@@ -304,7 +304,8 @@ def plan_mirror(record: dict, path: str, fmt: str, create: bool, pivot: bool, fa
         new, unused, reason = record, target_names, "copy to %s (the disk stays on %s)" % (path, chain[-1].path)
     return GraphOp(MIRROR, label, record["id"], record, new, reason,
                    prepare=tuple(engine.cmd("blockdev-add", **n) for n in added),
-                   change=engine.job_command(MIRROR, job_id, _filter_node(record), **args), job_id=job_id, at_ready="complete" if pivot else "keep", unused=unused,
+                   change=engine.job_command(MIRROR, job_id, _filter_node(record), **args), job_id=job_id,
+                   at_ready="complete" if pivot else "keep", unused=unused,
                    create={"path": path, "format": fmt, "size": size} if create else None,
                    former=tuple(c.path for c in chain) if pivot else ())
 

@@ -173,8 +173,8 @@ OWNER_INSTANCE, OWNER_DEVICE = "qemu_instance", "qemu_device"
 
 
 def _record(device, owner: str, state=STATE_ATTACHED, persistent: bool = True) -> dict:
-    return dict(device.to_dict(), state=state, origin=ORIGIN_BLOCKDEV, **ownership({"owner": owner,
-                                                                              "persistent": persistent}))
+    return dict(device.to_dict(), state=state, origin=ORIGIN_BLOCKDEV,
+                **ownership({"owner": owner, "persistent": persistent}))
 
 
 def ownership(record) -> dict:

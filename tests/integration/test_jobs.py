@@ -199,7 +199,7 @@ def test_a_stalled_job_times_out_left_running_and_resumes(disk):
     # what fits in it before it asks the rate limit); with the default 16 MiB the image's 2 MiB
     # of data could all be copied before the first sleep, and the job would not stall.
     command = engine.job_command("mirror", "m5", device=disk.node, target=target, sync="full", speed=1,
-                               buf_size=65536)
+                                 buf_size=65536)
     with pytest.raises(jobs.JobTimeout) as caught:
         runner.run(command)
     assert (caught.value.state.id, caught.value.state.status) == ("m5", "running")

@@ -133,7 +133,7 @@ def test_too_long_filter_name_asks_for_one():
     with pytest.raises(ConfigError, match="filter_node"):
         engine.job_command("mirror", job_id, device="a", target="b", sync="full")
     cmd = engine.job_command("mirror", job_id, filter_node="disk-9e7c85f6-b6e5-4243.mf1", device="a", target="b",
-                           sync="full")
+                             sync="full")
     assert cmd["arguments"]["filter-node-name"] == "disk-9e7c85f6-b6e5-4243.mf1"
     with pytest.raises(ConfigError, match="not valid"):
         engine.job_command("mirror", "m", filter_node="1bad", device="a", target="b", sync="full")
