@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, engine, runtime
+from ansible_collections.blocklayer.qemu.plugins.module_utils import blockdev, engine
 from ansible_collections.blocklayer.qemu.plugins.module_utils.errors import ConfigError
 from ansible_collections.blocklayer.qemu.plugins.module_utils.records import Value
 
@@ -38,7 +38,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
 
 
 @dataclass(init=False, repr=False, eq=False)
-class DiskOp(Value):
+class DiskOp(engine.DiskOperation, Value):
     """One checkpoint or backup operation on one disk."""
 
     action: str
@@ -59,16 +59,6 @@ class DiskOp(Value):
         """What the journal entry names: everything the operation creates (the clean-up is
         derived from the entry in every outcome, finish_steps / undo_steps)."""
         return list(self.prepare) + list(self.actions)
-
-    def pending(self) -> runtime.Pending:
-        return engine.journal_entry(self.action, self.dev_id, self.steps, self.record, self.old)
-
-    def report(self) -> dict:
-        out = {"action": self.action, "kind": "disk", "name": self.label[len("disks["):-1], "id": self.dev_id,
-               "reason": self.reason}
-        if self.job_id:
-            out["job"] = self.job_id
-        return out
 
 
 # -- reading QEMU and a record ---------------------------------------------------------------------

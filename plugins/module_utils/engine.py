@@ -109,6 +109,23 @@ def journal_entry(action: str, ident: str, steps, record: Optional[dict], old: O
     return runtime.Pending(action, ident, creates, removes, record, old)
 
 
+class DiskOperation:
+    """What an operation on one disk's graph (graph.GraphOp, backup.DiskOp) shares: its journal
+    entry and its report, from ``action``, ``label`` (``disks[<name>]``), ``dev_id``, ``steps``,
+    ``record``, ``old``, ``reason`` and ``job_id``."""
+
+    def pending(self) -> runtime.Pending:
+        """The journal entry, written before the first command (docs/faults.md)."""
+        return journal_entry(self.action, self.dev_id, self.steps, self.record, self.old)
+
+    def report(self) -> dict:
+        out = {"action": self.action, "kind": "disk", "name": self.label[len("disks["):-1], "id": self.dev_id,
+               "reason": self.reason}
+        if self.job_id:
+            out["job"] = self.job_id
+        return out
+
+
 # -- steps, one constructor for each kind of command ---------------------------------------------
 def add_object(obj: dict) -> Step:
     return Step(cmd("object-add", **obj), creates=((OBJECTS, obj["id"]),))

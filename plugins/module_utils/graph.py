@@ -45,7 +45,7 @@ def disk_operation(journal, dev_id: str):
 
 
 @dataclass(init=False, repr=False, eq=False)
-class GraphOp(Value):
+class GraphOp(engine.DiskOperation, Value):
     """One planned operation on one disk's chain."""
 
     action: str
@@ -90,17 +90,6 @@ class GraphOp(Value):
     def commands(self) -> list:
         """Every QMP command the operation sends to make its change, in order (check mode shows them)."""
         return [c for c in engine.commands(self.steps) if c["execute"] != engine.CREATE_IMAGE]
-
-    def pending(self) -> runtime.Pending:
-        """The journal entry, written before the first command (docs/faults.md)."""
-        return engine.journal_entry(self.action, self.dev_id, self.steps, self.record, self.old)
-
-    def report(self) -> dict:
-        out = {"action": self.action, "kind": "disk", "name": self.label[len("disks["):-1], "id": self.dev_id,
-               "reason": self.reason}
-        if self.job_id:
-            out["job"] = self.job_id
-        return out
 
 
 # -- reading a record ------------------------------------------------------------------------------
