@@ -608,14 +608,18 @@ class Instance:
 
     def _refusal_from_log(self, exc: QemuError) -> QemuError:
         """With -D, a daemonizing QEMU writes its errors to that log instead of the caller's
-        stderr (qemu_set_log_internal in util/log.c): take QEMU's refusal from there."""
-        # Only a start that ended (process._silent_end, or a refusal without text), not a hang.
-        ended = str(exc).startswith("QEMU refused to start") or "before it was ready" in str(exc)
-        if exc.desc or not ended:
+        stderr once it has opened the log (qemu_set_log_internal in util/log.c): what it said on
+        stderr before, and then the log, say why it ended."""
+        # Only a start that ended (process._silent_end, or a refusal), not a hang.
+        if not (str(exc).startswith("QEMU refused to start") or "before it was ready" in str(exc)):
             return exc
-        text = (self.state.read(autostart.QEMU_LOG) or b"").decode("utf-8", "replace")
-        text = "\n".join(line for line in text.splitlines() if autostart.SHUTDOWN_TRACE not in line).strip()
-        return QemuError("QEMU refused to start: %s" % explain(text), desc=text) if text else exc
+        logged = (self.state.read(autostart.QEMU_LOG) or b"").decode("utf-8", "replace")
+        logged = process.without_warnings("\n".join(line for line in logged.splitlines()
+                                                    if autostart.SHUTDOWN_TRACE not in line))
+        if not logged:
+            return exc
+        text = "\n".join(part for part in (exc.desc, logged) if part)
+        return QemuError("QEMU refused to start: %s" % explain(text), desc=text)
 
     def _missing(self, qmp, rt) -> list:
         live = self._live(qmp)

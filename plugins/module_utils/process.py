@@ -27,10 +27,17 @@ def start(argv: list, env: dict, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         raise QemuError("QEMU did not finish starting within %s s" % timeout) from None
     if proc.returncode != 0:
-        text = proc.stderr.decode("utf-8", "replace").strip()
+        text = without_warnings(proc.stderr.decode("utf-8", "replace"))
         if not text:
             raise QemuError(_silent_end(proc.returncode))
         raise QemuError("QEMU refused to start: %s" % explain(text), desc=text)
+
+
+def without_warnings(text: str) -> str:
+    """QEMU's messages without its warnings (warn_report(): "...: warning: ..."), which it prints
+    on a start that works too (QEMU 11.1: "'-mon' is deprecated"): they are not why it ended."""
+    return "\n".join(line for line in text.splitlines() if ": warning: " not in line
+                     and not line.startswith("warning: ")).strip()
 
 
 def _silent_end(returncode: int) -> str:

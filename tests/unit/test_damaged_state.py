@@ -73,3 +73,12 @@ def test_a_silent_failed_start_says_what_happened_and_what_to_do():
     assert "ended while it started" in died and "status 1" in died and "run again" in died
     killed = process._silent_end(-signal.SIGKILL)
     assert "killed by SIGKILL" in killed and "run again" in killed
+
+
+def test_qemus_warnings_are_not_why_a_start_ended():
+    """QEMU 11.1 warns that '-mon' is deprecated on every start: a start that ended with only that
+    on stderr ended without a word, and a refusal is told without the warning."""
+    warning = "qemu-system-x86_64: -mon chardev=qmp,mode=control: warning: '-mon' is deprecated, use '-object'"
+    assert process.without_warnings(warning + "\n") == ""
+    refusal = "qemu-system-x86_64: -blockdev {...}: Failed to get \"write\" lock"
+    assert process.without_warnings(warning + "\n" + refusal + "\n") == refusal
